@@ -1,0 +1,3 @@
+from avseg_cli.main import run
+
+run()

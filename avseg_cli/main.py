@@ -1,0 +1,84 @@
+"""The `avseg` Typer app. Each subcommand lives in its own module and is a thin call into `models`.
+
+Heavy imports (torch, the model) happen inside the commands, so `avseg --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from avseg_cli import annotate_cmd, eval_cmd, prepare_cmd, train_cmd
+from avseg_cli.console import DEBUG, err
+
+app = typer.Typer(
+    name="avseg",
+    help=(
+        "Open-vocabulary audio-visual semantic segmentation: find the objects that make the sound in a "
+        "video, segment them frame by frame and name them from any list of class names.\n\n"
+        "Example: avseg annotate video.mp4 --classes pipa,violin"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from models import __version__
+
+        typer.echo(f"avseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors (for bug reports)."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Global options. Example: avseg --debug prepare --root AVSBench-semantic --out data"""
+    DEBUG["enabled"] = debug
+
+
+app.command("prepare", no_args_is_help=True)(prepare_cmd.prepare)
+app.command("train", no_args_is_help=True)(train_cmd.train)
+app.command("eval", no_args_is_help=True)(eval_cmd.evaluate)
+app.command("annotate", no_args_is_help=True)(annotate_cmd.annotate)
+
+
+def run() -> None:
+    """Console-script entry point: runs the app and turns user errors into one line + exit code."""
+    from models.errors import AVSegError
+
+    try:
+        app()
+    except AVSegError as error:
+        if DEBUG["enabled"]:
+            raise
+        from rich.markup import escape
+
+        err.print(f"[bold red]error:[/] {escape(error.message)}", soft_wrap=True)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        err.print("[bold red]interrupted[/]")
+        sys.exit(130)
+    except Exception as error:  # a bug: one line unless --debug
+        if DEBUG["enabled"]:
+            raise
+        from rich.markup import escape
+
+        err.print(
+            f"[bold red]internal error:[/] {escape(f'{type(error).__name__}: {error}')} "
+            "(run with --debug for the traceback)",
+            soft_wrap=True,
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run()

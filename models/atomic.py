@@ -1,0 +1,110 @@
+"""Write files so that a reader never sees a half-written one and nothing the user had is lost.
+
+Every output goes to a temporary name in the destination folder and is renamed into place only when
+complete (`os.replace` is atomic on one file system). On any error the temporary file is removed and
+the previous file, if any, is untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+from models.errors import AVSegError
+
+
+def _describe_os_error(path: Path, error: OSError) -> str:
+    reason = error.strerror or str(error)
+    return f"cannot write {path}: {reason}"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it to `path` when the block succeeds.
+
+    Args:
+        path: final destination.
+        suffix: last suffix of the temporary name (default: the destination's, so tools that look at
+            the extension, like ffmpeg or PIL, see the right one).
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=".tmp" + (path.suffix if suffix is None else suffix), dir=parent
+        )
+        os.close(fd)
+    except OSError as error:
+        raise AVSegError(_describe_os_error(path, error)) from error
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise AVSegError(_describe_os_error(path, error)) from error
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """Open a temporary file for writing; it replaces `path` only if the block completes."""
+    if "b" in mode:
+        encoding = None
+    with atomic_path(path) as tmp:
+        try:
+            with open(tmp, mode, encoding=encoding) as handle:
+                yield handle
+        except OSError as error:
+            raise AVSegError(_describe_os_error(Path(path), error)) from error
+
+
+def write_json(path: str | os.PathLike, data: object, indent: int | None = 2) -> None:
+    """Write `data` as JSON atomically."""
+    with atomic_open(path) as handle:
+        json.dump(data, handle, indent=indent, ensure_ascii=False)
+        handle.write("\n")
+
+
+def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Write one JSON object per line atomically."""
+    with atomic_open(path) as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder next to `path`; it replaces `path` only when the block succeeds.
+
+    An existing folder at `path` is moved aside and deleted only after the new one is in place.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as error:
+        raise AVSegError(_describe_os_error(path, error)) from error
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise AVSegError(_describe_os_error(path, error)) from error
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

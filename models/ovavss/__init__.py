@@ -1,0 +1,1 @@
+"""The OV-AVSS network, one concept per file (see README "Code map")."""

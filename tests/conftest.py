@@ -1,0 +1,23 @@
+"""Shared test setup: offline hubs, few threads, paths to the optional shared reference data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+METADATA_FIXTURE = SHARED / "fixtures" / "avsbench-semantic-metadata.csv"
+
+
+@pytest.fixture
+def real_metadata_csv() -> Path:
+    """The complete AVSBench-semantic metadata.csv from ../shared (skips when it is not there)."""
+    if not METADATA_FIXTURE.is_file():
+        pytest.skip("../shared/fixtures/avsbench-semantic-metadata.csv not available")
+    return METADATA_FIXTURE
