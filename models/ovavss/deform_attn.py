@@ -1,0 +1,148 @@
+"""Multi-scale deformable attention (Deformable DETR), in pure PyTorch.
+
+Every query looks at `n_points` learned locations on each of `n_levels` feature maps per head and returns
+the attention-weighted sum of the bilinearly sampled values. Sampling is `F.grid_sample` (bilinear, zero
+padding, align_corners=False), i.e. a normalised location (x, y) in [0, 1] reads pixel coordinate
+(x * W - 0.5, y * H - 0.5) with pixel centres at integers, and neighbours outside the map count as 0. This
+equals the official CUDA kernel up to float rounding; no compiled extension is needed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def multi_scale_deformable_attn(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """Sample every level at the given locations and sum with the given weights.
+
+    Args:
+        value: (N, S, heads, head_dim), the levels flattened row-major and concatenated, S = sum h_l * w_l.
+        spatial_shapes: (L, 2) integer [h_l, w_l] per level, in the order the levels appear in `value`.
+        sampling_locations: (N, Lq, heads, L, P, 2) normalised (x, y); (0, 0) is the top-left corner of the
+            map, (1, 1) the bottom-right corner. Locations outside [0, 1] are allowed (they read zeros).
+        attention_weights: (N, Lq, heads, L, P), used as given (normalise them beforehand).
+
+    Returns:
+        (N, Lq, heads * head_dim), heads concatenated in order.
+    """
+    batch, num_values, num_heads, head_dim = value.shape
+    _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
+    level_sizes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    if len(level_sizes) != num_levels:
+        raise ValueError(f"spatial_shapes has {len(level_sizes)} levels but sampling_locations has {num_levels}")
+    if sum(h * w for h, w in level_sizes) != num_values:
+        raise ValueError(f"spatial_shapes {level_sizes} cover {sum(h * w for h, w in level_sizes)} values, "
+                         f"value has {num_values}")
+
+    per_level_values = value.split([h * w for h, w in level_sizes], dim=1)
+    # grid_sample wants [-1, 1]; fold heads into the batch: (N * heads, Lq, L, P, 2).
+    grids = (2 * sampling_locations - 1).transpose(1, 2).flatten(0, 1)
+    weights = attention_weights.transpose(1, 2).flatten(0, 1)  # (N * heads, Lq, L, P)
+
+    output = value.new_zeros(batch * num_heads, head_dim, num_queries)
+    for level, (height, width) in enumerate(level_sizes):
+        # (N, h*w, heads, D) -> (N, heads, D, h*w) -> (N * heads, D, h, w)
+        level_map = per_level_values[level].permute(0, 2, 3, 1).reshape(batch * num_heads, head_dim, height, width)
+        sampled = F.grid_sample(level_map, grids[:, :, level], mode="bilinear", padding_mode="zeros",
+                                align_corners=False)  # (N * heads, D, Lq, P)
+        output = output + (sampled * weights[:, None, :, level]).sum(-1)
+    # (N * heads, D, Lq) -> (N, Lq, heads * D)
+    return output.view(batch, num_heads, head_dim, num_queries).permute(0, 3, 1, 2).reshape(
+        batch, num_queries, num_heads * head_dim)
+
+
+class MSDeformAttn(nn.Module):
+    """Multi-scale deformable attention with the official parameter names.
+
+    Args:
+        d_model: channels of queries and values (C).
+        n_levels: number of feature levels (L).
+        n_heads: attention heads; C must be divisible by it.
+        n_points: sampling points per head and level (P).
+
+    Parameters: `sampling_offsets` Linear(C -> heads*L*P*2), `attention_weights` Linear(C -> heads*L*P),
+    `value_proj` and `output_proj` Linear(C -> C).
+    """
+
+    def __init__(self, d_model: int = 256, n_levels: int = 3, n_heads: int = 8, n_points: int = 4) -> None:
+        super().__init__()
+        if d_model % n_heads != 0:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.d_model = d_model
+        self.n_levels = n_levels
+        self.n_heads = n_heads
+        self.n_points = n_points
+        self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
+        self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
+        self.value_proj = nn.Linear(d_model, d_model)
+        self.output_proj = nn.Linear(d_model, d_model)
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        """Deformable-DETR init: at start every head samples points on a ray in its own direction."""
+        nn.init.zeros_(self.sampling_offsets.weight)
+        angles = torch.arange(self.n_heads, dtype=torch.float32) * (2.0 * math.pi / self.n_heads)
+        directions = torch.stack([angles.cos(), angles.sin()], dim=-1)  # (heads, 2) as (x, y)
+        directions = directions / directions.abs().amax(dim=-1, keepdim=True)  # onto the unit square
+        point_scale = torch.arange(1, self.n_points + 1, dtype=torch.float32)  # point p sits p+1 pixels away
+        pattern = directions[:, None, None, :] * point_scale[None, None, :, None]  # (heads, 1, P, 2)
+        pattern = pattern.expand(self.n_heads, self.n_levels, self.n_points, 2)
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(pattern.reshape(-1))
+        nn.init.zeros_(self.attention_weights.weight)
+        nn.init.zeros_(self.attention_weights.bias)
+        nn.init.xavier_uniform_(self.value_proj.weight)
+        nn.init.zeros_(self.value_proj.bias)
+        nn.init.xavier_uniform_(self.output_proj.weight)
+        nn.init.zeros_(self.output_proj.bias)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        reference_points: torch.Tensor,
+        input_flatten: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        level_start_index: torch.Tensor,
+        input_padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Attend from each query to P points per head on every level around its reference point.
+
+        Args:
+            query: (N, Lq, C) (positional embedding already added by the caller).
+            reference_points: (N, Lq, L, 2) normalised (x, y) per level, in [0, 1].
+            input_flatten: (N, S, C) the levels flattened row-major and concatenated.
+            spatial_shapes: (L, 2) long [h_l, w_l].
+            level_start_index: (L,) long, offset of each level in S (kept for API compatibility; the split
+                is derived from `spatial_shapes`).
+            input_padding_mask: optional (N, S) bool, True where the input is padding (its value is zeroed).
+
+        Returns:
+            (N, Lq, C).
+        """
+        del level_start_index  # implied by spatial_shapes
+        batch, num_queries, _ = query.shape
+        _, num_values, _ = input_flatten.shape
+        value = self.value_proj(input_flatten)
+        if input_padding_mask is not None:
+            value = value.masked_fill(input_padding_mask[..., None], 0.0)
+        value = value.view(batch, num_values, self.n_heads, self.d_model // self.n_heads)
+
+        offsets = self.sampling_offsets(query).view(
+            batch, num_queries, self.n_heads, self.n_levels, self.n_points, 2)
+        weights = self.attention_weights(query).view(batch, num_queries, self.n_heads, self.n_levels * self.n_points)
+        weights = weights.softmax(dim=-1).view(batch, num_queries, self.n_heads, self.n_levels, self.n_points)
+
+        # Offsets are in pixels of each level: divide by (w_l, h_l) to get normalised (x, y).
+        size_xy = spatial_shapes.flip(-1).to(offsets.dtype)  # (L, 2) as (w, h)
+        locations = reference_points[:, :, None, :, None, :] + offsets / size_xy[None, None, None, :, None, :]
+        output = multi_scale_deformable_attn(value, spatial_shapes, locations, weights)
+        return self.output_proj(output)
