@@ -1,14 +1,115 @@
-"""`avseg eval` (placeholder, being built)."""
+"""`avseg eval`: AVSBench-OV scores (mIoU, base / novel / harmonic mIoU, F-score) of saved predictions."""
 
 from __future__ import annotations
 
+import math
+from enum import Enum
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 
-def evaluate(data: Path = typer.Option(..., "--data", help="Prepared data folder.")) -> None:
-    """Score predictions. Example: avseg eval --predictions preds --data data --split test"""
-    from models.errors import AVSegError
+class EvalSplit(str, Enum):
+    val = "val"
+    test = "test"
 
-    raise AVSegError("avseg eval is not available yet")
+
+def evaluate(
+    predictions: Optional[Path] = typer.Option(
+        None,
+        "--predictions",
+        metavar="PRED_DIR",
+        help="Folder of predicted label maps, PRED_DIR/<uid>/<k>.png (index PNGs or AVSBench colour PNGs, "
+        "any size), one per labelled frame of every video in the split.",
+    ),
+    data: Path = typer.Option(
+        ..., "--data", metavar="DATA_DIR", help="Prepared data folder written by `avseg prepare`."
+    ),
+    split: EvalSplit = typer.Option(EvalSplit.test, "--split", help="Which split to score."),
+    json_path: Optional[Path] = typer.Option(
+        None, "--json", metavar="RESULT.json", help="Also write all numbers (and per-class IoU) to this JSON file."
+    ),
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", help="Evaluate a model checkpoint directly (not available yet)."
+    ),
+) -> None:
+    """Score predicted label maps with the official AVSBench-OV protocol: GT and predictions compared at
+    224x224; mIoU = IoU of all 71 ids (background included) from one dataset-level confusion matrix; base /
+    novel = mean over the 40 base / 30 novel classes; harmonic = 2*base*novel/(base+novel). The F-score
+    (AVSBench per-frame, beta^2 = 0.3) is secondary: OV-AVSS does not report it.
+
+    Examples:
+
+    avseg eval --predictions preds --data data --split test
+
+    avseg eval --predictions preds --data data --split val --json val_result.json
+    """
+    from models.errors import AVSegError, UsageError
+
+    if checkpoint is not None:
+        raise AVSegError(
+            f"--checkpoint {checkpoint}: evaluating a checkpoint is not available yet; "
+            "score saved predictions with --predictions PRED_DIR",
+            exit_code=2,
+        )
+    if predictions is None:
+        raise UsageError("missing option --predictions PRED_DIR (the folder of <uid>/<k>.png label maps to score)")
+
+    from avseg_cli.console import out, warn
+    from avseg_cli.progress import RichProgress
+    from models.data.prepared import PreparedData
+    from models.pipeline.evaluate_predictions import (
+        check_json_destination,
+        evaluate_predictions,
+        write_result_json,
+    )
+
+    prepared = PreparedData.open(data)
+    if json_path is not None:
+        check_json_destination(json_path)
+    with RichProgress(unit="video", transient=True) as progress:
+        result = evaluate_predictions(predictions, prepared, split.value, progress)
+    if result.unknown_gt_pixels:
+        warn(f"{result.unknown_gt_pixels} GT pixels had non-palette colours and were scored as background")
+    if json_path is not None:
+        write_result_json(json_path, result)
+    _print_tables(out, result)
+    if json_path is not None:
+        out.print(f"results written to {json_path}")
+
+
+def _percent(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{100 * value:.2f}"
+
+
+def _print_tables(console, result) -> None:
+    from rich.table import Table
+
+    from models.data.classes import BASE_IDS, CLASS_NAMES, NOVEL_IDS
+
+    summary = Table(
+        title=f"AVSBench-OV {result.split}: {result.num_videos} videos, {result.num_frames} frames",
+        title_justify="left",
+        caption="F-score: mean over 71 bins as in AVSBench's code; classes absent from the split count 0.",
+        caption_justify="left",
+    )
+    summary.add_column("metric")
+    summary.add_column("%", justify="right")
+    summary.add_row("mIoU (71 ids, background included)", _percent(result.miou))
+    summary.add_row(f"base mIoU ({len(BASE_IDS)} classes)", _percent(result.base_miou))
+    summary.add_row(f"novel mIoU ({len(NOVEL_IDS)} classes)", _percent(result.novel_miou))
+    summary.add_row("harmonic mIoU", _percent(result.harmonic_miou))
+    summary.add_row("[dim]F-score (secondary: AVSBench per-frame, beta^2=0.3)[/]", _percent(result.fscore))
+    console.print(summary)
+
+    kind = {i: "base" for i in BASE_IDS} | {i: "novel" for i in NOVEL_IDS} | {0: "-"}
+    rows = [(CLASS_NAMES[i], kind[i], v) for i, v in enumerate(result.per_class_iou) if not math.isnan(v)]
+    rows.sort(key=lambda row: (-row[2], row[0]))
+    per_class = Table(title="per-class IoU", title_justify="left")
+    per_class.add_column("class")
+    per_class.add_column("split")
+    per_class.add_column("IoU %", justify="right")
+    for name, split_name, value in rows:
+        per_class.add_row(name, split_name, _percent(value))
+    console.print(per_class)
