@@ -1,0 +1,254 @@
+"""Our training checkpoints: atomic save, weights_only load with clear errors, RNG state round trips."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models import checkpoint as ckpt
+from models.errors import AVSegError
+
+torch.set_num_threads(1)
+
+
+@dataclass(frozen=True)
+class _Cfg:
+    name: str = "tiny"
+    hidden_dim: int = 32
+    short_sides: tuple[int, ...] = (240, 360)
+
+
+def _train_state(seed: int = 0) -> dict:
+    """A realistic checkpoint: a model, AdamW after one step, a LambdaLR, a config, the RNG state."""
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 0.1 if it > 5 else 1.0)
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    return {
+        "avseg_format": ckpt.CHECKPOINT_FORMAT, "kind": "train", "config": asdict(_Cfg()), "config_name": "tiny",
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "iteration": 17, "rng": ckpt.capture_rng_state(), "extra": {"note": "x", "losses": [0.5, 0.25]},
+    }
+
+
+def _assert_same(a, b) -> None:
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b)
+        for key in a:
+            _assert_same(a[key], b[key])
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b)
+        for x, y in zip(a, b):
+            _assert_same(x, y)
+    else:
+        assert a == b and type(a) is type(b)
+
+
+# ----------------------------------------------------------------------------------------- save/load
+def test_round_trip_and_plain_weights_only(tmp_path: Path):
+    state = _train_state()
+    path = tmp_path / "run" / "last.pt"  # the folder is created
+    ckpt.save_checkpoint(path, state)
+    loaded = ckpt.load_checkpoint(path)
+    _assert_same(state, loaded)
+    # Independent check: plain torch.load with weights_only=True reads it (no allowlists needed).
+    _assert_same(state, torch.load(path, map_location="cpu", weights_only=True))
+    assert loaded["config"]["short_sides"] == (240, 360)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no temporary files left
+
+
+def test_overwrite_replaces_previous(tmp_path: Path):
+    path = tmp_path / "last.pt"
+    first, second = _train_state(0), _train_state(1)
+    second["iteration"] = 18
+    ckpt.save_checkpoint(path, first)
+    ckpt.save_checkpoint(path, second)
+    assert ckpt.load_checkpoint(path)["iteration"] == 18
+    _assert_same(second["model"], ckpt.load_checkpoint(path)["model"])
+
+
+def test_disk_full_keeps_previous_file(tmp_path: Path, monkeypatch):
+    path = tmp_path / "last.pt"
+    old = _train_state(0)
+    ckpt.save_checkpoint(path, old)
+    before = path.read_bytes()
+
+    def half_then_enospc(obj, handle, *args, **kwargs):
+        handle.write(before[: len(before) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", half_then_enospc)
+    with pytest.raises(AVSegError) as info:
+        ckpt.save_checkpoint(path, _train_state(1))
+    message = str(info.value)
+    assert str(path) in message and "No space left on device" in message and "\n" not in message
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    _assert_same(old, ckpt.load_checkpoint(path))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # the half-written temporary is gone
+
+
+def test_read_only_rename_failure(tmp_path: Path, monkeypatch):
+    path = tmp_path / "model_0000100.pt"
+
+    def refuse(src, dst):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(AVSegError, match="Read-only file system") as info:
+        ckpt.save_checkpoint(path, _train_state())
+    assert str(path) in str(info.value)
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "entry, where",
+    [(np.zeros(3), "['extra']['bad']"), (np.float64(1.5), "['extra']['bad']"), (Path("/x"), "['extra']['bad']"),
+     (_Cfg(), "['extra']['bad']"), ([1, {"deep": np.int64(2)}], "['extra']['bad'][1]['deep']")],
+)
+def test_unstorable_values_are_refused_before_writing(tmp_path: Path, entry, where):
+    state = _train_state()
+    state["extra"]["bad"] = entry
+    path = tmp_path / "last.pt"
+    with pytest.raises(TypeError) as info:
+        ckpt.save_checkpoint(path, state)
+    assert where in str(info.value)
+    assert not path.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_save_requires_avseg_dict(tmp_path: Path):
+    with pytest.raises(ValueError):
+        ckpt.save_checkpoint(tmp_path / "x.pt", {"model": {}})
+
+
+def test_load_missing_and_folder(tmp_path: Path):
+    with pytest.raises(AVSegError, match="not found") as info:
+        ckpt.load_checkpoint(tmp_path / "nope.pt")
+    assert str(tmp_path / "nope.pt") in str(info.value)
+    with pytest.raises(AVSegError, match="folder"):
+        ckpt.load_checkpoint(tmp_path)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(AVSegError, match="empty"):
+        ckpt.load_checkpoint(tmp_path / "empty.pt")
+
+
+def test_load_truncated_and_random_bytes(tmp_path: Path):
+    good = tmp_path / "good.pt"
+    ckpt.save_checkpoint(good, _train_state())
+    data = good.read_bytes()
+    for name, content in [("truncated.pt", data[: len(data) // 2]), ("head.pt", data[:100]),
+                          ("random.pt", np.random.default_rng(3).bytes(4096)), ("text.pt", b"hello world\n")]:
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(AVSegError) as info:
+            ckpt.load_checkpoint(path)
+        message = str(info.value)
+        assert "corrupt" in message and str(path) in message and "\n" not in message and len(message) < 400
+
+
+class _Sneaky:
+    """An object whose unpickling would run a shell command."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
+def test_code_carrying_pickle_is_refused(tmp_path: Path):
+    pwned = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"avseg_format": 1, "model": {}, "payload": _Sneaky(pwned)}, path)
+    with pytest.raises(AVSegError, match="not a plain weights file") as info:
+        ckpt.load_checkpoint(path)
+    assert "system" in str(info.value) and str(path) in str(info.value)
+    assert not pwned.exists()
+
+
+def test_foreign_and_newer_files(tmp_path: Path):
+    path = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"w": torch.ones(1)}, "epoch": 3}, path)
+    with pytest.raises(AVSegError, match=r"not an avseg checkpoint: .*found keys state_dict, epoch"):
+        ckpt.load_checkpoint(path)
+    torch.save(torch.ones(3), path)
+    with pytest.raises(AVSegError, match="not an avseg checkpoint.*Tensor"):
+        ckpt.load_checkpoint(path)
+    state = _train_state()
+    state["avseg_format"] = ckpt.CHECKPOINT_FORMAT + 1
+    torch.save(state, path)
+    with pytest.raises(AVSegError, match="newer avseg"):
+        ckpt.load_checkpoint(path)
+    state["avseg_format"] = 1
+    del state["model"]
+    torch.save(state, path)
+    with pytest.raises(AVSegError, match="without model weights"):
+        ckpt.load_checkpoint(path)
+
+
+# ----------------------------------------------------------------------------------------------- RNG
+def _draws() -> tuple:
+    return (random.random(), random.gauss(0, 1), random.randrange(10**9),
+            np.random.standard_normal(3).tolist(), np.random.randint(0, 10**6, 4).tolist(),
+            torch.rand(3).tolist(), torch.randn(2).tolist(), torch.randperm(10).tolist())
+
+
+def test_rng_capture_restore_repeats_draws():
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    random.gauss(0, 1)  # leaves a cached second Gaussian in python's generator
+    np.random.standard_normal()  # and in numpy's legacy generator
+    state = ckpt.capture_rng_state()
+    first = _draws()
+    _draws()
+    ckpt.restore_rng_state(state)
+    assert _draws() == first
+    ckpt.check_storable(state)  # plain data only
+
+
+def test_rng_state_survives_checkpoint_file(tmp_path: Path):
+    random.seed(5)
+    np.random.seed(6)
+    torch.manual_seed(7)
+    checkpoint = _train_state()
+    checkpoint["rng"] = ckpt.capture_rng_state()
+    expected = _draws()
+    ckpt.save_checkpoint(tmp_path / "last.pt", checkpoint)
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    ckpt.restore_rng_state(ckpt.load_checkpoint(tmp_path / "last.pt")["rng"])
+    assert _draws() == expected
+
+
+def test_rng_restore_rejects_damaged_state():
+    state = ckpt.capture_rng_state()
+    del state["numpy"]
+    with pytest.raises(AVSegError, match="random-generator state"):
+        ckpt.restore_rng_state(state)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_rng_restore():
+    torch.cuda.manual_seed_all(11)
+    torch.rand(1, device="cuda")  # initialise CUDA
+    state = ckpt.capture_rng_state()
+    assert len(state["cuda"]) == torch.cuda.device_count()
+    first = torch.rand(5, device="cuda").cpu()
+    torch.rand(5, device="cuda")
+    ckpt.restore_rng_state(state)
+    assert torch.equal(torch.rand(5, device="cuda").cpu(), first)
