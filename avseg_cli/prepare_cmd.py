@@ -1,4 +1,4 @@
-"""`avseg prepare` (placeholder, being built)."""
+"""`avseg prepare`: thin wrapper around `models.pipeline.prepare.prepare_dataset`."""
 
 from __future__ import annotations
 
@@ -6,9 +6,96 @@ from pathlib import Path
 
 import typer
 
+from avseg_cli.console import err, out
 
-def prepare(root: Path = typer.Option(..., "--root", help="AVSBench-semantic folder.")) -> None:
-    """Build the AVSBench-OV split. Example: avseg prepare --root AVSBench-semantic --out data"""
-    from models.errors import AVSegError
+MAX_EXAMPLES_SHOWN = 3
 
-    raise AVSegError("avseg prepare is not available yet")
+
+def prepare(
+    root: Path = typer.Option(
+        ..., "--root", help="The AVSBench-semantic folder (holds metadata.csv, v1s/, v1m/, v2/); it is only read. "
+        "Example: --root ~/datasets/AVSBench-semantic",
+    ),
+    out_dir: Path = typer.Option(
+        ..., "--out", help="DATA_DIR to write: dataset.json, splits/{train,val,test}.jsonl, summary.json "
+        "(media stay in --root). Example: --out data/avsbench-ov",
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Compute the split from metadata.csv alone, without checking any file "
+        "(frame sizes are written as 0). Example: --dry-run",
+    ),
+    strict: bool = typer.Option(
+        False, "--strict", help="Exit with code 1 and write nothing if any problem is found "
+        "(missing or unreadable files, unknown label colours, short audio, unknown a_obj tokens). Example: --strict",
+    ),
+    include_v1m: bool = typer.Option(
+        False, "--include-v1m", help="Also use the v1m subset (left out of AVSBench-OV): all of it in val/test, "
+        "base-only videos in train. Example: --include-v1m",
+    ),
+    workers: int = typer.Option(
+        4, "--workers", min=1, help="Threads checking videos in parallel. Example: --workers 8",
+    ),
+) -> None:
+    """Build the AVSBench-OV split (40 base / 30 novel classes) from an AVSBench-semantic download.
+
+    Example: avseg prepare --root ~/datasets/AVSBench-semantic --out data
+
+    Train: v1s/v2 train videos whose sounding classes are all base. Val, test: all v1s/v2 videos.
+
+    Frames, labels and audio of every selected video are checked; problems go to a table and summary.json.
+    """
+    from avseg_cli.progress import RichProgress
+    from models.pipeline.prepare import prepare_dataset
+
+    with RichProgress(unit="videos", transient=True) as progress:
+        result = prepare_dataset(
+            root, out_dir, dry_run=dry_run, include_v1m=include_v1m, strict=strict, workers=workers,
+            progress=progress,
+        )
+    _print_tables(result)
+    if result.written:
+        what = "split from metadata.csv only (--dry-run)" if result.dry_run else "split"
+        out.print(f"wrote the {what} to {out_dir} (dataset.json, splits/, summary.json)", soft_wrap=True)
+    else:
+        err.print(
+            f"[bold red]error:[/] {result.problem_count} problem(s) found with --strict; nothing was written to "
+            f"{_escape(str(out_dir))}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+
+
+def _print_tables(result) -> None:
+    from rich.table import Table
+
+    if result.problems:
+        table = Table(title="Problems", title_justify="left")
+        table.add_column("kind")
+        table.add_column("count", justify="right")
+        table.add_column("first examples", overflow="fold")
+        for problem in result.problems:
+            examples = list(problem.examples[:MAX_EXAMPLES_SHOWN])
+            if problem.count > len(examples):
+                examples.append(f"... and {problem.count - len(examples)} more")
+            table.add_row(_escape(problem.kind), f"{problem.count:,}", _escape("\n".join(examples)))
+        out.print(table)
+    elif not result.dry_run:
+        out.print("no problems found")
+    if result.excluded:
+        out.print(f"{len(result.excluded):,} video(s) left out: no frames folder")
+
+    if result.dry_run:
+        out.print("dry run: split from metadata.csv only, files were not checked")
+    table = Table(title="AVSBench-OV split", title_justify="left")
+    table.add_column("split")
+    table.add_column("videos", justify="right")
+    table.add_column("frames", justify="right")
+    for name, count in result.counts.items():
+        table.add_row(name, f"{count.videos:,}", f"{count.frames:,}")
+    out.print(table)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
