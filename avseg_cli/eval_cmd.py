@@ -31,7 +31,21 @@ def evaluate(
         None, "--json", metavar="RESULT.json", help="Also write all numbers (and per-class IoU) to this JSON file."
     ),
     checkpoint: Optional[Path] = typer.Option(
-        None, "--checkpoint", help="Evaluate a model checkpoint directly (not available yet)."
+        None, "--checkpoint", help="Evaluate a trained checkpoint directly (with --class-agnostic for now). "
+        "Example: --checkpoint runs/r50/last.pt --class-agnostic"
+    ),
+    class_agnostic: bool = typer.Option(
+        False, "--class-agnostic", help="With --checkpoint: score sounding-object localization only (foreground "
+        "mIoU and F-score of the union of masks the sound head calls sounding; no CLIP). Example: --class-agnostic"
+    ),
+    device: str = typer.Option("auto", "--device", help="With --checkpoint: auto, cpu or cuda. Example: --device cpu"),
+    sound_threshold: float = typer.Option(
+        0.5, "--sound-threshold", min=0.0, max=1.0,
+        help="With --class-agnostic: a query is sounding when P(sounding) exceeds this. Example: --sound-threshold 0.5"
+    ),
+    vggish_weights: Optional[str] = typer.Option(
+        None, "--vggish-weights", help="With --checkpoint: path of vggish-10086976.pth (default: ~/.cache/avseg, or "
+        "the random VGGish a run was trained with). Example: --vggish-weights vggish-10086976.pth"
     ),
 ) -> None:
     """Score predicted label maps with the official AVSBench-OV protocol: GT and predictions compared at
@@ -44,15 +58,25 @@ def evaluate(
     avseg eval --predictions preds --data data --split test
 
     avseg eval --predictions preds --data data --split val --json val_result.json
+
+    avseg eval --checkpoint runs/r50/last.pt --data data --split test --class-agnostic --json agnostic.json
     """
     from models.errors import AVSegError, UsageError
 
     if checkpoint is not None:
-        raise AVSegError(
-            f"--checkpoint {checkpoint}: evaluating a checkpoint is not available yet; "
-            "score saved predictions with --predictions PRED_DIR",
-            exit_code=2,
-        )
+        if predictions is not None:
+            raise UsageError("give either --predictions or --checkpoint, not both")
+        if not class_agnostic:
+            raise AVSegError(
+                f"--checkpoint {checkpoint}: open-vocabulary evaluation of a checkpoint is not available yet "
+                "(it needs the CLIP classifier); use --class-agnostic, or score saved predictions with --predictions",
+                exit_code=2,
+            )
+        _evaluate_checkpoint_class_agnostic(checkpoint, data, split.value, json_path, device, sound_threshold,
+                                            vggish_weights)
+        return
+    if class_agnostic:
+        raise UsageError("--class-agnostic needs --checkpoint")
     if predictions is None:
         raise UsageError("missing option --predictions PRED_DIR (the folder of <uid>/<k>.png label maps to score)")
 
@@ -113,3 +137,39 @@ def _print_tables(console, result) -> None:
     for name, split_name, value in rows:
         per_class.add_row(name, split_name, _percent(value))
     console.print(per_class)
+
+
+def _evaluate_checkpoint_class_agnostic(checkpoint, data, split, json_path, device, sound_threshold,
+                                        vggish_weights) -> None:
+    from rich.table import Table
+
+    from avseg_cli.console import out
+    from avseg_cli.progress import RichProgress
+    from models.atomic import write_json
+    from models.data.prepared import PreparedData
+    from models.pipeline.evaluate_model import evaluate_class_agnostic
+    from models.pipeline.evaluate_predictions import check_json_destination
+    from models.pipeline.network import load_network
+    from models.pipeline.train import resolve_device
+
+    prepared = PreparedData.open(data)
+    if json_path is not None:
+        check_json_destination(json_path)
+    torch_device = resolve_device(device)
+    network = load_network(checkpoint, torch_device, vggish_weights)
+    with RichProgress(unit="video", transient=True) as progress:
+        result = evaluate_class_agnostic(network.model, prepared, split, sound_threshold=sound_threshold,
+                                         short_side=network.model.config.test_short_side, progress=progress)
+    if json_path is not None:
+        row = result.to_json()
+        row.update({"checkpoint": str(checkpoint), "iteration": network.iteration, "config": network.config_name})
+        write_json(json_path, row)
+    table = Table(title=f"class-agnostic {split}: {result.num_videos} videos, {result.num_frames} frames "
+                        f"({network.config_name}, iteration {network.iteration})", title_justify="left")
+    table.add_column("metric")
+    table.add_column("%", justify="right")
+    table.add_row("foreground mIoU (AVSBench S4/MS3 style)", _percent(result.fg_miou))
+    table.add_row("F-score (beta^2 = 0.3)", _percent(result.fscore))
+    out.print(table)
+    if json_path is not None:
+        out.print(f"results written to {json_path}")

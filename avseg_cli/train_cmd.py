@@ -1,4 +1,4 @@
-"""`avseg train` (placeholder, being built)."""
+"""`avseg train`: thin wrapper around `models.pipeline.train.train`."""
 
 from __future__ import annotations
 
@@ -6,9 +6,43 @@ from pathlib import Path
 
 import typer
 
+from avseg_cli.console import err, out, warn
 
-def train(data: Path = typer.Option(..., "--data", help="Prepared data folder.")) -> None:
-    """Train OV-AVSS. Example: avseg train --data data --config r50 --out runs/r50"""
-    from models.errors import AVSegError
 
-    raise AVSegError("avseg train is not available yet")
+def train(
+    data: Path = typer.Option(..., "--data", help="Prepared data folder (from `avseg prepare`). Example: --data data"),
+    config: str = typer.Option("r50", "--config", help="Model configuration: r50, swinb or tiny. Example: --config tiny"),
+    out_dir: Path = typer.Option(..., "--out", help="Run folder for checkpoints and logs. Example: --out runs/r50"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (auto = cuda when available). Example: --device cuda"),
+    max_iters: int = typer.Option(None, "--max-iters", min=1, help="Stop after this many iterations (default: the recipe's, 96,228 for r50). Example: --max-iters 1000"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt. Example: --resume"),
+    init: Path = typer.Option(None, "--init", help="Initialise from a Mask2Former COCO .pkl (model_final_3c8ec9.pkl for r50). Example: --init model_final_3c8ec9.pkl"),
+    amp: str = typer.Option("off", "--amp", help="Mixed precision on CUDA: bf16, fp16 or off. Example: --amp bf16"),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, help="Clips per iteration (official: 1). Example: --batch-size 2"),
+    checkpoint_period: int = typer.Option(None, "--checkpoint-period", min=1, help="Save every N iterations (official: 2000). Example: --checkpoint-period 500"),
+    seed: int = typer.Option(None, "--seed", help="Random seed (official: 42). Example: --seed 1"),
+    workers: int = typer.Option(0, "--workers", min=0, help="Data-loading worker processes. Example: --workers 4"),
+    vggish_weights: str = typer.Option(None, "--vggish-weights", help="Path of vggish-10086976.pth, or 'random' for experiments without it (default: look in ~/.cache/avseg). Example: --vggish-weights ~/weights/vggish-10086976.pth"),
+) -> None:
+    """Train the OV-AVSS sound-source localization network (class-agnostic) on AVSBench-OV base classes.
+
+    Example: avseg train --data data --config r50 --out runs/r50 --device cuda --init model_final_3c8ec9.pkl
+
+    Checkpoints: RUN_DIR/last.pt and RUN_DIR/model_NNNNNNN.pt (written atomically); log: RUN_DIR/log.jsonl.
+    """
+    from avseg_cli.progress import RichProgress
+    from models.pipeline.train import TrainOptions, train as run_training
+
+    options = TrainOptions(
+        data_dir=data, config_name=config, out_dir=out_dir, device=device, max_iters=max_iters, resume=resume,
+        init=init, amp=amp, batch_size=batch_size, checkpoint_period=checkpoint_period, seed=seed,
+        num_workers=workers, vggish_weights=vggish_weights,
+    )
+    try:
+        with RichProgress(unit="it") as progress:
+            result = run_training(options, progress=progress, warn=warn)
+    except KeyboardInterrupt:
+        err.print(f"[bold red]interrupted[/]: resume with `avseg train --data {data} --config {config} --out {out_dir} --resume`")
+        raise typer.Exit(130)
+    out.print(f"trained to iteration {result.iterations} in {result.seconds:.0f} s; "
+              f"final loss {result.final_loss:.4f}; checkpoint {result.last_checkpoint}")

@@ -18,6 +18,13 @@ from typing import IO, Iterator
 from models.errors import AVSegError
 
 
+def _default_mode(directory: bool = False) -> int:
+    """Permissions a normally created file (0o666) or folder (0o777) gets under the current umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
 def _describe_os_error(path: Path, error: OSError) -> str:
     reason = error.strerror or str(error)
     return f"cannot write {path}: {reason}"
@@ -45,6 +52,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():
+            os.chmod(tmp, _default_mode())  # mkstemp makes 0600 files; outputs get normal permissions
         os.replace(tmp, path)
     except OSError as error:
         tmp.unlink(missing_ok=True)
@@ -95,6 +104,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise AVSegError(_describe_os_error(path, error)) from error
     try:
         yield tmp
+        os.chmod(tmp, _default_mode(directory=True))
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")

@@ -1,0 +1,343 @@
+"""The training loop of `avseg train`: the official recipe, resumable bit for bit.
+
+Reproducibility: every random choice of the data pipeline is derived from (seed, iteration, slot) and
+every random draw of the model (dropout, point sampling) comes from torch's global generator, whose state
+is saved in each checkpoint. Resuming from `last.pt` on the same device therefore continues exactly the
+run that was interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from models.errors import AVSegError, UsageError
+from models.ovavss.config import TRAIN_CONFIGS, ModelConfig, TrainConfig, get_config
+from models.progress import NullProgress, Progress
+
+
+
+@dataclass
+class TrainOptions:
+    """What `avseg train` was asked to do."""
+
+    data_dir: Path
+    config_name: str
+    out_dir: Path
+    device: str = "auto"
+    max_iters: int | None = None
+    resume: bool = False
+    init: Path | None = None
+    amp: str = "off"  # "bf16" | "fp16" | "off"
+    batch_size: int | None = None
+    checkpoint_period: int | None = None
+    log_period: int | None = None
+    seed: int | None = None
+    num_workers: int = 0
+    vggish_weights: str | None = None  # a path, "random", or None = look in the cache
+    audio_shuffle: bool = False  # ablation: pair each clip with another clip's audio
+    overrides: dict = field(default_factory=dict)  # extra TrainConfig fields (tests, experiments)
+
+
+@dataclass
+class TrainResult:
+    iterations: int
+    last_checkpoint: Path
+    final_loss: float
+    seconds: float
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; 'cuda' without CUDA is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise AVSegError("--device cuda was asked for, but PyTorch sees no CUDA GPU on this machine (use --device cpu)")
+        return torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise UsageError(f"unknown device {name!r}: use auto, cpu or cuda")
+
+
+def _sample_seed(seed: int, iteration: int, slot: int) -> int:
+    return int(np.random.SeedSequence([seed, iteration, slot]).generate_state(1)[0])
+
+
+class ResumableBatchSampler:
+    """Yields, for iterations start..stop-1, a list of (video_index, sample_seed) per batch.
+
+    Videos are visited in a fresh permutation per epoch, derived from (seed, epoch) alone, so the
+    sequence does not depend on where a run was resumed.
+    """
+
+    def __init__(self, num_videos: int, batch_size: int, seed: int, start: int, stop: int,
+                 shuffle_audio: bool = False) -> None:
+        if num_videos == 0:
+            raise AVSegError("the training split has no videos")
+        self.num_videos = num_videos
+        self.batch_size = batch_size
+        self.seed = seed
+        self.start = start
+        self.stop = stop
+        self.shuffle_audio = shuffle_audio
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def _video_at(self, position: int) -> int:
+        epoch, offset = divmod(position, self.num_videos)
+        perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_videos)
+        return int(perm[offset])
+
+    def __iter__(self) -> Iterator[list[tuple]]:
+        for iteration in range(self.start, self.stop):
+            batch = []
+            for slot in range(self.batch_size):
+                position = iteration * self.batch_size + slot
+                item = (self._video_at(position), _sample_seed(self.seed, iteration, slot))
+                if self.shuffle_audio:
+                    other = np.random.default_rng([self.seed, iteration, slot, 7]).integers(self.num_videos)
+                    item = item + (int(other),)
+                batch.append(item)
+            yield batch
+
+
+def _autocast(device: torch.device, amp: str):
+    if amp == "off":
+        return torch.autocast(device_type=device.type, enabled=False)
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _targets_to(targets: list[dict], device: torch.device) -> list[dict]:
+    return [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+
+
+def train(options: TrainOptions, progress: Progress | None = None, warn=print) -> TrainResult:
+    """Run (or resume) a training run; writes RUN_DIR/last.pt, RUN_DIR/model_XXXXXXX.pt, RUN_DIR/log.jsonl."""
+    from models.checkpoint import (
+        CHECKPOINT_FORMAT,
+        capture_rng_state,
+        load_checkpoint,
+        restore_rng_state,
+        save_checkpoint,
+    )
+    from models.data.clips import TrainClipDataset, collate_train_clips
+    from models.data.prepared import PreparedData
+    from models.ovavss.criterion import SetCriterion, default_weight_dict, weighted_total
+    from models.ovavss.matcher import HungarianMatcher
+    from models.ovavss.model import build_ovavss
+    from models.ovavss.optim import build_optimizer, build_scheduler, clip_full_model_grad_norm
+    from models.pipeline.audio_cache import AudioEmbeddingCache
+    from models.pipeline.network import RANDOM_VGGISH_SEED_KEY, setup_audio_encoder
+
+    progress = progress or NullProgress()
+    if options.amp not in ("off", "bf16", "fp16"):
+        raise UsageError(f"unknown --amp {options.amp!r}: use bf16, fp16 or off")
+    device = resolve_device(options.device)
+    if options.amp != "off" and device.type != "cuda":
+        raise UsageError("--amp needs --device cuda (on the CPU training runs in float32)")
+
+    model_cfg = get_config(options.config_name)
+    out_dir = Path(options.out_dir)
+    last_path = out_dir / "last.pt"
+    resume_state = None
+    if options.resume:
+        if not last_path.is_file():
+            raise AVSegError(f"nothing to resume: {last_path} does not exist")
+        resume_state = load_checkpoint(last_path)
+        if resume_state.get("kind") != "train":
+            raise AVSegError(f"{last_path} is not a training checkpoint")
+        if resume_state.get("config_name") != options.config_name:
+            raise AVSegError(
+                f"{last_path} was trained with --config {resume_state.get('config_name')}, not {options.config_name}"
+            )
+        train_cfg = TrainConfig.from_dict(resume_state["train_config"])
+        if options.max_iters is not None:
+            train_cfg = replace(train_cfg, max_iter=options.max_iters)
+    else:
+        if last_path.exists():
+            raise AVSegError(f"{out_dir} already holds a run (last.pt): use --resume to continue it, or another --out")
+        train_cfg = TRAIN_CONFIGS[options.config_name]
+        updates = dict(options.overrides)
+        for key, value in (("max_iter", options.max_iters), ("batch_size", options.batch_size),
+                           ("checkpoint_period", options.checkpoint_period), ("log_period", options.log_period),
+                           ("seed", options.seed)):
+            if value is not None:
+                updates[key] = value
+        train_cfg = replace(train_cfg, **updates)
+    if train_cfg.batch_size < 1 or train_cfg.max_iter < 1 or train_cfg.checkpoint_period < 1:
+        raise UsageError("batch size, iterations and checkpoint period must be at least 1")
+
+    data = PreparedData.open(options.data_dir)
+    dataset = TrainClipDataset(
+        data, split="train", clip_len=model_cfg.clip_len, short_sides=model_cfg.train_short_sides,
+        max_size=model_cfg.max_size, flip_prob=train_cfg.flip_prob,
+    )
+    if len(dataset) == 0:
+        raise AVSegError(f"the train split of {options.data_dir} has no videos")
+
+    # Model, initialised deterministically from the seed.
+    torch.manual_seed(train_cfg.seed)
+    random.seed(train_cfg.seed)
+    np.random.seed(train_cfg.seed % (2**32))
+    model = build_ovavss(model_cfg)
+    vggish_arg = options.vggish_weights if resume_state is None else \
+        resume_state.get("extra", {}).get("vggish_weights_arg")
+    if vggish_arg == "random":
+        warn("VGGish is randomly initialised (--vggish-weights random): audio features are not the real ones")
+    audio_source = setup_audio_encoder(model, vggish_arg, train_cfg.seed)
+    if options.init is not None and resume_state is None:
+        from models.official import load_mask2former_pkl, load_matching
+
+        init_sd = load_mask2former_pkl(options.init)
+        report = load_matching(model, init_sd)
+        warn(f"initialised from {options.init}: {report.summary()}")
+    model.to(device)
+    model.train()
+
+    weight_dict = default_weight_dict(model_cfg.dec_layers, class_weight=train_cfg.class_weight,
+                                      mask_weight=train_cfg.mask_weight, dice_weight=train_cfg.dice_weight)
+    matcher = HungarianMatcher(cost_class=train_cfg.class_weight, cost_mask=train_cfg.mask_weight,
+                               cost_dice=train_cfg.dice_weight, num_points=train_cfg.train_num_points)
+    criterion = SetCriterion(num_classes=1, matcher=matcher, weight_dict=weight_dict,
+                             eos_coef=train_cfg.no_object_weight, num_points=train_cfg.train_num_points,
+                             oversample_ratio=train_cfg.oversample_ratio,
+                             importance_sample_ratio=train_cfg.importance_sample_ratio).to(device)
+    optimizer = build_optimizer(model, train_cfg)
+    scheduler = build_scheduler(optimizer, train_cfg)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    scaler = torch.amp.GradScaler(device.type, enabled=options.amp == "fp16")
+
+    start_iter = 0
+    if resume_state is not None:
+        missing = model.load_state_dict(resume_state["model"], strict=False)
+        bad = [k for k in missing.missing_keys if k.startswith(("backbone.", "sem_seg_head."))]
+        if bad or missing.unexpected_keys:
+            raise AVSegError(f"{last_path} does not match config {options.config_name} "
+                             f"({len(bad)} missing, {len(missing.unexpected_keys)} unexpected keys)")
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        if "scaler" in resume_state and resume_state["scaler"]:
+            scaler.load_state_dict(resume_state["scaler"])
+        start_iter = int(resume_state["iteration"])
+        restore_rng_state(resume_state["rng"])
+    if start_iter >= train_cfg.max_iter:
+        raise AVSegError(f"the run in {out_dir} already reached iteration {start_iter} (max {train_cfg.max_iter})")
+
+    sampler = ResumableBatchSampler(len(dataset), train_cfg.batch_size, train_cfg.seed, start_iter,
+                                    train_cfg.max_iter, shuffle_audio=options.audio_shuffle)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=collate_train_clips, num_workers=options.num_workers,
+        persistent_workers=False,
+        # A private generator: creating the loader's iterator must not draw from the global torch RNG,
+        # or a resumed run would see a different random stream than an uninterrupted one.
+        generator=torch.Generator().manual_seed(train_cfg.seed),
+    )
+
+    def checkpoint(iteration: int, numbered: bool) -> None:
+        state = {
+            "avseg_format": CHECKPOINT_FORMAT,
+            "kind": "train",
+            "config_name": options.config_name,
+            "config": model_cfg.to_dict(),
+            "train_config": train_cfg.to_dict(),
+            "model": {k: v.detach().cpu() for k, v in model.trained_state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+            "iteration": iteration,
+            "rng": capture_rng_state(),
+            "extra": {"vggish_weights_arg": vggish_arg, RANDOM_VGGISH_SEED_KEY: train_cfg.seed,
+                      "audio_source": audio_source, "data_dir": str(options.data_dir)},
+        }
+        if numbered:
+            save_checkpoint(out_dir / f"model_{iteration:07d}.pt", state)
+        save_checkpoint(last_path, state)
+
+    audio_cache = AudioEmbeddingCache(model.audio_encoder)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = out_dir / "log.jsonl"
+    writer = _tensorboard_writer(out_dir)
+    progress.start("training", total=train_cfg.max_iter - start_iter)
+    started = time.perf_counter()
+    total_value = float("nan")
+    iteration = start_iter
+    try:
+        for batch in loader:
+            images = batch.images.to(device, non_blocking=True)
+            audio = audio_cache.embed(batch.audio_examples, device)
+            targets = _targets_to(batch.targets, device)
+            with _autocast(device, options.amp):
+                outputs = model(images, audio_embeddings=audio)
+            outputs = _to_float(outputs)
+            try:
+                losses = criterion(outputs, targets)
+                total = weighted_total(losses, weight_dict)
+                total_value = float(total.detach())
+                if not math.isfinite(total_value):
+                    raise AVSegError(f"the loss is {total_value}")
+            except AVSegError as error:
+                raise AVSegError(
+                    f"training diverged at iteration {iteration} ({error}): stopped; the last good checkpoint is "
+                    f"{last_path if last_path.exists() else '(none yet)'}"
+                ) from error
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            scaler.unscale_(optimizer)
+            grad_norm = float(clip_full_model_grad_norm(params, train_cfg.clip_grad_norm))
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            iteration += 1
+            lr = _head_lr(optimizer)
+            progress.advance(1, loss=total_value, lr=lr)
+            if iteration % train_cfg.log_period == 0 or iteration == train_cfg.max_iter:
+                row = {"iteration": iteration, "loss": total_value, "lr": lr, "grad_norm": grad_norm,
+                       "time": round(time.perf_counter() - started, 3)}
+                row.update({k: float(v.detach()) for k, v in losses.items() if not k[-1].isdigit()})
+                with open(log_path, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(row) + "\n")
+                if writer is not None:
+                    for key, value in row.items():
+                        if key != "iteration":
+                            writer.add_scalar(f"train/{key}", value, iteration)
+            if iteration % train_cfg.checkpoint_period == 0 or iteration == train_cfg.max_iter:
+                checkpoint(iteration, numbered=iteration % train_cfg.checkpoint_period == 0)
+    finally:
+        progress.finish()
+        if writer is not None:
+            writer.close()
+    return TrainResult(iterations=iteration, last_checkpoint=last_path, final_loss=total_value,
+                       seconds=time.perf_counter() - started)
+
+
+def _head_lr(optimizer: torch.optim.Optimizer) -> float:
+    for group in optimizer.param_groups:
+        if "backbone" not in group.get("name", ""):
+            return float(group["lr"])
+    return float(optimizer.param_groups[0]["lr"])
+
+
+def _to_float(outputs: dict) -> dict:
+    result = {k: (v.float() if torch.is_tensor(v) else v) for k, v in outputs.items() if k != "aux_outputs"}
+    if "aux_outputs" in outputs:
+        result["aux_outputs"] = [{k: v.float() for k, v in aux.items()} for aux in outputs["aux_outputs"]]
+    return result
+
+
+def _tensorboard_writer(out_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # needs the optional tensorboard package
+    except Exception:
+        return None
+    return SummaryWriter(str(out_dir / "tensorboard"))

@@ -1,0 +1,154 @@
+"""`avseg train` and class-agnostic `avseg eval --checkpoint`: runs, checkpoints, bit-for-bit resume, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.data.synthetic import make_synthetic_avsbench
+from models.errors import AVSegError, UsageError
+from models.pipeline.prepare import prepare_dataset
+from models.pipeline.train import ResumableBatchSampler, TrainOptions, train
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("train")
+    make_synthetic_avsbench(base / "root", num_train=4, num_val=1, num_test=2, seed=3)
+    prepare_dataset(base / "root", base / "data")
+    return base / "data"
+
+
+def _options(data_dir: Path, out: Path, **kw) -> TrainOptions:
+    base = dict(data_dir=data_dir, config_name="tiny", out_dir=out, device="cpu", max_iters=4,
+                checkpoint_period=2, vggish_weights="random", overrides={"train_num_points": 256})
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+def _quiet(*_a, **_k):
+    pass
+
+
+def test_sampler_is_a_pure_function_of_seed_and_iteration():
+    full = list(ResumableBatchSampler(5, 2, seed=1, start=0, stop=6))
+    tail = list(ResumableBatchSampler(5, 2, seed=1, start=3, stop=6))
+    assert full[3:] == tail
+    visited = [v for batch in full[:3] for v, _ in batch][:5]
+    assert sorted(visited[:5]) == [0, 1, 2, 3, 4]  # one epoch = a permutation of the videos
+    assert full != list(ResumableBatchSampler(5, 2, seed=2, start=0, stop=6))
+
+
+def test_train_writes_checkpoints_and_log_and_resumes_bit_for_bit(data_dir: Path, tmp_path: Path):
+    torch.set_num_threads(1)
+    straight = train(_options(data_dir, tmp_path / "straight"), warn=_quiet)
+    assert straight.iterations == 4
+    names = sorted(p.name for p in (tmp_path / "straight").iterdir())
+    assert {"last.pt", "model_0000002.pt", "model_0000004.pt", "log.jsonl"} <= set(names)
+    rows = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
+    assert rows and all(r["loss"] > 0 and "loss_ce" in r for r in rows)
+
+    train(_options(data_dir, tmp_path / "resumed", max_iters=2), warn=_quiet)
+    resumed = train(_options(data_dir, tmp_path / "resumed", max_iters=4, resume=True), warn=_quiet)
+    assert resumed.iterations == 4
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
+    assert a["iteration"] == b["iteration"] == 4
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    assert straight.final_loss == resumed.final_loss
+    # training changed the weights
+    first = torch.load(tmp_path / "straight" / "model_0000002.pt", weights_only=True)
+    assert any(not torch.equal(first["model"][k], a["model"][k]) for k in a["model"])
+
+
+def test_existing_run_needs_resume_and_finished_run_says_so(data_dir: Path, tmp_path: Path):
+    train(_options(data_dir, tmp_path / "run", max_iters=2), warn=_quiet)
+    with pytest.raises(AVSegError, match="use --resume"):
+        train(_options(data_dir, tmp_path / "run", max_iters=2), warn=_quiet)
+    with pytest.raises(AVSegError, match="already reached iteration 2"):
+        train(_options(data_dir, tmp_path / "run", max_iters=2, resume=True), warn=_quiet)
+    with pytest.raises(AVSegError, match="trained with --config tiny"):
+        train(_options(data_dir, tmp_path / "run", config_name="r50", resume=True), warn=_quiet)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir: Path, tmp_path: Path, monkeypatch):
+    out = tmp_path / "nan"
+    train(_options(data_dir, out, max_iters=2), warn=_quiet)
+    good = (out / "last.pt").read_bytes()
+    import models.ovavss.criterion as criterion_module
+
+    real = criterion_module.weighted_total
+
+    def poisoned(losses, weight_dict):
+        return real(losses, weight_dict) * float("nan")
+
+    monkeypatch.setattr(criterion_module, "weighted_total", poisoned)
+    with pytest.raises(AVSegError, match=r"diverged at iteration 2 .*last good checkpoint is .*last.pt"):
+        train(_options(data_dir, out, max_iters=4, resume=True), warn=_quiet)
+    assert (out / "last.pt").read_bytes() == good
+
+
+def test_user_errors(data_dir: Path, tmp_path: Path):
+    if not torch.cuda.is_available():
+        with pytest.raises(AVSegError, match="no CUDA"):
+            train(_options(data_dir, tmp_path / "x", device="cuda"), warn=_quiet)
+    with pytest.raises(UsageError, match="unknown config 'huge'"):
+        train(_options(data_dir, tmp_path / "x", config_name="huge"), warn=_quiet)
+    with pytest.raises(AVSegError, match="not a prepared data folder"):
+        train(_options(tmp_path, tmp_path / "x"), warn=_quiet)
+    with pytest.raises(AVSegError, match="nothing to resume"):
+        train(_options(data_dir, tmp_path / "empty", resume=True), warn=_quiet)
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "last.pt").write_bytes(b"PK\x03\x04 not really a checkpoint")
+    with pytest.raises(AVSegError, match="last.pt"):
+        train(_options(data_dir, corrupt, resume=True), warn=_quiet)
+    with pytest.raises(AVSegError, match="vggish weights not found"):
+        train(_options(data_dir, tmp_path / "y", vggish_weights=str(tmp_path / "nope.pth")), warn=_quiet)
+
+
+def _avseg(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "avseg_cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_cli_train_then_class_agnostic_eval(data_dir: Path, tmp_path: Path):
+    run = tmp_path / "cli"
+    done = _avseg("train", "--data", str(data_dir), "--config", "tiny", "--out", str(run), "--device", "cpu",
+                  "--max-iters", "2", "--checkpoint-period", "1", "--vggish-weights", "random")
+    assert done.returncode == 0, done.stderr
+    assert (run / "model_0000001.pt").is_file() and (run / "last.pt").is_file()
+    result = tmp_path / "agnostic.json"
+    done = _avseg("eval", "--checkpoint", str(run / "last.pt"), "--data", str(data_dir), "--split", "test",
+                  "--class-agnostic", "--device", "cpu", "--json", str(result))
+    assert done.returncode == 0, done.stderr
+    row = json.loads(result.read_text())
+    assert row["mode"] == "class-agnostic" and row["iteration"] == 2 and row["num_frames"] > 0
+    assert 0.0 <= row["fg_miou"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--data", "{data}", "--config", "tiny", "--out", "{tmp}/r", "--device", "cuda"], "CUDA"),
+        (["train", "--data", "{tmp}", "--config", "tiny", "--out", "{tmp}/r"], "not a prepared data folder"),
+        (["train", "--data", "{data}", "--config", "nope", "--out", "{tmp}/r"], "unknown config"),
+        (["eval", "--checkpoint", "{tmp}/missing.pt", "--data", "{data}", "--class-agnostic"], "missing.pt"),
+        (["eval", "--checkpoint", "{tmp}/missing.pt", "--data", "{data}"], "--class-agnostic"),
+    ],
+)
+def test_cli_errors_are_one_line(data_dir: Path, tmp_path: Path, args, message):
+    if message == "CUDA" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    done = _avseg(*[a.format(data=data_dir, tmp=tmp_path) for a in args])
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
