@@ -1,5 +1,3 @@
-"""Reading and writing media and results: mask PNGs (`masks`), and later video, audio and overlays.
-
-Submodules are imported where they are used (`from models.io.masks import read_index_mask`), so importing
-this package stays cheap.
-"""
+"""Input/output: prediction PNGs (`masks`), video probing and streamed decoding (`video`), 16 kHz audio
+(`audio`), overlay rendering (`render`), mp4 writing with the original audio (`mux`), COCO RLE (`rle`);
+`ffmpeg` holds what they share (the bundled binary, error reporting)."""

@@ -1,0 +1,331 @@
+"""Draw segmentation results over a video frame: class colours, contours, "label score" tags, a legend.
+
+Drawing order, each step on top of the previous one:
+
+1. **fill**: every pixel with a class id > 0 in the label map is blended with its class colour,
+   `out = floor((1 - alpha) * frame + alpha * colour + 0.5)` (alpha 0.5 by default; round half up);
+   background pixels (id 0) are left exactly as they were.
+2. **contours**: the boundary pixels of every class region of the label map and of every instance mask,
+   opaque in the class colour, `contour_thickness` pixels wide (1 px up to 539 px on the short side,
+   2 px at 720p, ...). A region's side on the image border gets no contour.
+3. **tags**: for every instance with a non-empty mask, "label 0.87" on a box of its colour at the
+   top-left corner of its bounding box (above the box when there is room), black or white text for
+   contrast. Pillow's default font (FreeType), `label_font_size` px: 12 px at 360p, 24 px at 720p.
+4. **legend**: top-right, on a darkened panel, one row per class present in the label map or among
+   the instances (a swatch of its colour and its name), in class-id order then instance order; rows
+   that do not fit are summarised as "+N more".
+
+Colours: a class id or an instance's colour index j means `palette[j]` (default: the AVSBench / PASCAL
+VOC palette, `models.data.classes.palette(256)`), so ids of any vocabulary up to 255 get distinct
+colours; an instance may give an RGB triple instead.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from models.data.classes import CLASS_NAMES, palette as voc_palette
+
+RGB = tuple[int, int, int]
+DEFAULT_PALETTE: np.ndarray = voc_palette(256)
+"""(256, 3) uint8: the AVSBench (PASCAL VOC) colour of every class id."""
+
+
+@dataclass(frozen=True)
+class OverlayInstance:
+    """One detected object to tag.
+
+    Attributes:
+        label: text shown, e.g. "violin".
+        score: confidence in [0, 1], shown with two decimals.
+        colour: palette index (the class id) or an (R, G, B) triple.
+        mask: (H, W) bool (or 0/1) mask of the object in frame coordinates.
+    """
+
+    label: str
+    score: float
+    colour: Union[int, RGB]
+    mask: np.ndarray
+
+
+InstanceLike = Union[OverlayInstance, tuple]
+
+
+def contour_thickness(height: int, width: int) -> int:
+    """Contour width in pixels: 1 below 540 px on the short side, 2 at 720p, 3 at 1080p, ..."""
+    return max(1, round(min(height, width) / 360))
+
+
+def label_font_size(height: int, width: int) -> int:
+    """Font size in pixels for tags and legend: short side / 30, at least 10 (12 at 360p, 24 at 720p)."""
+    return max(10, round(min(height, width) / 30))
+
+
+@functools.lru_cache(maxsize=16)
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _colour(value: int | Sequence[int], palette: np.ndarray) -> np.ndarray:
+    if isinstance(value, (int, np.integer)):
+        if not 0 <= int(value) < len(palette):
+            raise ValueError(f"colour index {value} outside the palette (0..{len(palette) - 1})")
+        return palette[int(value)].astype(np.uint8)
+    rgb = np.asarray(value)
+    if rgb.shape != (3,) or rgb.min() < 0 or rgb.max() > 255:
+        raise ValueError(f"expected a palette index or an (R, G, B) triple in 0..255, got {value!r}")
+    return rgb.astype(np.uint8)
+
+
+def _as_instance(item: InstanceLike) -> OverlayInstance:
+    if isinstance(item, OverlayInstance):
+        return item
+    label, score, colour, mask = item
+    return OverlayInstance(str(label), float(score), colour, mask)
+
+
+def _eroded(mask: np.ndarray, steps: int) -> np.ndarray:
+    """Erode a bool mask `steps` times with the 4-neighbourhood; outside the image repeats the edge."""
+    result = mask
+    for _ in range(steps):
+        padded = np.pad(result, 1, mode="edge")
+        result = (
+            result
+            & padded[:-2, 1:-1]
+            & padded[2:, 1:-1]
+            & padded[1:-1, :-2]
+            & padded[1:-1, 2:]
+        )
+    return result
+
+
+def mask_boundary(mask: np.ndarray, thickness: int = 1) -> np.ndarray:
+    """(H, W) bool: pixels of `mask` within `thickness` 4-steps of a pixel outside it (not the image border)."""
+    mask = np.asarray(mask, dtype=bool)
+    return mask & ~_eroded(mask, thickness)
+
+
+def _label_boundary(label_map: np.ndarray, thickness: int) -> np.ndarray:
+    """(H, W) bool: foreground pixels within `thickness` 4-steps of a pixel with another label.
+
+    The same as OR-ing `mask_boundary(label_map == c, thickness)` over the classes c > 0, in one pass:
+    a pixel stays interior while its four neighbours have its label and are interior themselves.
+    """
+    interior = np.ones(label_map.shape, dtype=bool)
+    padded_labels = np.pad(label_map, 1, mode="edge")
+    same = (
+        (padded_labels[:-2, 1:-1] == label_map)
+        & (padded_labels[2:, 1:-1] == label_map)
+        & (padded_labels[1:-1, :-2] == label_map)
+        & (padded_labels[1:-1, 2:] == label_map)
+    )
+    for _ in range(thickness):
+        padded = np.pad(interior, 1, mode="edge")
+        interior = same & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return (label_map != 0) & ~interior
+
+
+def _box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice] | None:
+    """Slices of the bounding box of a bool mask grown by `margin` pixels (clipped), None when empty."""
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    height, width = mask.shape
+    return (
+        slice(max(0, rows[0] - margin), min(height, rows[-1] + 1 + margin)),
+        slice(max(0, columns[0] - margin), min(width, columns[-1] + 1 + margin)),
+    )
+
+
+def _blend_fill(
+    output: np.ndarray,
+    frame: np.ndarray,
+    label_map: np.ndarray,
+    foreground: np.ndarray,
+    palette: np.ndarray,
+    alpha: float,
+) -> None:
+    """Write floor((1 - alpha) * frame + alpha * colour + 0.5) into `output` where `foreground`.
+
+    Works on the bounding box of the foreground only; alpha 0.5 uses the exact integer form
+    (frame + colour + 1) // 2, other alphas float64.
+    """
+    box = _box(foreground)
+    pixels = frame[box]
+    colour = palette[label_map[box]]
+    if alpha == 0.5:
+        blended = ((pixels.astype(np.uint16) + colour + 1) >> 1).astype(np.uint8)
+    else:
+        blended = np.floor((1.0 - alpha) * pixels + alpha * colour.astype(np.float64) + 0.5).astype(np.uint8)
+    output[box] = np.where(foreground[box][..., None], blended, pixels)
+
+
+def _text_colour(background: np.ndarray) -> RGB:
+    luma = 0.299 * background[0] + 0.587 * background[1] + 0.114 * background[2]
+    return (0, 0, 0) if luma > 128 else (255, 255, 255)
+
+
+def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int, int]:
+    """(width, height, top offset) of `text` as drawn at (0, 0)."""
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    return right - left, bottom, top
+
+
+def render_overlay(
+    frame: np.ndarray,
+    label_map: np.ndarray | None,
+    instances: Sequence[InstanceLike] = (),
+    *,
+    class_names: Sequence[str] | None = CLASS_NAMES,
+    palette: np.ndarray | None = None,
+    alpha: float = 0.5,
+    contours: bool = True,
+    tags: bool = True,
+    legend: bool = True,
+) -> np.ndarray:
+    """Draw a label map and tagged instances over a frame (the input is not modified).
+
+    Args:
+        frame: (H, W, 3) uint8 RGB.
+        label_map: (H, W) int class ids, 0 = background (None: no fill, only the instances).
+        instances: `OverlayInstance`s or (label, score, colour index or RGB, (H, W) mask) tuples.
+        class_names: name of every class id, for the legend (default: the 71 AVSBench names; ids
+            beyond it are called "class <id>").
+        palette: (N, 3) uint8 colour of every class id (default `DEFAULT_PALETTE`).
+        alpha: opacity of the fill, 0..1.
+        contours, tags, legend: draw those layers (see the module docstring).
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+    """
+    frame = np.asarray(frame)
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 frame, got {frame.shape} {frame.dtype}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    height, width = frame.shape[:2]
+    palette = DEFAULT_PALETTE if palette is None else np.asarray(palette, dtype=np.uint8)
+    if palette.ndim != 2 or palette.shape[1] != 3:
+        raise ValueError(f"expected an (N, 3) palette, got shape {palette.shape}")
+    items = [_as_instance(item) for item in instances]
+    masks = []
+    for item in items:
+        mask = np.asarray(item.mask).astype(bool)
+        if mask.shape != (height, width):
+            raise ValueError(f"instance {item.label!r}: mask shape {mask.shape} != frame size {(height, width)}")
+        masks.append(mask)
+    colours = [_colour(item.colour, palette) for item in items]
+
+    output = frame.copy()
+    present: list[int] = []
+    if label_map is not None:
+        label_map = np.asarray(label_map)
+        if label_map.shape != (height, width):
+            raise ValueError(f"label map shape {label_map.shape} != frame size {(height, width)}")
+        if not np.issubdtype(label_map.dtype, np.integer):
+            raise ValueError(f"label map must hold integer class ids, got {label_map.dtype}")
+        low, high = (int(label_map.min()), int(label_map.max())) if label_map.size else (0, 0)
+        if low < 0 or high >= len(palette):
+            raise ValueError(f"label map ids must be in 0..{len(palette) - 1}, got {low}..{high}")
+        present = [int(i) for i in np.flatnonzero(np.bincount(label_map.ravel()))[1:]] if high else []
+        foreground = label_map != 0
+        if present:
+            _blend_fill(output, frame, label_map, foreground, palette, alpha)
+
+    thickness = contour_thickness(height, width)
+    if contours:
+        # boundaries only depend on pixels within `thickness` of the region: work on its padded box
+        if label_map is not None and present:
+            box = _box(foreground, thickness + 1)
+            labels = label_map[box]
+            edge = _label_boundary(labels, thickness)
+            output[box][edge] = palette[labels[edge]]
+        for mask, colour in zip(masks, colours):
+            box = _box(mask, thickness + 1)
+            if box is not None:
+                output[box][mask_boundary(mask[box], thickness)] = colour
+
+    if not (tags and items) and not (legend and (present or items)):
+        return output
+    font = _font(label_font_size(height, width))
+    image = Image.fromarray(output)
+    draw = ImageDraw.Draw(image)
+    if tags:
+        for item, mask, colour in zip(items, masks, colours):
+            _draw_tag(draw, item, mask, colour, font, width, height)
+    if legend:
+        entries: list[tuple[str, np.ndarray]] = []
+        for class_id in present:
+            known = class_names is not None and class_id < len(class_names)
+            name = class_names[class_id] if known else f"class {class_id}"
+            entries.append((name, palette[class_id]))
+        for item, colour in zip(items, colours):
+            entries.append((item.label, colour))
+        unique: dict[str, np.ndarray] = {}
+        for name, colour in entries:
+            unique.setdefault(name, colour)
+        image = _draw_legend(image, list(unique.items()), font)
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+def _draw_tag(draw, item: OverlayInstance, mask: np.ndarray, colour: np.ndarray, font, width: int, height: int) -> None:
+    """A "label score" tag at the top-left of the mask's bounding box (above it when there is room)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return
+    columns = np.flatnonzero(mask.any(axis=0))
+    x0, y0 = int(columns[0]), int(rows[0])
+    text = f"{item.label} {item.score:.2f}"
+    text_width, text_height, text_top = _text_size(draw, text, font)
+    pad = max(1, text_height // 6)
+    box_width, box_height = text_width + 2 * pad, text_height - text_top + 2 * pad
+    top = y0 - box_height if y0 - box_height >= 0 else y0
+    left = min(x0, max(0, width - box_width))
+    top = min(top, max(0, height - box_height))
+    draw.rectangle((left, top, left + box_width - 1, top + box_height - 1), fill=tuple(int(c) for c in colour))
+    draw.text((left + pad, top + pad - text_top), text, fill=_text_colour(colour), font=font)
+
+
+def _draw_legend(image: Image.Image, entries: list[tuple[str, np.ndarray]], font) -> Image.Image:
+    """A panel at the top-right: one swatch + name per entry, "+N more" when they do not all fit."""
+    if not entries:
+        return image
+    width, height = image.size
+    draw = ImageDraw.Draw(image)
+    _, text_height, _ = _text_size(draw, "Ag", font)
+    pad = max(2, text_height // 4)
+    row = text_height + pad
+    max_rows = max(1, (height - 2 * pad) // row)
+    if len(entries) > max_rows:
+        shown = entries[: max_rows - 1]
+        lines = [(name, colour) for name, colour in shown] + [(f"+{len(entries) - len(shown)} more", None)]
+    else:
+        lines = [(name, colour) for name, colour in entries]
+    swatch = text_height
+    text_width = max(_text_size(draw, name, font)[0] for name, _ in lines)
+    panel_width = min(width, pad + swatch + pad + text_width + pad)
+    panel_height = min(height, pad + row * len(lines))
+    left, top = width - panel_width, 0
+    pixels = np.asarray(image, dtype=np.uint8).copy()
+    panel = pixels[top : top + panel_height, left : left + panel_width].astype(np.uint16)
+    pixels[top : top + panel_height, left : left + panel_width] = (panel * 2 // 5).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(image)
+    for number, (name, colour) in enumerate(lines):
+        y = top + pad + number * row
+        text_x = left + pad
+        if colour is not None:
+            draw.rectangle((left + pad, y, left + pad + swatch - 1, y + swatch - 1), fill=tuple(int(c) for c in colour))
+            text_x = left + pad + swatch + pad
+        _, _, text_top = _text_size(draw, name, font)
+        text_y = y - text_top + (swatch - (text_height - text_top)) // 2  # ink centred on the swatch
+        draw.text((text_x, text_y), name, fill=(255, 255, 255), font=font)
+    return image
