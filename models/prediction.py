@@ -1,0 +1,82 @@
+"""What a predictor returns, and the interface every method (OV-AVSS, zero-shot, ...) implements.
+
+`annotate` and `eval` depend only on this module: any object with the `VideoPredictor` methods can be
+plugged in (the OV-AVSS `AVSegPredictor`, a training-free method, or a fake in tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import numpy as np
+
+
+@dataclass
+class Instance:
+    """One named sounding object in one frame.
+
+    Attributes:
+        mask: (H, W) bool at the frame's original resolution.
+        label: the vocabulary name.
+        class_index: index of `label` in the vocabulary (0-based; label maps store class_index + 1).
+        score: classification probability in [0, 1].
+        sound_score: the sound head's probability that this query is a sounding object, in [0, 1]
+            (NaN for methods without one).
+        query: which model query (or proposal) produced it, for tracking across frames of a clip.
+    """
+
+    mask: np.ndarray
+    label: str
+    class_index: int
+    score: float
+    sound_score: float = float("nan")
+    query: int = -1
+
+
+@dataclass
+class FramePrediction:
+    """The result for one frame: a semantic label map and the instances it was painted from.
+
+    Attributes:
+        label_map: (H, W) uint8/uint16, 0 = background, i = vocabulary index i - 1.
+        instances: in painting order (highest score first); masks may overlap, the label map resolves
+            overlaps first-come-first-served.
+    """
+
+    label_map: np.ndarray
+    instances: list[Instance] = field(default_factory=list)
+
+
+@dataclass
+class ClipInput:
+    """T frames of one video with their audio, as every predictor receives them.
+
+    Attributes:
+        frames: uint8 (T, H, W, 3) RGB at the original resolution.
+        audio_examples: float32 (T, 1, 96, 64) VGGish log-mel example of each frame (0.96 s of sound).
+        waveform_16k: the mono 16 kHz samples covering the clip (for methods with their own audio model),
+            or None.
+        times: (T,) frame timestamps in seconds.
+    """
+
+    frames: np.ndarray
+    audio_examples: np.ndarray
+    waveform_16k: np.ndarray | None = None
+    times: Sequence[float] = ()
+
+
+class VideoPredictor(Protocol):
+    """A method that names and segments the sounding objects of clips."""
+
+    clip_len: int
+    """How many frames one call expects (the model's T; 5 for OV-AVSS)."""
+
+    def set_vocabulary(self, names: Sequence[str]) -> None:
+        """Choose the class names (encoded once; later calls reuse them)."""
+
+    def predict_clip(self, clip: ClipInput) -> list[FramePrediction]:
+        """One `FramePrediction` per frame of the clip (len(clip.frames) <= clip_len)."""
+
+    def describe(self) -> dict:
+        """What produced the predictions (method, config, weights) for the JSON output."""
