@@ -22,7 +22,7 @@ test-all: install
 
 # The main job on the bundled example.
 demo: install
-	$(VENV)/bin/bash examples/demo.sh
+	bash examples/demo.sh
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,24 +1,312 @@
-"""`avseg annotate`: not available yet (it needs the predictor API of the classification issue)."""
+"""`avseg annotate`: segment and name the sounding objects of videos; overlay video, mask PNGs and JSON."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
+from typing import Optional
 
 import typer
 
+NO_CHECKPOINT_MESSAGE = (
+    "no model given: pass --checkpoint FILE, an OV-AVSS checkpoint: an official one (download links in the "
+    "OV-AVSS README, https://github.com/ruohaoguo/ovavss, Baidu / OneDrive) or one trained with `avseg train` "
+    "(RUN_DIR/last.pt); the training-free zero-shot method is not available yet"
+)
 
-def annotate(
-    videos: list[Path] = typer.Argument(..., help="Video files or globs. Example: clips/*.mp4"),
-    classes: str = typer.Option("", "--classes", help="Comma-separated class names. Example: --classes pipa,violin"),
-) -> None:
-    """Annotate videos with masks of the sounding objects. Example: avseg annotate video.mp4 --classes pipa,violin
 
-    [bold]Not available yet[/]: this command needs a trained OV-AVSS checkpoint and the open-vocabulary
-    classifier, which are still being built.
-    """
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def load_predictor(
+    checkpoint: Path, device: str, vggish_weights: Optional[str], clip_weights: Optional[str]
+):
+    """The OV-AVSS predictor of `checkpoint` (`models.predictor.AVSegPredictor`), imported lazily."""
     from models.errors import AVSegError
 
-    raise AVSegError(
-        "avseg annotate is not available yet in this version: the OV-AVSS predictor (model + CLIP classifier) "
-        "is still being built; see the README's roadmap"
+    try:
+        from models.predictor import AVSegPredictor
+    except ModuleNotFoundError as error:
+        if error.name not in ("models.predictor",):
+            raise
+        raise AVSegError(
+            "this version of avseg has no OV-AVSS predictor yet (models/predictor.py is missing)"
+        ) from None
+    return AVSegPredictor.from_checkpoint(
+        checkpoint, device=device, vggish_weights=vggish_weights, clip_weights=clip_weights
     )
+
+
+def annotate(
+    videos: list[str] = typer.Argument(
+        ..., metavar="VIDEO", help="Video files or globs (expanded here too). Example: clips/*.mp4",
+        show_default=False,
+    ),
+    classes: Optional[str] = typer.Option(
+        None, "--classes", help="Comma-separated class names (may contain spaces). Example: --classes pipa,violin"
+    ),
+    classes_file: Optional[Path] = typer.Option(
+        None, "--classes-file", help="File with one class name per line (blank lines and # comments ignored); "
+        "added after --classes. Example: --classes-file instruments.txt"
+    ),
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", help="OV-AVSS checkpoint: ours (`avseg train`) or an official one. "
+        "Example: --checkpoint runs/r50/last.pt"
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Output folder (default: next to each video). Example: --out annotated"
+    ),
+    analysis_fps: Optional[float] = typer.Option(
+        None, "--analysis-fps", help="Analyse only F frames per second (default: every frame); each result is "
+        "held until the next. Example: --analysis-fps 5"
+    ),
+    no_video: bool = typer.Option(False, "--no-video", help="Do not write <stem>.avseg.mp4."),
+    no_masks: bool = typer.Option(False, "--no-masks", help="Do not write <stem>.masks/<frame>.png."),
+    no_json: bool = typer.Option(False, "--no-json", help="Do not write <stem>.json."),
+    skip_existing: bool = typer.Option(
+        False, "--skip-existing", help="Skip videos whose requested outputs all exist already."
+    ),
+    json_summary: Optional[Path] = typer.Option(
+        None, "--json-summary", help="Also write the status of every video to this JSON file (for scripts). "
+        "Example: --json-summary summary.json"
+    ),
+    device: Device = typer.Option(Device.auto, "--device", help="Where the model runs. Example: --device cpu"),
+    vggish_weights: Optional[str] = typer.Option(
+        None, "--vggish-weights", help="VGGish weights file (vggish-10086976.pth) for the predictor."
+    ),
+    clip_weights: Optional[str] = typer.Option(
+        None, "--clip-weights", help="CLIP weights file for the predictor's open-vocabulary classifier."
+    ),
+) -> None:
+    """Find the objects that make the sound in videos, segment them in every frame and name them from
+    your class names. Writes, next to each video (or into --out): VIDEO.avseg.mp4 (masks, labels and
+    scores drawn over the video, original audio kept), VIDEO.masks/NNNNNN.png (one index PNG per frame,
+    value = class number in --classes, 0 = background, AVSBench colours) and VIDEO.json (per frame: label,
+    score, sound score, box and COCO RLE mask of every object).
+
+    Frames are analysed in clips of 5 frames one second apart, so every frame is analysed once with the
+    one-second context the model was trained with; each frame hears the 0.96 s of sound from its own time.
+
+    Exit code: 0 all videos done (or skipped), 1 some failed, 2 usage error, 130 interrupted.
+
+    Examples:
+
+    avseg annotate concert.mp4 --classes pipa,violin --checkpoint ovavss_r50.pth
+
+    avseg annotate "clips/*.mp4" --classes-file classes.txt --checkpoint last.pt --out annotated --skip-existing
+
+    avseg annotate long.mkv --classes "acoustic guitar,man" --checkpoint last.pt --analysis-fps 5 --no-masks
+    """
+    from avseg_cli.console import err
+
+    try:
+        _annotate(
+            videos, classes, classes_file, checkpoint, out, analysis_fps, no_video, no_masks, no_json,
+            skip_existing, json_summary, device.value, vggish_weights, clip_weights,
+        )
+    except KeyboardInterrupt:
+        err.print("[bold red]interrupted[/]")
+        raise typer.Exit(130) from None
+
+
+def _annotate(
+    videos, classes, classes_file, checkpoint, out, analysis_fps, no_video, no_masks, no_json,
+    skip_existing, json_summary, device, vggish_weights, clip_weights,
+) -> None:
+    from rich.markup import escape
+
+    from avseg_cli.console import DEBUG, err, out as stdout, warn
+    from models.errors import AVSegError, UsageError
+    from models.pipeline.annotate import (
+        AnnotateOptions,
+        Annotator,
+        BatchInterrupted,
+        annotate_batch,
+        ensure_output_dir,
+        expand_inputs,
+        iter_failures,
+        parse_vocabulary,
+    )
+
+    vocabulary = parse_vocabulary(classes, classes_file)
+    options = AnnotateOptions(
+        out_dir=out,
+        analysis_fps=analysis_fps,
+        write_video=not no_video,
+        write_masks=not no_masks,
+        write_json=not no_json,
+        skip_existing=skip_existing,
+    )
+    if checkpoint is None:
+        raise UsageError(NO_CHECKPOINT_MESSAGE)
+    if not checkpoint.exists():
+        raise UsageError(f"checkpoint not found: {checkpoint}")
+    if checkpoint.is_dir():
+        raise UsageError(f"expected a checkpoint file, found a folder: {checkpoint}")
+    inputs = expand_inputs(videos)
+    if json_summary is not None:
+        if json_summary.is_dir():
+            raise UsageError(f"--json-summary must be a file, found a folder: {json_summary}")
+        if any(_same_path(json_summary, path) for path in inputs):
+            raise UsageError(f"--json-summary {json_summary} would overwrite an input video")
+        ensure_output_dir(json_summary.parent if str(json_summary.parent) else Path("."))
+    if out is not None:
+        ensure_output_dir(out)
+
+    with err.status(f"loading the model from {checkpoint} ..."):
+        predictor = load_predictor(checkpoint, device, vggish_weights, clip_weights)
+    annotator = Annotator(predictor, vocabulary, options)
+
+    interrupted = False
+    with _BatchBars(show_overall=len(inputs) > 1) as bars:
+        try:
+            result = annotate_batch(
+                annotator,
+                inputs,
+                file_progress=bars.file,
+                overall_progress=bars.overall,
+                warn=warn,
+                raise_unexpected=DEBUG["enabled"],
+            )
+        except BatchInterrupted as stop:
+            result = stop.result
+            interrupted = True
+
+    _print_summary(stdout, result)
+    for line in iter_failures(result):
+        err.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
+    if json_summary is not None:
+        from models.atomic import write_json
+
+        try:
+            write_json(json_summary, result.as_dict())
+        except AVSegError as error:
+            err.print(f"[bold red]error:[/] {escape(error.message)}", soft_wrap=True)
+            raise typer.Exit(130 if interrupted else 1) from None
+    if interrupted:
+        err.print("[bold red]interrupted[/]: the video being annotated was left without outputs")
+        raise typer.Exit(130)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    import os
+
+    return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
+
+
+def _print_summary(console, result) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from models.pipeline.annotate import STATUS_DONE, STATUS_FAILED, STATUS_SKIPPED
+
+    counts = ", ".join(
+        f"{result.count(status)} {status}" for status in (STATUS_DONE, STATUS_SKIPPED, STATUS_FAILED)
+        if result.count(status) or status == STATUS_DONE
+    )
+    table = Table(title=f"avseg annotate: {len(result.outcomes)} video(s): {counts}", title_justify="left")
+    table.add_column("video")
+    table.add_column("status")
+    table.add_column("frames", justify="right")
+    table.add_column("seconds", justify="right")
+    table.add_column("frames/s", justify="right")
+    table.add_column("outputs / reason")
+    styles = {"done": "green", "skipped": "cyan", "failed": "red", "interrupted": "red", "not run": "dim"}
+    for outcome in result.outcomes:
+        run = outcome.result
+        frames = seconds = rate = ""
+        if run is not None:
+            frames = str(run.num_frames)
+            seconds = f"{run.seconds:.1f}"
+            rate = f"{run.num_frames / run.seconds:.1f}" if run.seconds > 0 else ""
+        if outcome.status in ("done", "skipped") and outcome.outputs is not None:
+            detail = ", ".join(path.name for path in outcome.outputs.requested())
+            folder = outcome.outputs.requested()[0].parent if outcome.outputs.requested() else None
+            if folder is not None:
+                detail = f"{folder}/: {detail}"
+        else:
+            detail = outcome.error or ""
+        style = styles.get(outcome.status, "")
+        table.add_row(
+            escape(str(outcome.input)), f"[{style}]{outcome.status}[/]", frames, seconds, rate, escape(detail)
+        )
+    console.print(table)
+
+
+class _BatchBars:
+    """Two rich bars on stderr sharing one live display: the current video (frames) and all videos."""
+
+    def __init__(self, show_overall: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        from avseg_cli.console import err
+
+        self.bar = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[unit]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[rate]}"),
+            console=err,
+        )
+        self.overall = _BarTask(self.bar, "videos", visible=show_overall, show_rate=False)
+        self.file = _BarTask(self.bar, "frames")
+
+    def __enter__(self) -> "_BatchBars":
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.bar.stop()
+
+
+class _BarTask:
+    """One row of a rich Progress as a `models.progress.Progress`: each `start` resets the row."""
+
+    def __init__(self, bar, unit: str, visible: bool = True, show_rate: bool = True) -> None:
+        self.bar = bar
+        self.unit = unit
+        self.show_rate = show_rate
+        self.visible = visible
+        self.task = None
+
+    def start(self, description: str, total: int | None = None) -> None:
+        from rich.markup import escape
+
+        if self.task is None:
+            self.task = self.bar.add_task(
+                escape(description), total=total, unit=self.unit, rate="", visible=self.visible
+            )
+        else:
+            # reset() replaces the task's fields: give all of them again
+            self.bar.reset(self.task, total=total, description=escape(description), unit=self.unit, rate="")
+
+    def advance(self, steps: int = 1, **status: object) -> None:
+        if self.task is None:
+            return
+        self.bar.advance(self.task, steps)
+        speed = self.bar.tasks[self.task].speed if self.show_rate else None
+        self.bar.update(self.task, rate=f"{speed:.1f} {self.unit}/s" if speed else "")
+
+    def finish(self) -> None:
+        if self.task is not None:
+            task = self.bar.tasks[self.task]
+            if task.total is None or task.completed > task.total:
+                self.bar.update(self.task, total=task.completed)

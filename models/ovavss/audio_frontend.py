@@ -22,7 +22,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from models.errors import AVSegError
 
@@ -163,8 +162,10 @@ def pad_examples(examples: np.ndarray, num_examples: int = NUM_EXAMPLES) -> np.n
     return padded
 
 
-def read_wav_examples(path: str | os.PathLike, num_examples: int = NUM_EXAMPLES) -> torch.Tensor:
+def read_wav_examples(path: str | os.PathLike, num_examples: int = NUM_EXAMPLES) -> "torch.Tensor":
     """Audio file -> padded VGGish input: float32 tensor (num_examples, 1, 96, 64) (read + front end + pad)."""
     waveform, sample_rate = read_wav(path)
     examples = pad_examples(waveform_to_log_mel_examples(waveform, sample_rate), num_examples)
+    import torch  # imported here so the numpy-only front end loads fast
+
     return torch.from_numpy(examples).unsqueeze(1)

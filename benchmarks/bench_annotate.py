@@ -1,0 +1,148 @@
+"""End-to-end speed of `avseg annotate`: decode + predictor + render + encode, in frames per second.
+
+Usage:
+    .venv/bin/python benchmarks/bench_annotate.py                       # fake predictor: the I/O part alone
+    .venv/bin/python benchmarks/bench_annotate.py --sizes 360 720 --seconds 10
+    .venv/bin/python benchmarks/bench_annotate.py --checkpoint model_ov_avss_r50.pth --device cuda
+
+Each size gets a generated 16:9 clip (ffmpeg's testsrc2 at 25 fps with a sine tone, H.264 + AAC).
+Columns: `decode` = frames/s of decoding alone (`iter_frames`); `annotate` = frames/s of the whole
+`Annotator.annotate` (probe, audio, decode, predictor, overlay rendering, H.264 encoding with the audio
+copied, mask PNGs, JSON), one run after a warm-up run on a 1 s clip. Without --checkpoint the predictor
+is a fake that returns, for every frame, three moving elliptical instances (the painting, rendering and
+writing work of a busy real result, none of the network's), so the numbers are the I/O ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.prediction import ClipInput, FramePrediction, Instance  # noqa: E402
+
+
+class EllipsesPredictor:
+    """A fake `VideoPredictor`: three ellipses per frame that move with the frame time; no network."""
+
+    clip_len = 5
+
+    def set_vocabulary(self, names) -> None:
+        self.names = list(names)
+
+    def describe(self) -> dict:
+        return {"method": "benchmark-ellipses"}
+
+    def predict_clip(self, clip: ClipInput) -> list[FramePrediction]:
+        height, width = clip.frames.shape[1:3]
+        rows = np.arange(height, dtype=np.float32)[:, None]
+        cols = np.arange(width, dtype=np.float32)[None, :]
+        predictions = []
+        for t in clip.times:
+            label_map = np.zeros((height, width), np.uint8)
+            instances = []
+            for k in range(3):
+                cx = width * (0.25 + 0.25 * k + 0.05 * np.sin(t + k))
+                cy = height * (0.5 + 0.1 * np.cos(t * 0.7 + k))
+                mask = ((cols - cx) / (0.12 * width)) ** 2 + ((rows - cy) / (0.2 * height)) ** 2 <= 1.0
+                c = k % len(self.names)
+                label_map[mask & (label_map == 0)] = c + 1
+                instances.append(Instance(mask, self.names[c], c, 0.9 - 0.1 * k, 0.8, k))
+            predictions.append(FramePrediction(label_map, instances))
+        return predictions
+
+
+def make_clip(path: Path, short_side: int, seconds: float) -> Path:
+    import imageio_ffmpeg
+
+    width = int(round(short_side * 16 / 9 / 2)) * 2
+    command = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+        "-f", "lavfi", "-i", f"testsrc2=duration={seconds}:size={width}x{short_side}:rate=25",
+        "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}:sample_rate=44100",
+        "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path),
+    ]  # fmt: skip
+    subprocess.run(command, check=True)
+    return path
+
+
+def decode_fps(path: Path) -> float:
+    from models.io.video import iter_frames, probe
+
+    info = probe(path)
+    start = time.perf_counter()
+    count = sum(1 for _ in iter_frames(path, info))
+    return count / (time.perf_counter() - start)
+
+
+def annotate_fps(annotator, path: Path) -> tuple[int, float]:
+    result = annotator.annotate(path, warn=lambda message: None)
+    return result.num_frames, result.num_frames / result.seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[360, 720], help="short sides of the clips")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each clip")
+    parser.add_argument("--checkpoint", type=Path, help="OV-AVSS checkpoint (default: fake predictor, I/O only)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--vggish-weights")
+    parser.add_argument("--clip-weights")
+    parser.add_argument("--classes", default="man,woman,guitar")
+    parser.add_argument("--analysis-fps", type=float)
+    parser.add_argument("--no-video", action="store_true")
+    parser.add_argument("--no-masks", action="store_true")
+    parser.add_argument("--no-json", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    args = parser.parse_args()
+
+    from models.pipeline.annotate import AnnotateOptions, Annotator
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.checkpoint is None:
+        predictor = EllipsesPredictor()
+        what = "fake predictor (I/O only)"
+    else:
+        from models.predictor import AVSegPredictor
+
+        predictor = AVSegPredictor.from_checkpoint(
+            args.checkpoint, device=args.device, vggish_weights=args.vggish_weights, clip_weights=args.clip_weights
+        )
+        what = f"{args.checkpoint} on {predictor.describe().get('device', args.device)}"
+
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        options = AnnotateOptions(
+            out_dir=folder / "out", analysis_fps=args.analysis_fps, write_video=not args.no_video,
+            write_masks=not args.no_masks, write_json=not args.no_json,
+        )
+        annotator = Annotator(predictor, [name.strip() for name in args.classes.split(",")], options)
+        warmup = make_clip(folder / "warmup.mp4", min(args.sizes), 1.0)
+        annotate_fps(annotator, warmup)
+        for size in args.sizes:
+            clip = make_clip(folder / f"clip{size}p.mp4", size, args.seconds)
+            decoded = decode_fps(clip)
+            frames, fps = annotate_fps(annotator, clip)
+            rows.append((f"{size}p", frames, decoded, fps))
+
+    print(f"avseg annotate, {what}; outputs: "
+          + ", ".join(n for n, on in (("video", not args.no_video), ("masks", not args.no_masks),
+                                      ("json", not args.no_json)) if on))
+    print(f"{'clip':>6} {'frames':>7} {'decode f/s':>11} {'annotate f/s':>13} {'ms/frame':>9}")
+    for name, frames, decoded, fps in rows:
+        print(f"{name:>6} {frames:>7} {decoded:>11.1f} {fps:>13.1f} {1000 / fps:>9.1f}")
+
+
+if __name__ == "__main__":
+    main()

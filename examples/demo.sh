@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# What `make demo` runs: annotate the bundled example video (examples/astronaut.mp4, made by
+# examples/make_demo_video.py from public-domain material) into examples/output/.
+#
+#   AVSEG_CHECKPOINT=/path/to/model_ov_avss_r50.pth bash examples/demo.sh
+#
+# Without AVSEG_CHECKPOINT, avseg explains where OV-AVSS checkpoints come from and exits with code 2.
+set -u
+cd "$(dirname "$0")/.."
+
+if [ -x .venv/bin/avseg ]; then
+    avseg=(.venv/bin/avseg)
+elif command -v avseg >/dev/null 2>&1; then
+    avseg=(avseg)
+else
+    avseg=(python3 -m avseg_cli)
+fi
+
+args=(annotate examples/astronaut.mp4 --classes woman,rocket,flag --out examples/output)
+if [ -n "${AVSEG_CHECKPOINT:-}" ]; then
+    args+=(--checkpoint "$AVSEG_CHECKPOINT")
+fi
+
+"${avseg[@]}" "${args[@]}"
+status=$?
+if [ "$status" -eq 0 ]; then
+    echo "open examples/output/astronaut.avseg.mp4 to watch the result"
+fi
+exit "$status"

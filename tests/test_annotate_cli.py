@@ -1,0 +1,322 @@
+"""`avseg annotate` end to end through the real entry point (`avseg_cli.main.run`) with a fake predictor."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from media import make_audio_only, make_text_as_mp4, make_truncated, make_video, make_zero_byte
+from test_annotate import FakePredictor, no_temporaries
+
+import avseg_cli.annotate_cmd as annotate_cmd
+from avseg_cli.main import run
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("cli_media")
+    return make_video(folder / "clip.mp4", seconds=1.0, size=(40, 30), fps="10", sample_rate=16000)
+
+
+@pytest.fixture
+def checkpoint(tmp_path) -> Path:
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"not used: load_predictor is replaced by the fake")
+    return path
+
+
+@pytest.fixture
+def fake(monkeypatch) -> FakePredictor:
+    predictor = FakePredictor(fps=10)
+    calls = []
+
+    def load(checkpoint, device, vggish_weights, clip_weights):
+        calls.append((checkpoint, device, vggish_weights, clip_weights))
+        return predictor
+
+    monkeypatch.setattr(annotate_cmd, "load_predictor", load)
+    predictor.load_calls = calls
+    return predictor
+
+
+def avseg(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run `avseg annotate ARGS` as the console script does; return (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["avseg", "annotate", *map(str, args)])
+    monkeypatch.setenv("COLUMNS", "250")
+    with pytest.raises(SystemExit) as exit_info:
+        run()
+    captured = capsys.readouterr()
+    code = exit_info.value.code
+    return (0 if code is None else code), captured.out, captured.err
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def copy(source: Path, folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(source.read_bytes())
+    return folder / name
+
+
+def test_batch_with_glob_summary_and_skip_existing(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
+    copy(clip, tmp_path / "in", "a.mp4")
+    copy(clip, tmp_path / "in", "b b.mp4")
+    out, summary = tmp_path / "out", tmp_path / "summary.json"
+    args = [tmp_path / "in" / "*.mp4", "--classes", "pipa, violin", "--checkpoint", checkpoint, "--out", out,
+            "--json-summary", summary, "--device", "cpu", "--vggish-weights", "v.pth", "--clip-weights", "c.pt"]
+    code, stdout, stderr = avseg(monkeypatch, capsys, *args)
+    assert code == 0, stderr
+    assert fake.load_calls == [(checkpoint, "cpu", "v.pth", "c.pt")]
+    assert fake.vocabulary == ["pipa", "violin"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a.avseg.mp4", "a.json", "a.masks", "b b.avseg.mp4", "b b.json", "b b.masks"
+    ]
+    assert "2 done" in stdout and "a.mp4" in stdout and "b b.mp4" in stdout
+    data = json.loads(summary.read_text())
+    assert data["exit_code"] == 0 and data["counts"]["done"] == 2
+    assert [Path(f["input"]).name for f in data["files"]] == ["a.mp4", "b b.mp4"]
+
+    code, stdout, _ = avseg(monkeypatch, capsys, *args, "--skip-existing")
+    assert code == 0 and "2 skipped" in stdout
+    assert json.loads(summary.read_text())["counts"]["skipped"] == 2
+
+
+def test_classes_file_and_no_outputs_flags(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("# what may sound\nacoustic guitar\n\nman  # a person\n")
+    video = copy(clip, tmp_path, "v.mp4")
+    code, _, stderr = avseg(monkeypatch, capsys, video, "--classes-file", names, "--checkpoint", checkpoint,
+                            "--no-video", "--no-masks")
+    assert code == 0, stderr
+    assert fake.vocabulary == ["acoustic guitar", "man"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "names.txt", "v.json", "v.mp4"]
+    data = json.loads((tmp_path / "v.json").read_text())
+    assert data["vocabulary"] == ["acoustic guitar", "man"] and len(data["frames"]) == 10
+
+
+def test_silent_video_warns_and_succeeds(monkeypatch, capsys, checkpoint, fake, tmp_path):
+    video = make_video(tmp_path / "mute.mp4", seconds=0.5, size=(32, 24), fps="10", audio=None)
+    code, _, stderr = avseg(monkeypatch, capsys, video, "--classes", "pipa", "--checkpoint", checkpoint)
+    assert code == 0
+    assert "warning:" in stderr and "no audio track" in stderr and "annotated as silent" in stderr
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--classes", ""], "empty vocabulary"),
+        (["--classes", "pipa,violin,pipa"], "duplicate class names in the vocabulary: 'pipa'"),
+        (["--classes", "pipa", "--no-video", "--no-masks", "--no-json"], "nothing to write"),
+        (["--classes", "pipa", "--analysis-fps", "0"], "--analysis-fps must be a positive number"),
+        (["--classes", "pipa", "--checkpoint", "missing.pt"], "checkpoint not found: missing.pt"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(monkeypatch, capsys, clip, checkpoint, fake, args, expected):
+    if "--checkpoint" not in args:
+        args = [*args, "--checkpoint", str(checkpoint)]
+    code, stdout, stderr = avseg(monkeypatch, capsys, clip, *args)
+    assert code == 2
+    assert error_lines(stderr) == [f"error: {error_lines(stderr)[0][7:]}"] and expected in stderr
+    assert "Traceback" not in stderr and fake.load_calls == []
+
+
+def test_without_checkpoint_says_where_models_come_from(monkeypatch, capsys, clip, fake):
+    code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa,violin")
+    assert code == 2
+    (line,) = error_lines(stderr)
+    assert "--checkpoint" in line and "OV-AVSS README" in line and "Baidu" in line and "OneDrive" in line
+    assert "avseg train" in line
+    assert fake.load_calls == []
+
+
+def test_bad_inputs_fail_one_line_each_and_the_rest_is_done(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
+    folder = tmp_path / "in"
+    good = copy(clip, folder, "good.mp4")
+    (folder / "dir.mp4").mkdir()
+    bad = [
+        folder / "missing.mp4",
+        folder / "dir.mp4",
+        make_text_as_mp4(folder / "text.mp4"),
+        make_zero_byte(folder / "zero.mp4"),
+        make_truncated(folder / "cut.mp4", seconds=1.5),
+        make_audio_only(folder / "sound.m4a"),
+    ]
+    out = tmp_path / "out"
+    code, stdout, stderr = avseg(monkeypatch, capsys, *bad, good, "--classes", "pipa", "--checkpoint", checkpoint,
+                                 "--out", out)
+    assert code == 1
+    lines = error_lines(stderr)
+    assert len(lines) == len(bad)
+    for line, path in zip(lines, bad):
+        assert str(path) in line
+    assert "Traceback" not in stderr
+    assert "1 done" in stdout and "6 failed" in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["good.avseg.mp4", "good.json", "good.masks"]
+
+
+def test_output_folder_that_cannot_be_created(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
+    blocker = tmp_path / "plain-file"
+    blocker.write_text("x")
+    code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", checkpoint,
+                            "--out", blocker / "sub")
+    assert code == 1
+    (line,) = error_lines(stderr)
+    assert "plain-file/sub" in line and "Not a directory" in line
+    assert fake.load_calls == []  # checked before the model is loaded
+
+
+def test_disk_full_is_one_line_and_leaves_nothing(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
+    import errno
+    import os
+
+    from models.io.mux import VideoWriter
+
+    def full(self, frame):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(VideoWriter, "write", full)
+    out = tmp_path / "out"
+    code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", checkpoint, "--out", out)
+    assert code == 1
+    (line,) = error_lines(stderr)
+    assert str(clip) in line and "No space left on device" in line
+    assert list(out.iterdir()) == []
+
+
+def test_ctrl_c_exits_130_keeps_finished_videos(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
+    videos = [copy(clip, tmp_path / "in", f"{name}.mp4") for name in ("first", "second", "third")]
+    fake.interrupt_on_call = 10 + 2  # clip.mp4 (10 frames at 10 fps) takes 10 calls; stop inside the second
+    out, summary = tmp_path / "out", tmp_path / "summary.json"
+    code, stdout, stderr = avseg(monkeypatch, capsys, *videos, "--classes", "pipa", "--checkpoint", checkpoint,
+                                 "--out", out, "--json-summary", summary)
+    assert code == 130
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert sorted(p.name for p in out.iterdir()) == ["first.avseg.mp4", "first.json", "first.masks"]
+    assert no_temporaries(out) == []
+    data = json.loads(summary.read_text())
+    assert data["exit_code"] == 130 and [f["status"] for f in data["files"]] == ["done", "interrupted", "not run"]
+
+
+def test_predictor_module_missing_is_one_line(monkeypatch, capsys, clip, checkpoint):
+    monkeypatch.setitem(sys.modules, "models.predictor", None)  # as if models/predictor.py were absent
+    code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", checkpoint)
+    assert code == 1
+    (line,) = error_lines(stderr)
+    assert "no OV-AVSS predictor" in line
+
+
+def test_help_lists_the_options(monkeypatch, capsys):
+    code, stdout, _ = avseg(monkeypatch, capsys, "--help")
+    assert code == 0
+    for option in ("--classes", "--classes-file", "--checkpoint", "--out", "--analysis-fps", "--no-video",
+                   "--no-masks", "--no-json", "--skip-existing", "--json-summary", "--device", "--vggish-weights",
+                   "--clip-weights"):
+        assert option in stdout
+
+
+def test_with_a_tiny_ovavss_checkpoint_end_to_end(monkeypatch, capsys, clip, tmp_path):
+    """The real `AVSegPredictor` (tiny random network, tiny random CLIP) through the whole command."""
+    import torch
+
+    pytest.importorskip("models.predictor")
+    from test_predictor import make_tiny_checkpoint, make_tiny_clip_dir
+
+    torch.set_num_threads(1)
+    monkeypatch.setenv("AVSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    checkpoint = tmp_path / "tiny.pt"
+    make_tiny_checkpoint(checkpoint)
+    clip_dir = make_tiny_clip_dir(tmp_path / "clip")
+    out = tmp_path / "out"
+    code, stdout, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa,violin,man", "--checkpoint", checkpoint,
+                                 "--clip-weights", clip_dir, "--device", "cpu", "--out", out)
+    assert code == 0, stderr
+    data = json.loads((out / "clip.json").read_text())
+    assert data["predictor"]["method"] == "ov-avss" and data["predictor"]["config"] == "tiny"
+    assert data["predictor"]["vocabulary_size"] == 3 and data["vocabulary"] == ["pipa", "violin", "man"]
+    assert data["num_frames"] == 10 and [f["frame"] for f in data["frames"]] == list(range(10))
+    assert sum(len(f["instances"]) for f in data["frames"]) > 0  # the seeded random model does find some
+    from models.io.masks import read_index_mask
+    from models.io.rle import rle_to_mask
+
+    for record in data["frames"]:
+        label_map = read_index_mask(out / "clip.masks" / f"{record['frame']:06d}.png")
+        assert label_map.shape == (30, 40) and int(label_map.max()) <= 3
+        for instance in record["instances"]:
+            assert instance["label"] in data["vocabulary"] and 0.3 < instance["score"] <= 1
+            assert 0 <= instance["sound_score"] <= 1
+            assert rle_to_mask(instance["segmentation"]).shape == (30, 40)
+    from models.io.video import probe
+
+    assert probe(out / "clip.avseg.mp4").num_frames == 10
+
+
+# ------------------------------------------------------------------------------------------------
+# the example scripts
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def script_env(**extra: str) -> dict:
+    import os
+
+    env = {key: value for key, value in os.environ.items() if key != "AVSEG_CHECKPOINT"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["COLUMNS"] = "200"
+    env.update(extra)
+    return env
+
+
+def test_demo_video_is_small_and_as_documented():
+    from models.io.video import probe
+
+    video = REPO / "examples" / "astronaut.mp4"
+    assert video.stat().st_size < 1_000_000
+    info = probe(video)
+    assert (info.width, info.height, info.fps) == (640, 360, 25)
+    assert 6.0 <= info.duration <= 8.0 and info.has_audio and info.audio_codec == "aac"
+
+
+def test_demo_script_without_a_checkpoint_says_where_models_come_from():
+    import subprocess
+
+    completed = subprocess.run(["bash", str(REPO / "examples" / "demo.sh")], capture_output=True, text=True,
+                               env=script_env(), cwd="/", timeout=120)
+    assert completed.returncode == 2, completed.stderr
+    assert "no model given" in completed.stderr and "--checkpoint" in completed.stderr
+
+
+@pytest.mark.slow
+def test_batch_script_with_a_tiny_checkpoint(clip, tmp_path):
+    import subprocess
+
+    from test_predictor import make_tiny_checkpoint, make_tiny_clip_dir
+
+    videos = tmp_path / "videos"
+    copy(clip, videos, "one.mp4")
+    copy(clip, videos, "two.MKV")
+    make_text_as_mp4(videos / "broken.mp4")
+    checkpoint = tmp_path / "tiny.pt"
+    make_tiny_checkpoint(checkpoint)
+    clip_dir = make_tiny_clip_dir(tmp_path / "clip")
+    out = tmp_path / "out"
+    command = ["bash", str(REPO / "examples" / "batch.sh"), str(videos), str(out), "pipa,violin",
+               "--clip-weights", str(clip_dir), "--device", "cpu"]
+    env = script_env(AVSEG_CHECKPOINT=str(checkpoint), AVSEG_CACHE=str(tmp_path / "cache"), HF_HUB_OFFLINE="1")
+    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 1, first.stderr
+    assert f"{videos / 'broken.mp4'}: cannot read" in first.stderr and "run this script again" in first.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert {Path(f["input"]).name: f["status"] for f in summary["files"]} == {
+        "broken.mp4": "failed", "one.mp4": "done", "two.MKV": "done"
+    }
+    (videos / "broken.mp4").unlink()
+    second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert second.returncode == 0, second.stderr
+    assert "all 2 videos annotated" in second.stdout
+    assert [f["status"] for f in json.loads((out / "summary.json").read_text())["files"]] == ["skipped", "skipped"]
