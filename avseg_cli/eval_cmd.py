@@ -31,8 +31,13 @@ def evaluate(
         None, "--json", metavar="RESULT.json", help="Also write all numbers (and per-class IoU) to this JSON file."
     ),
     checkpoint: Optional[Path] = typer.Option(
-        None, "--checkpoint", help="Evaluate a trained checkpoint directly (with --class-agnostic for now). "
-        "Example: --checkpoint runs/r50/last.pt --class-agnostic"
+        None, "--checkpoint", help="Evaluate a model directly: an avseg checkpoint, a converted one, or the official "
+        "model_ov_avss_{r50,swinb}.pth. Predicts every frame of the split (open vocabulary = the 70 AVSBench names), "
+        "then scores the predictions like --predictions. Example: --checkpoint model_ov_avss_r50.pth"
+    ),
+    save_predictions: Optional[Path] = typer.Option(
+        None, "--save-predictions", metavar="DIR", help="With --checkpoint: keep the predicted label maps in "
+        "DIR/<uid>/<k>.png (a later run into the same DIR skips finished videos). Example: --save-predictions preds"
     ),
     class_agnostic: bool = typer.Option(
         False, "--class-agnostic", help="With --checkpoint: score sounding-object localization only (foreground "
@@ -44,8 +49,25 @@ def evaluate(
         help="With --class-agnostic: a query is sounding when P(sounding) exceeds this. Example: --sound-threshold 0.5"
     ),
     vggish_weights: Optional[str] = typer.Option(
-        None, "--vggish-weights", help="With --checkpoint: path of vggish-10086976.pth (default: ~/.cache/avseg, or "
-        "the random VGGish a run was trained with). Example: --vggish-weights vggish-10086976.pth"
+        None, "--vggish-weights", help="With --checkpoint: path of vggish-10086976.pth (default: inside the checkpoint, "
+        "~/.cache/avseg, or the random VGGish a run was trained with). Example: --vggish-weights vggish-10086976.pth"
+    ),
+    clip_weights: Optional[str] = typer.Option(
+        None, "--clip-weights", help="With --checkpoint: CLIP weights file, or an open_clip folder (open_clip_config.json "
+        "+ weights) naming its own architecture (default: inside the checkpoint, else open_clip 'openai'). "
+        "Example: --clip-weights ViT-B-16.pt"
+    ),
+    amp: str = typer.Option(
+        "off", "--amp", help="With --checkpoint on CUDA: off, fp16 (the official precision regime) or bf16. "
+        "Example: --amp fp16"
+    ),
+    sound_gate: Optional[float] = typer.Option(
+        None, "--sound-gate", min=0.0, max=1.0, help="With --checkpoint: only classify queries whose sound-head "
+        "P(sounding) is at least this (not in the official protocol; faster). Example: --sound-gate 0.5"
+    ),
+    max_crops: Optional[int] = typer.Option(
+        None, "--max-crops", min=1, help="With --checkpoint: per frame, classify only the N most sounding queries "
+        "(not in the official protocol; bounds CLIP work). Example: --max-crops 10"
     ),
 ) -> None:
     """Score predicted label maps with the official AVSBench-OV protocol: GT and predictions compared at
@@ -59,24 +81,38 @@ def evaluate(
 
     avseg eval --predictions preds --data data --split val --json val_result.json
 
+    avseg eval --checkpoint model_ov_avss_r50.pth --data data --split test --json r50.json --save-predictions preds
+
     avseg eval --checkpoint runs/r50/last.pt --data data --split test --class-agnostic --json agnostic.json
     """
-    from models.errors import AVSegError, UsageError
+    from models.errors import UsageError
 
     if checkpoint is not None:
         if predictions is not None:
             raise UsageError("give either --predictions or --checkpoint, not both")
         if not class_agnostic:
-            raise AVSegError(
-                f"--checkpoint {checkpoint}: open-vocabulary evaluation of a checkpoint is not available yet "
-                "(it needs the CLIP classifier); use --class-agnostic, or score saved predictions with --predictions",
-                exit_code=2,
+            _evaluate_checkpoint_open_vocabulary(
+                checkpoint, data, split.value, json_path, save_predictions, device, vggish_weights, clip_weights,
+                amp, sound_gate, max_crops,
             )
+            return
+        for name, value in (("--save-predictions", save_predictions), ("--clip-weights", clip_weights),
+                            ("--sound-gate", sound_gate), ("--max-crops", max_crops)):
+            if value is not None:
+                raise UsageError(f"{name} applies to open-vocabulary evaluation, not to --class-agnostic")
+        if amp != "off":
+            raise UsageError("--amp applies to open-vocabulary evaluation, not to --class-agnostic")
         _evaluate_checkpoint_class_agnostic(checkpoint, data, split.value, json_path, device, sound_threshold,
                                             vggish_weights)
         return
     if class_agnostic:
         raise UsageError("--class-agnostic needs --checkpoint")
+    for name, value in (("--save-predictions", save_predictions), ("--clip-weights", clip_weights),
+                        ("--sound-gate", sound_gate), ("--max-crops", max_crops)):
+        if value is not None:
+            raise UsageError(f"{name} needs --checkpoint")
+    if amp != "off":
+        raise UsageError("--amp needs --checkpoint")
     if predictions is None:
         raise UsageError("missing option --predictions PRED_DIR (the folder of <uid>/<k>.png label maps to score)")
 
@@ -171,5 +207,42 @@ def _evaluate_checkpoint_class_agnostic(checkpoint, data, split, json_path, devi
     table.add_row("foreground mIoU (AVSBench S4/MS3 style)", _percent(result.fg_miou))
     table.add_row("F-score (beta^2 = 0.3)", _percent(result.fscore))
     out.print(table)
+    if json_path is not None:
+        out.print(f"results written to {json_path}")
+
+
+def _evaluate_checkpoint_open_vocabulary(checkpoint, data, split, json_path, save_predictions, device,
+                                         vggish_weights, clip_weights, amp, sound_gate, max_crops) -> None:
+    from avseg_cli.console import out, warn
+    from avseg_cli.progress import RichProgress
+    from models.atomic import write_json
+    from models.data.prepared import PreparedData
+    from models.pipeline.evaluate_ov import evaluate_open_vocabulary
+    from models.pipeline.evaluate_predictions import check_json_destination
+    from models.predictor import AVSegPredictor
+
+    prepared = PreparedData.open(data)
+    if json_path is not None:
+        check_json_destination(json_path)
+    predictor = AVSegPredictor.from_checkpoint(
+        checkpoint, device=device, vggish_weights=vggish_weights, clip_weights=clip_weights, amp=amp,
+        sound_gate=sound_gate, max_crops_per_frame=max_crops,
+    )
+    with RichProgress(unit="video", transient=True) as progress:
+        result = evaluate_open_vocabulary(predictor, prepared, split, save_predictions, progress)
+    if result.scores.unknown_gt_pixels:
+        warn(f"{result.scores.unknown_gt_pixels} GT pixels had non-palette colours and were scored as background")
+    if json_path is not None:
+        write_json(json_path, result.to_json())
+    described = result.predictor
+    out.print(
+        f"{described.get('checkpoint_kind')} {described.get('config')} checkpoint {checkpoint}: "
+        f"{result.run.predicted} videos predicted, {result.run.skipped} already saved"
+        + (f" ({result.run.videos_per_second:.2f} videos/s)" if result.run.predicted else ""),
+        soft_wrap=True,
+    )
+    _print_tables(out, result.scores)
+    if save_predictions is not None:
+        out.print(f"predictions saved in {save_predictions}", soft_wrap=True)
     if json_path is not None:
         out.print(f"results written to {json_path}")

@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from avseg_cli import annotate_cmd, eval_cmd, prepare_cmd, train_cmd
+from avseg_cli import annotate_cmd, eval_cmd, prepare_cmd, train_cmd, weights_cmd
 from avseg_cli.console import DEBUG, err
 
 app = typer.Typer(
@@ -49,6 +49,7 @@ app.command("prepare", no_args_is_help=True)(prepare_cmd.prepare)
 app.command("train", no_args_is_help=True)(train_cmd.train)
 app.command("eval", no_args_is_help=True)(eval_cmd.evaluate)
 app.command("annotate", no_args_is_help=True)(annotate_cmd.annotate)
+app.add_typer(weights_cmd.weights_app, name="weights")
 
 
 def run() -> None:

@@ -1,7 +1,17 @@
-"""Where weights live: one cache folder, known file names, and clear messages when a file is missing.
+"""Where weights live: a registry of named weight files, one cache folder, downloads and clear messages.
 
-Cache folder: `$AVSEG_CACHE`, default `~/.cache/avseg`. Nothing here downloads yet; every lookup that
-fails names the file, the URL to fetch it from and the folder to put it in.
+Cache folder: `$AVSEG_CACHE`, default `~/.cache/avseg`. Every weight has a name (`avseg weights list`):
+
+- `vggish`: downloaded with urllib into the cache, checked against the SHA-256 prefix in its file name;
+- `mask2former-r50-coco`, `mask2former-swinb-coco`: training initialisation (`avseg train --init`),
+  downloaded into the cache (no checksum is published; the transfer length is checked);
+- `clip-vit-b-16`, `clip-vit-l-14-336`: OpenAI CLIP through open_clip's own download (`pretrained="openai"`,
+  Hugging Face cache); a copy placed in the avseg cache under the listed file name is used first;
+- `ovavss-r50`, `ovavss-swinb`: the official trained OV-AVSS checkpoints, shared only on Baidu Netdisk, so
+  never downloaded: put the file in the cache (or pass its path), `avseg weights convert` makes it load faster.
+
+Offline (`offline=True`, `AVSEG_OFFLINE=1` or `HF_HUB_OFFLINE=1`) a missing file fails at once with one line
+naming the file, the URL to get it from and the path to put it at. Local paths always work offline.
 """
 
 from __future__ import annotations
@@ -9,19 +19,51 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from models.errors import AVSegError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+SOURCE_URL = "url"
+"""Downloaded from `url` with urllib (`models.download`)."""
+SOURCE_OPEN_CLIP = "open_clip"
+"""Downloaded by open_clip (`create_model(..., pretrained=tag)`) into the Hugging Face cache."""
+SOURCE_MANUAL = "manual"
+"""No automatic download: the user fetches the file by hand (`manual_note` says where)."""
 
 
 @dataclass(frozen=True)
 class WeightFile:
-    """A named weight file: where it comes from and what it is called in the cache."""
+    """A named weight file: where it comes from, what it is called in the cache and what it is for.
+
+    Attributes:
+        name: registry name (`avseg weights fetch NAME`).
+        filename: file name in the cache folder.
+        url: where to download it (a web page for manual weights).
+        sha256_prefix: leading hex digits of its SHA-256 when the file name carries them (torch.hub rule).
+        description: what the file holds.
+        sha256: the full SHA-256 when known.
+        approx_size_mb: approximate size in MB (from the parameter count when not measured).
+        purpose: what avseg uses it for.
+        source: SOURCE_URL, SOURCE_OPEN_CLIP or SOURCE_MANUAL.
+        clip_model, clip_tag: open_clip architecture and pretrained tag (SOURCE_OPEN_CLIP only).
+        manual_note: for SOURCE_MANUAL, how to get the file.
+    """
 
     name: str
     filename: str
     url: str
     sha256_prefix: str | None = None
     description: str = ""
+    sha256: str | None = None
+    approx_size_mb: int | None = None
+    purpose: str = ""
+    source: str = SOURCE_URL
+    clip_model: str | None = None
+    clip_tag: str | None = None
+    manual_note: str = ""
 
 
 VGGISH = WeightFile(
@@ -30,7 +72,82 @@ VGGISH = WeightFile(
     url="https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth",
     sha256_prefix="10086976",
     description="VGGish audio network (torchvggish port of the TensorFlow release), 128-d embeddings",
+    approx_size_mb=289,
+    purpose="audio encoder of every OV-AVSS model (train, eval, annotate)",
 )
+
+MASK2FORMER_R50 = WeightFile(
+    name="mask2former-r50-coco",
+    filename="model_final_3c8ec9.pkl",
+    url="https://dl.fbaipublicfiles.com/maskformer/mask2former/coco/instance/maskformer2_R50_bs16_50ep/"
+    "model_final_3c8ec9.pkl",
+    description="Mask2Former R50 COCO instance segmentation, 50 epochs (model id 47430277_2)",
+    approx_size_mb=176,
+    purpose="initialisation for training the r50 config (avseg train --init)",
+)
+
+MASK2FORMER_SWINB = WeightFile(
+    name="mask2former-swinb-coco",
+    filename="model_final_83d103.pkl",
+    url="https://dl.fbaipublicfiles.com/maskformer/mask2former/coco/instance/maskformer2_swin_base_IN21k_384_bs16_50ep/"
+    "model_final_83d103.pkl",
+    description="Mask2Former Swin-B (IN21k, 384) COCO instance segmentation, 50 epochs (model id 48558700_6)",
+    approx_size_mb=430,
+    purpose="initialisation for training the swinb config (avseg train --init)",
+)
+
+CLIP_VIT_B_16 = WeightFile(
+    name="clip-vit-b-16",
+    filename="clip-ViT-B-16-openai.safetensors",
+    url="https://huggingface.co/timm/vit_base_patch16_clip_224.openai/resolve/main/open_clip_model.safetensors",
+    description="OpenAI CLIP ViT-B/16 (open_clip ViT-B-16, tag openai)",
+    approx_size_mb=599,
+    purpose="open-vocabulary classifier of the r50 model",
+    source=SOURCE_OPEN_CLIP,
+    clip_model="ViT-B-16",
+    clip_tag="openai",
+)
+
+CLIP_VIT_L_14_336 = WeightFile(
+    name="clip-vit-l-14-336",
+    filename="clip-ViT-L-14-336-openai.safetensors",
+    url="https://huggingface.co/timm/vit_large_patch14_clip_336.openai/resolve/main/open_clip_model.safetensors",
+    description="OpenAI CLIP ViT-L/14@336px (open_clip ViT-L-14-336, tag openai)",
+    approx_size_mb=1712,
+    purpose="open-vocabulary classifier of the swinb model",
+    source=SOURCE_OPEN_CLIP,
+    clip_model="ViT-L-14-336",
+    clip_tag="openai",
+)
+
+OVAVSS_R50 = WeightFile(
+    name="ovavss-r50",
+    filename="model_ov_avss_r50.pth",
+    url="https://pan.baidu.com/s/1ZLmvfvLKyVMw8jM8IceAeQ",
+    description="official trained OV-AVSS, ResNet-50 + CLIP ViT-B/16 (detectron2 checkpoint)",
+    approx_size_mb=1080,
+    purpose="ready-to-use model for annotate / eval (avseg eval --checkpoint)",
+    source=SOURCE_MANUAL,
+    manual_note="shared by the authors on Baidu Netdisk only (extraction code 1234); see github.com/ruohaoguo/ovavss",
+)
+
+OVAVSS_SWINB = WeightFile(
+    name="ovavss-swinb",
+    filename="model_ov_avss_swinb.pth",
+    url="https://pan.baidu.com/s/1u8rjJTCq-LrwdZYIzTscvw",
+    description="official trained OV-AVSS, Swin-B + CLIP ViT-L/14@336px (detectron2 checkpoint)",
+    approx_size_mb=2445,
+    purpose="ready-to-use model for annotate / eval (avseg eval --checkpoint)",
+    source=SOURCE_MANUAL,
+    manual_note="shared by the authors on Baidu Netdisk only (extraction code 1234); see github.com/ruohaoguo/ovavss",
+)
+
+REGISTRY: dict[str, WeightFile] = {
+    weight.name: weight
+    for weight in (VGGISH, CLIP_VIT_B_16, CLIP_VIT_L_14_336, MASK2FORMER_R50, MASK2FORMER_SWINB, OVAVSS_R50,
+                   OVAVSS_SWINB)
+}
+"""Every named weight, in `avseg weights list` order."""
 
 
 def cache_dir() -> Path:
@@ -38,23 +155,327 @@ def cache_dir() -> Path:
     return Path(os.environ.get("AVSEG_CACHE") or Path.home() / ".cache" / "avseg").expanduser()
 
 
+def get_weight(name: str) -> WeightFile:
+    """The registry entry called `name`; a usage error listing the names otherwise."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        from models.errors import UsageError
+
+        raise UsageError(f"unknown weights {name!r}: choose one of {', '.join(REGISTRY)}") from None
+
+
+def _torch_hub_checkpoints() -> Path:
+    torch_home = Path(os.environ.get("TORCH_HOME") or Path.home() / ".cache" / "torch").expanduser()
+    return torch_home / "hub" / "checkpoints"
+
+
+def _where_to_get(weight: WeightFile) -> str:
+    if weight.source == SOURCE_MANUAL:
+        return f"get it from {weight.url} ({weight.manual_note})"
+    return f"download {weight.url}"
+
+
 def find_weight(weight: WeightFile, explicit: str | os.PathLike | None = None) -> Path:
     """The path of a weight file: `explicit` if given, else the avseg cache, else torch.hub's cache.
 
-    Raises one `AVSegError` saying where to get the file and where to put it.
+    Never downloads. Raises one `AVSegError` saying where to get the file and where to put it.
     """
     if explicit is not None:
         path = Path(explicit).expanduser()
         if not path.is_file():
             raise AVSegError(f"{weight.name} weights not found: {path}")
         return path
+    path = cached_path(weight)
+    if path is not None:
+        return path
+    raise AVSegError(
+        f"{weight.name} weights not found: {_where_to_get(weight)} into {cache_dir() / weight.filename} "
+        f"(or pass the file's path explicitly)"
+    )
+
+
+def cached_path(weight: WeightFile) -> Path | None:
+    """Where the weight already is on this machine (avseg cache, torch.hub cache, Hugging Face cache), or None."""
     candidates = [cache_dir() / weight.filename]
-    torch_home = Path(os.environ.get("TORCH_HOME") or Path.home() / ".cache" / "torch").expanduser()
-    candidates.append(torch_home / "hub" / "checkpoints" / weight.filename)
+    if weight.source == SOURCE_URL:
+        candidates.append(_torch_hub_checkpoints() / weight.filename)
     for path in candidates:
         if path.is_file():
             return path
-    raise AVSegError(
-        f"{weight.name} weights not found: download {weight.url} into {candidates[0]} "
-        f"(or pass the file's path explicitly)"
+    if weight.source == SOURCE_OPEN_CLIP:
+        return open_clip_cached_file(weight.clip_model or "", weight.clip_tag or "")
+    return None
+
+
+def ensure_weight(
+    weight: WeightFile,
+    explicit: str | os.PathLike | None = None,
+    *,
+    offline: bool | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> Path:
+    """The local path of a weight, downloading it into the cache first when it is missing and allowed.
+
+    Args:
+        weight: registry entry (SOURCE_URL entries are downloaded here; open_clip ones by `fetch_weight`).
+        explicit: a user-given path (used as is, never downloads).
+        offline: forbid downloads (also AVSEG_OFFLINE / HF_HUB_OFFLINE).
+        progress: byte progress callback for the download.
+
+    Raises:
+        AVSegError: offline (or manual) and missing: one line with the file, the URL and the cache path;
+            download failures (see `models.download.download_file`).
+    """
+    from models.download import download_file, offline_reason
+
+    if explicit is not None:
+        return find_weight(weight, explicit)
+    path = cached_path(weight)
+    if path is not None:
+        return path
+    reason = offline_reason(offline)
+    target = cache_dir() / weight.filename
+    if weight.source == SOURCE_MANUAL:
+        raise AVSegError(
+            f"{weight.filename} not found: it cannot be downloaded automatically; {_where_to_get(weight)} and put it "
+            f"at {target} (or pass its path)"
+        )
+    if reason is not None:
+        raise AVSegError(
+            f"{weight.name} weights {weight.filename} not found and downloads are off ({reason}): download "
+            f"{weight.url} and put it at {target} (or pass its path)"
+        )
+    if weight.source == SOURCE_OPEN_CLIP:
+        return fetch_weight(weight, offline=offline, progress=progress)
+    return download_file(weight.url, target, sha256=weight.sha256, sha256_prefix=weight.sha256_prefix,
+                         progress=progress, what=f"{weight.name} weights")
+
+
+def fetch_weight(
+    weight: WeightFile,
+    *,
+    offline: bool | None = None,
+    force: bool = False,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> Path:
+    """`avseg weights fetch NAME`: make the weight available locally and return its path.
+
+    SOURCE_URL: download into the cache (again with `force`). SOURCE_OPEN_CLIP: open_clip's own download
+    into the Hugging Face cache. SOURCE_MANUAL: an error saying where to get the file.
+    """
+    from models.download import download_file, offline_reason
+
+    if not force:
+        path = cached_path(weight)
+        if path is not None:
+            return path
+    target = cache_dir() / weight.filename
+    if weight.source == SOURCE_MANUAL:
+        raise AVSegError(
+            f"{weight.name} cannot be downloaded automatically: {_where_to_get(weight)} and put it at {target}"
+        )
+    reason = offline_reason(offline)
+    if reason is not None:
+        raise AVSegError(
+            f"cannot fetch {weight.name} ({reason}): download {weight.url} and put it at {target}"
+        )
+    if weight.source == SOURCE_OPEN_CLIP:
+        return _open_clip_download(weight)
+    return download_file(weight.url, target, sha256=weight.sha256, sha256_prefix=weight.sha256_prefix,
+                         progress=progress, what=f"{weight.name} weights")
+
+
+# ----------------------------------------------------------------------------------------------- CLIP
+CLIP_FILENAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+"""What open_clip downloads from a Hugging Face repo (the safetensors file is tried first)."""
+
+
+def clip_weight(model_name: str, tag: str) -> WeightFile:
+    """The registry entry of an open_clip (architecture, tag), or an ad-hoc one for other pairs."""
+    for weight in REGISTRY.values():
+        if weight.source == SOURCE_OPEN_CLIP and weight.clip_model == model_name and weight.clip_tag == tag:
+            return weight
+    url = ""
+    try:
+        import open_clip
+
+        config = open_clip.get_pretrained_cfg(model_name, tag) or {}
+        if config.get("hf_hub"):
+            url = f"https://huggingface.co/{config['hf_hub'].strip('/')}/resolve/main/{CLIP_FILENAMES[0]}"
+        elif config.get("url"):
+            url = config["url"]
+    except ImportError:  # pragma: no cover - open_clip is a dependency
+        pass
+    return WeightFile(
+        name=f"clip-{model_name}-{tag}".lower(), filename=f"clip-{model_name}-{tag}.safetensors", url=url,
+        description=f"open_clip {model_name} ({tag})", purpose="open-vocabulary classifier",
+        source=SOURCE_OPEN_CLIP, clip_model=model_name, clip_tag=tag,
     )
+
+
+def open_clip_cached_file(model_name: str, tag: str) -> Path | None:
+    """The file open_clip would load for (model, tag) if it is already in the Hugging Face cache (no network)."""
+    try:
+        import open_clip
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover
+        return None
+    config = open_clip.get_pretrained_cfg(model_name, tag) if model_name else {}
+    hub = (config or {}).get("hf_hub", "")
+    if not hub:
+        return None
+    repo_id, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub.rstrip("/"), "")
+    names = (filename,) if filename else CLIP_FILENAMES
+    for name in names:
+        try:
+            found = try_to_load_from_cache(repo_id=repo_id, filename=name)
+        except Exception:  # a malformed cache must not break a lookup
+            found = None
+        if isinstance(found, str) and Path(found).is_file():
+            return Path(found)
+    return None
+
+
+def _open_clip_download(weight: WeightFile) -> Path:
+    import open_clip
+    from open_clip.pretrained import download_pretrained
+
+    from models.ovavss.clip_model import _is_network_error
+
+    config = open_clip.get_pretrained_cfg(weight.clip_model, weight.clip_tag)
+    try:
+        path = download_pretrained(config)
+    except Exception as error:
+        if _is_network_error(error):
+            raise AVSegError(
+                f"cannot download {weight.name} (no network?): download {weight.url} and put it at "
+                f"{cache_dir() / weight.filename}"
+            ) from error
+        raise
+    return Path(path)
+
+
+# ------------------------------------------------------------------------------- official conversion
+@dataclass(frozen=True)
+class ConversionReport:
+    """What `convert_official_checkpoint` wrote.
+
+    Attributes:
+        source, destination: the official file and our checkpoint.
+        kind: "official-ovavss-r50" or "official-ovavss-swinb".
+        config_name: "r50" or "swinb".
+        model_tensors, model_values: trained part (backbone + sem_seg_head).
+        has_audio, has_clip: whether VGGish / CLIP weights were inside (and were carried over).
+        clip_values: number of CLIP values carried over (0 without CLIP).
+        dropped: keys left out (criterion, CLIP pixel statistics, unknown).
+        iteration: training iteration stored in the official file, if any.
+        module_prefix_stripped: the keys carried a `module.` prefix.
+    """
+
+    source: Path
+    destination: Path
+    kind: str
+    config_name: str
+    model_tensors: int
+    model_values: int
+    has_audio: bool
+    has_clip: bool
+    clip_values: int
+    dropped: tuple[str, ...]
+    iteration: int | None
+    module_prefix_stripped: bool
+
+    def summary(self) -> str:
+        """One line describing the converted checkpoint."""
+        extras = [name for name, present in (("VGGish", self.has_audio), ("CLIP", self.has_clip)) if present]
+        missing = [name for name, present in (("VGGish", self.has_audio), ("CLIP", self.has_clip)) if not present]
+        text = (f"{self.kind} -> {self.destination}: {self.model_tensors} model tensors "
+                f"({self.model_values / 1e6:.1f} M values, config {self.config_name})")
+        if extras:
+            text += f"; with {' and '.join(extras)}"
+        if missing:
+            text += f"; without {' and '.join(missing)} (loaded from the cache at run time)"
+        if self.dropped:
+            text += f"; {len(self.dropped)} unused keys dropped"
+        return text
+
+
+CONVERTED_KIND = "converted-official"
+"""`kind` of an avseg checkpoint written by `convert_official_checkpoint`."""
+
+
+def convert_official_checkpoint(source: str | os.PathLike, destination: str | os.PathLike) -> ConversionReport:
+    """Official OV-AVSS `.pth` (detectron2 format) -> an avseg checkpoint that loads without conversion.
+
+    The output is a plain avseg checkpoint (`models.checkpoint`) with `kind` "converted-official", the model
+    config, `model` (backbone + sem_seg_head, float32), and, when the official file had them, `audio`
+    (torchvggish keys) and `clip` (OpenAI CLIP keys).
+
+    Raises:
+        AVSegError: unreadable file, not an official OV-AVSS checkpoint, keys that do not fit our model.
+    """
+    from models.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+    from models.official import KIND_OFFICIAL_R50, KIND_OFFICIAL_SWINB, convert_official_state_dict, read_checkpoint_file
+    from models.ovavss.config import get_config
+
+    source, destination = Path(source), Path(destination)
+    if source.resolve() == destination.resolve():
+        raise AVSegError(f"refusing to overwrite the official checkpoint {source}: choose another output path")
+    state, info = read_checkpoint_file(source)
+    if info.kind not in (KIND_OFFICIAL_R50, KIND_OFFICIAL_SWINB):
+        raise AVSegError(f"{source} is not an official OV-AVSS checkpoint (it is a {info.kind} file)")
+    converted = convert_official_state_dict(state)
+    config_name = "r50" if info.kind == KIND_OFFICIAL_R50 else "swinb"
+    config = get_config(config_name)
+    check_model_keys(converted.model, config_name, str(source))
+    checkpoint: dict = {
+        "avseg_format": CHECKPOINT_FORMAT,
+        "kind": CONVERTED_KIND,
+        "config_name": config_name,
+        "config": config.to_dict(),
+        "model": converted.model,
+        "iteration": info.iteration,
+        "extra": {"source": str(source), "source_kind": info.kind, "dropped": list(converted.dropped),
+                  "module_prefix_stripped": info.module_prefix_stripped},
+    }
+    if converted.audio is not None:
+        checkpoint["audio"] = converted.audio
+    if converted.clip is not None:
+        checkpoint["clip"] = converted.clip
+    save_checkpoint(destination, checkpoint)
+    return ConversionReport(
+        source=source, destination=destination, kind=info.kind, config_name=config_name,
+        model_tensors=len(converted.model), model_values=sum(t.numel() for t in converted.model.values()),
+        has_audio=converted.audio is not None, has_clip=converted.clip is not None,
+        clip_values=sum(t.numel() for t in (converted.clip or {}).values()), dropped=tuple(converted.dropped),
+        iteration=info.iteration, module_prefix_stripped=info.module_prefix_stripped,
+    )
+
+
+def check_model_keys(model_state: dict[str, "torch.Tensor"], config_name: str, source: str) -> None:
+    """Raise `AVSegError` unless `model_state` has exactly the trained keys (and shapes) of config `config_name`.
+
+    Uses a meta-device model, so nothing is allocated.
+    """
+    import torch
+
+    from models.ovavss.model import build_ovavss
+
+    with torch.device("meta"):
+        model = build_ovavss(config_name)
+    expected = model.trained_state_dict()
+    missing = [k for k in expected if k not in model_state]
+    unexpected = [k for k in model_state if k not in expected]
+    wrong = [k for k in expected if k in model_state and tuple(model_state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            key = wrong[0]
+            parts.append(f"{len(wrong)} with other shapes (e.g. {key} {tuple(model_state[key].shape)} vs "
+                         f"{tuple(expected[key].shape)})")
+        raise AVSegError(f"{source} does not fit the OV-AVSS {config_name} model: " + "; ".join(parts))

@@ -354,7 +354,7 @@ def test_cli_errors_are_one_line(dataset, tmp_path, monkeypatch, capsys, case):
         expected = "cannot write"
     elif case == "checkpoint":
         args += ["--checkpoint", str(tmp_path / "model.pth")]
-        expected = "not available yet"
+        expected = "either --predictions or --checkpoint"
     elif case == "no_predictions":
         args = ["eval", "--data", data_dir]
         expected = "missing option --predictions"

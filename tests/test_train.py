@@ -141,7 +141,7 @@ def test_cli_train_then_class_agnostic_eval(data_dir: Path, tmp_path: Path):
         (["train", "--data", "{tmp}", "--config", "tiny", "--out", "{tmp}/r"], "not a prepared data folder"),
         (["train", "--data", "{data}", "--config", "nope", "--out", "{tmp}/r"], "unknown config"),
         (["eval", "--checkpoint", "{tmp}/missing.pt", "--data", "{data}", "--class-agnostic"], "missing.pt"),
-        (["eval", "--checkpoint", "{tmp}/missing.pt", "--data", "{data}"], "--class-agnostic"),
+        (["eval", "--checkpoint", "{tmp}/missing.pt", "--data", "{data}"], "missing.pt"),
     ],
 )
 def test_cli_errors_are_one_line(data_dir: Path, tmp_path: Path, args, message):

@@ -209,13 +209,15 @@ class OpenVocabularyClassifier(nn.Module):
             all_logits = torch.cat(pair_logits)
         else:
             all_logits = text.new_zeros(0, num_classes)
-        sums = text.new_zeros(num_queries, num_classes).index_add_(0, query_index, all_logits)
+        # Under autocast the logits may be fp16/bf16 (the official fp16 regime): accumulate in their dtype,
+        # softmax in float32.
+        sums = all_logits.new_zeros(num_queries, num_classes).index_add_(0, query_index, all_logits)
         counts = valid.sum(dim=1)  # (Q,)
         classified = counts.nonzero(as_tuple=True)[0]
         mean_logits = sums[classified] / counts[classified].unsqueeze(1).to(sums.dtype)
         return ClassifiedQueries(
             query_index=classified,
-            probs=mean_logits.softmax(dim=-1),
+            probs=mean_logits.float().softmax(dim=-1),
             logits=mean_logits,
             valid=valid,
         )

@@ -1,0 +1,126 @@
+"""`avseg weights`: list the named weights and where they are, fetch one, convert an official checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+weights_app = typer.Typer(
+    name="weights",
+    help="Weights avseg uses: where they come from, whether they are cached, and fetching / converting them. "
+    "Cache folder: $AVSEG_CACHE (default ~/.cache/avseg). Example: avseg weights list",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _size(megabytes: int | None) -> str:
+    if megabytes is None:
+        return "?"
+    return f"~{megabytes / 1000:.1f} GB" if megabytes >= 1000 else f"~{megabytes} MB"
+
+
+@weights_app.command("list")
+def list_weights() -> None:
+    """Show every named weight: what it is for, its size, whether it is on this machine and where.
+
+    Example: avseg weights list
+    """
+    from rich.table import Table
+
+    from avseg_cli.console import out
+    from models.weights import REGISTRY, SOURCE_MANUAL, SOURCE_OPEN_CLIP, cache_dir, cached_path
+
+    table = Table(title=f"avseg weights (cache: {cache_dir()})", title_justify="left")
+    table.add_column("name")
+    table.add_column("for")
+    table.add_column("size", justify="right")
+    table.add_column("cached")
+    table.add_column("path / how to get it")
+    for weight in REGISTRY.values():
+        path = cached_path(weight)
+        if path is not None:
+            where = str(path)
+        elif weight.source == SOURCE_MANUAL:
+            where = f"manual: {weight.url} -> {cache_dir() / weight.filename}"
+        elif weight.source == SOURCE_OPEN_CLIP:
+            where = f"avseg weights fetch {weight.name} (Hugging Face cache)"
+        else:
+            where = f"avseg weights fetch {weight.name} -> {cache_dir() / weight.filename}"
+        table.add_row(weight.name, weight.purpose, _size(weight.approx_size_mb),
+                      "[green]yes[/]" if path is not None else "no", where)
+    out.print(table)
+
+
+@weights_app.command("fetch", no_args_is_help=True)
+def fetch(
+    name: str = typer.Argument(..., help="A name from `avseg weights list`. Example: vggish"),
+    force: bool = typer.Option(False, "--force", help="Download again even if the file is cached. Example: --force"),
+) -> None:
+    """Download one named weight into the cache (checked against its hash when one is known).
+
+    Example: avseg weights fetch vggish
+    """
+    from avseg_cli.console import out
+    from models.weights import fetch_weight, get_weight
+
+    weight = get_weight(name)
+    bar = _ByteBar(weight.name)
+    try:
+        path = fetch_weight(weight, force=force, progress=bar)
+    finally:
+        bar.close()
+    out.print(f"{weight.name}: {path}")
+
+
+@weights_app.command("convert", no_args_is_help=True)
+def convert(
+    official: Path = typer.Argument(..., help="Official OV-AVSS checkpoint. Example: model_ov_avss_r50.pth"),
+    output: Path = typer.Argument(..., help="avseg checkpoint to write. Example: ov_avss_r50.pt"),
+) -> None:
+    """Convert an official OV-AVSS checkpoint (detectron2 format) into an avseg checkpoint that loads faster
+    and says what it holds (model config, VGGish and CLIP when present).
+
+    Example: avseg weights convert model_ov_avss_r50.pth ov_avss_r50.pt
+    """
+    from avseg_cli.console import out
+    from models.weights import convert_official_checkpoint
+
+    report = convert_official_checkpoint(official, output)
+    out.print(report.summary(), soft_wrap=True)
+
+
+class _ByteBar:
+    """A rich byte progress bar driven by `progress(done, total)` callbacks (created on the first call)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._progress = None
+        self._task = None
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if self._progress is None:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            from avseg_cli.console import err
+
+            self._progress = Progress(
+                "[bold]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                TimeRemainingColumn(), console=err, transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self.label, total=total)
+        self._progress.update(self._task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()

@@ -1,0 +1,140 @@
+"""Per-frame time of the whole predictor (network + CLIP classifier + painting), with and without the sound options.
+
+Usage:
+    .venv/bin/python benchmarks/bench_predictor.py                       # r50 + ViT-B-16, 360p, CPU
+    .venv/bin/python benchmarks/bench_predictor.py --modes official crops3 --repeat 3 --threads 2
+    .venv/bin/python benchmarks/bench_predictor.py --config swinb --device cuda --amp fp16
+
+Weights are random (r50 network, VGGish and CLIP ViT-B-16; swinb uses ViT-L-14-336), so the number of
+(query, frame) masks CLIP has to classify is whatever random masks give; it is printed per mode ("crops
+/ clip") because the CLIP time is proportional to it. With trained weights most of the 100 queries also
+have a non-empty mask in most frames, so the official protocol's CLIP cost is of the same order.
+Frames: a random 16:9 clip at --short-side (original size = network size, so no extra resize cost).
+Modes: official (no sound options), gate<p> (sound_gate=p), crops<n> (max_crops_per_frame=n),
+gate<p>+crops<n>. Times are medians over --repeat clips after --warmup clips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+
+def parse_mode(mode: str) -> dict:
+    options: dict = {}
+    for part in mode.split("+"):
+        if part == "official":
+            continue
+        if part.startswith("gate"):
+            options["sound_gate"] = float(part[4:])
+        elif part.startswith("crops"):
+            options["max_crops_per_frame"] = int(part[5:])
+        else:
+            raise SystemExit(f"unknown mode {mode!r}: official, gate<p>, crops<n> or gate<p>+crops<n>")
+    return options
+
+
+def build_predictor(config_name: str, device: torch.device, amp: str, options: dict, parts: dict | None):
+    from models.ovavss.clip_model import load_clip
+    from models.ovavss.config import get_config
+    from models.ovavss.model import build_ovavss
+    from models.pipeline.network import random_vggish_
+    from models.predictor import AVSegPredictor, PredictorOptions
+
+    config = get_config(config_name)
+    if parts is None:
+        torch.manual_seed(0)
+        model = build_ovavss(config)
+        random_vggish_(model.audio_encoder, 0)
+        clip = load_clip(config.clip_model, pretrained=None, device=device, quick_gelu=True)
+        parts = {"model": model, "clip": clip}
+    predictor = AVSegPredictor(parts["model"], parts["clip"], config, device,
+                               PredictorOptions(amp=amp, templates=("a photo of a {}.",), **options))
+    return predictor, parts
+
+
+def count_crops(predictor) -> list[int]:
+    """Wrap the classifier's CLIP image encoder to count the crops it encodes."""
+    counts = [0]
+    encode = predictor.classifier.encode_regions
+
+    def counting(regions):
+        counts[0] += int(regions.shape[0])
+        return encode(regions)
+
+    predictor.classifier.encode_regions = counting
+    return counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="r50", choices=["r50", "swinb", "tiny"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", default="off", choices=["off", "fp16", "bf16"])
+    parser.add_argument("--short-side", type=int, default=360)
+    parser.add_argument("--frames", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=1, help="clips run before timing")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--vocabulary", type=int, default=70, help="number of class names")
+    parser.add_argument("--modes", nargs="+", default=["official", "gate0.5", "crops5", "gate0.5+crops5"])
+    args = parser.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from models.data.classes import CLASS_NAMES
+    from models.prediction import ClipInput
+
+    device = torch.device(args.device)
+    height = args.short_side
+    width = int(args.short_side * 16 / 9 + 0.5)
+    rng = np.random.default_rng(0)
+    clips = [
+        ClipInput(frames=rng.integers(0, 256, (args.frames, height, width, 3), dtype=np.uint8),
+                  audio_examples=rng.standard_normal((args.frames, 1, 96, 64)).astype(np.float32))
+        for _ in range(args.repeat + args.warmup)
+    ]
+    names = [f"{CLASS_NAMES[1 + i % 70]}-{i // 70}" if i >= 70 else CLASS_NAMES[1 + i] for i in range(args.vocabulary)]
+    print(f"{args.config} + random CLIP, {args.frames} frames of {width}x{height}, device {device}, amp {args.amp}, "
+          f"threads {torch.get_num_threads()}, vocabulary {len(names)}")
+    print(f"{'mode':<18} {'s / frame':>10} {'s / clip':>10} {'crops / clip':>13} {'network s / clip':>17}")
+    parts = None
+    for mode in args.modes:
+        predictor, parts = build_predictor(args.config, device, args.amp, parse_mode(mode), parts)
+        predictor.set_vocabulary(names)
+        counts = count_crops(predictor)
+        network_times: list[float] = []
+        forward = predictor.model.forward
+
+        def timed_forward(*a, **k):
+            start = time.perf_counter()
+            out = forward(*a, **k)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            network_times.append(time.perf_counter() - start)
+            return out
+
+        predictor.model.forward = timed_forward
+        times, crops = [], []
+        for index, clip in enumerate(clips):
+            counts[0] = 0
+            start = time.perf_counter()
+            predictor.predict_clip(clip)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if index >= args.warmup:
+                times.append(time.perf_counter() - start)
+                crops.append(counts[0])
+        predictor.model.forward = forward
+        clip_s = statistics.median(times)
+        network_s = statistics.median(network_times[args.warmup:])
+        print(f"{mode:<18} {clip_s / args.frames:>10.2f} {clip_s:>10.2f} {statistics.median(crops):>13.0f} "
+              f"{network_s:>17.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""Weights registry, cache lookups, downloads (served from local bytes: no network ever), offline messages,
+official-checkpoint conversion and the `avseg weights` commands."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import fake_official as fake
+from models import download
+from models import weights
+from models.errors import AVSegError, UsageError
+from models.ovavss.config import get_config
+
+PAYLOAD = bytes(range(256)) * 4099  # ~1 MB, more than one download chunk
+
+
+class FakeResponse(io.BytesIO):
+    """What urlopen returns: a readable body with headers."""
+
+    def __init__(self, body: bytes, length: int | None) -> None:
+        super().__init__(body)
+        self.headers = {} if length is None else {"Content-Length": str(length)}
+
+
+@pytest.fixture
+def served(monkeypatch):
+    """Replace the downloader's URL opener: serves PAYLOAD for every URL and records the calls."""
+    calls: list[str] = []
+    state = {"body": PAYLOAD, "length": len(PAYLOAD), "error": None}
+
+    def opener(request, timeout=None):
+        calls.append(request.full_url)
+        if state["error"] is not None:
+            raise state["error"]
+        return FakeResponse(state["body"], state["length"])
+
+    monkeypatch.setattr(download, "urlopen", opener)
+    return {"calls": calls, "state": state}
+
+
+@pytest.fixture
+def online(monkeypatch, tmp_path):
+    for variable in download.OFFLINE_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AVSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+
+@pytest.fixture
+def offline_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("AVSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+
+def entry(sha256_prefix: str | None = None, sha256: str | None = None) -> weights.WeightFile:
+    return weights.WeightFile(name="test-weights", filename="test-10086976.pth", url="https://example.invalid/w.pth",
+                              sha256_prefix=sha256_prefix, sha256=sha256)
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+# ---------------------------------------------------------------------------------------------- registry
+def test_registry_entries():
+    assert list(weights.REGISTRY) == ["vggish", "clip-vit-b-16", "clip-vit-l-14-336", "mask2former-r50-coco",
+                                      "mask2former-swinb-coco", "ovavss-r50", "ovavss-swinb"]
+    vggish = weights.get_weight("vggish")
+    assert vggish.url == "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth"
+    assert vggish.sha256_prefix == "10086976" and vggish.filename.endswith("10086976.pth")
+    r50 = weights.get_weight("mask2former-r50-coco")
+    assert r50.url.endswith("/coco/instance/maskformer2_R50_bs16_50ep/model_final_3c8ec9.pkl")
+    swinb = weights.get_weight("mask2former-swinb-coco")
+    assert swinb.url.endswith("/coco/instance/maskformer2_swin_base_IN21k_384_bs16_50ep/model_final_83d103.pkl")
+    for name, config in (("clip-vit-b-16", "r50"), ("clip-vit-l-14-336", "swinb")):
+        clip = weights.get_weight(name)
+        assert clip.source == weights.SOURCE_OPEN_CLIP
+        assert (clip.clip_model, clip.clip_tag) == (get_config(config).clip_model, get_config(config).clip_pretrained)
+        assert weights.clip_weight(clip.clip_model, "openai") is clip
+    assert weights.get_weight("ovavss-r50").source == weights.SOURCE_MANUAL
+    with pytest.raises(UsageError, match="unknown weights 'nope'"):
+        weights.get_weight("nope")
+
+
+# --------------------------------------------------------------------------------------------- download
+def test_download_checks_the_hash_prefix_and_reports_progress(served, tmp_path):
+    prefix = hashlib.sha256(PAYLOAD).hexdigest()[:8]
+    seen: list[tuple[int, int | None]] = []
+    path = download.download_file("https://example.invalid/w.pth", tmp_path / "dl" / f"w-{prefix}.pth",
+                                  sha256_prefix=prefix, progress=lambda done, total: seen.append((done, total)))
+    assert path.read_bytes() == PAYLOAD
+    assert seen[0] == (0, len(PAYLOAD)) and seen[-1] == (len(PAYLOAD), len(PAYLOAD))
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) >= 3
+    assert leftovers(tmp_path / "dl") == [path.name]
+
+
+@pytest.mark.parametrize("case", ["prefix", "full"])
+def test_hash_mismatch_keeps_nothing(served, tmp_path, case):
+    destination = tmp_path / "dl" / "w.pth"
+    kwargs = {"sha256_prefix": "10086976"} if case == "prefix" else {"sha256": "0" * 64}
+    with pytest.raises(AVSegError, match="checksum mismatch for https://example.invalid/w.pth"):
+        download.download_file("https://example.invalid/w.pth", destination, **kwargs)
+    assert leftovers(tmp_path / "dl") == []
+
+
+def test_truncated_and_failed_transfers_keep_nothing(served, tmp_path):
+    served["state"]["length"] = len(PAYLOAD) + 10
+    with pytest.raises(AVSegError, match="cut short"):
+        download.download_file("https://example.invalid/w.pth", tmp_path / "dl" / "w.pth")
+    served["state"]["error"] = urllib.error.URLError("[Errno -2] Name or service not known")
+    with pytest.raises(AVSegError, match=r"cannot download w.pth from https://example.invalid/w.pth: .*Name or service"):
+        download.download_file("https://example.invalid/w.pth", tmp_path / "dl" / "w.pth")
+    served["state"]["error"] = urllib.error.HTTPError("https://example.invalid/w.pth", 404, "Not Found", {}, None)
+    with pytest.raises(AVSegError, match="HTTP 404"):
+        download.download_file("https://example.invalid/w.pth", tmp_path / "dl" / "w.pth")
+    assert leftovers(tmp_path / "dl") == []
+
+
+def test_interrupted_download_removes_the_temporary_file(monkeypatch, tmp_path):
+    class Interrupting(FakeResponse):
+        def read(self, size=-1):
+            if self.tell() > 0:
+                raise KeyboardInterrupt
+            return super().read(size)
+
+    monkeypatch.setattr(download, "urlopen", lambda request, timeout=None: Interrupting(PAYLOAD, len(PAYLOAD)))
+    with pytest.raises(KeyboardInterrupt):
+        download.download_file("https://example.invalid/w.pth", tmp_path / "dl" / "w.pth")
+    assert leftovers(tmp_path / "dl") == []
+
+
+def test_ensure_weight_downloads_once_into_the_cache(served, online, tmp_path):
+    weight = entry(sha256_prefix=hashlib.sha256(PAYLOAD).hexdigest()[:8])
+    path = weights.ensure_weight(weight)
+    assert path == tmp_path / "cache" / weight.filename and path.read_bytes() == PAYLOAD
+    assert served["calls"] == [weight.url]
+    assert weights.ensure_weight(weight) == path and len(served["calls"]) == 1
+    assert weights.find_weight(weight) == path
+
+
+@pytest.mark.parametrize("how", ["HF_HUB_OFFLINE", "AVSEG_OFFLINE", "argument"])
+def test_offline_missing_weight_is_one_fast_line(served, online, tmp_path, monkeypatch, how):
+    if how != "argument":
+        monkeypatch.setenv(how, "1")
+    started = time.perf_counter()
+    with pytest.raises(AVSegError) as info:
+        weights.ensure_weight(weights.VGGISH, offline=how == "argument")
+    assert time.perf_counter() - started < 1.0
+    message = str(info.value)
+    assert "\n" not in message
+    assert weights.VGGISH.filename in message and weights.VGGISH.url in message
+    assert str(tmp_path / "cache" / weights.VGGISH.filename) in message
+    assert served["calls"] == []
+
+
+def test_local_paths_and_torch_hub_cache_work_offline(served, offline_env, tmp_path):
+    explicit = tmp_path / "my-vggish.pth"
+    explicit.write_bytes(b"x")
+    assert weights.ensure_weight(weights.VGGISH, explicit) == explicit
+    with pytest.raises(AVSegError, match="vggish weights not found: .*missing.pth"):
+        weights.ensure_weight(weights.VGGISH, tmp_path / "missing.pth")
+    hub = tmp_path / "torch" / "hub" / "checkpoints" / weights.VGGISH.filename
+    hub.parent.mkdir(parents=True)
+    hub.write_bytes(b"x")
+    assert weights.ensure_weight(weights.VGGISH) == hub
+    assert served["calls"] == []
+
+
+def test_manual_weights_say_where_to_get_them(served, online, tmp_path):
+    with pytest.raises(AVSegError) as info:
+        weights.ensure_weight(weights.OVAVSS_R50)
+    message = str(info.value)
+    assert "pan.baidu.com" in message and "1234" in message
+    assert str(tmp_path / "cache" / "model_ov_avss_r50.pth") in message
+    assert served["calls"] == []
+
+
+# ------------------------------------------------------------------------------------------------- CLIP
+def fake_hf_cache(root: Path, repo: str, filename: str) -> Path:
+    folder = root / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text("abc123")
+    snapshot = folder / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / filename).write_bytes(b"weights")
+    return snapshot / filename
+
+
+def test_clip_cache_lookup_and_fast_offline_message(offline_env, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from models.predictor import load_classifier_clip
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    assert weights.cached_path(weights.CLIP_VIT_B_16) is None
+    started = time.perf_counter()
+    with pytest.raises(AVSegError) as info:
+        load_classifier_clip(get_config("r50"), torch.device("cpu"), offline=True)
+    assert time.perf_counter() - started < 1.5
+    message = str(info.value)
+    assert "\n" not in message and weights.CLIP_VIT_B_16.url in message
+    assert str(tmp_path / "cache" / "clip-ViT-B-16-openai.safetensors") in message and "--clip-weights" in message
+
+    cached = fake_hf_cache(tmp_path / "hf", "timm/vit_base_patch16_clip_224.openai", "open_clip_model.safetensors")
+    assert weights.cached_path(weights.CLIP_VIT_B_16) == cached
+    own = tmp_path / "cache" / weights.CLIP_VIT_B_16.filename
+    own.parent.mkdir(parents=True, exist_ok=True)
+    own.write_bytes(b"weights")
+    assert weights.cached_path(weights.CLIP_VIT_B_16) == own  # the avseg cache comes first
+
+
+# -------------------------------------------------------------------------------------------- conversion
+def test_convert_official_checkpoint(tmp_path):
+    source = tmp_path / "model_ov_avss_r50.pth"
+    official = fake.make_fake_official_checkpoint(source, "r50", with_vggish=True, module_prefix=True, compact=True)
+    report = weights.convert_official_checkpoint(source, tmp_path / "out" / "r50.pt")
+    assert report.kind == "official-ovavss-r50" and report.config_name == "r50"
+    assert report.has_audio and not report.has_clip and report.iteration == 96227 and report.module_prefix_stripped
+    assert set(report.dropped) == {"criterion.empty_weight", "clip_adapter.pixel_mean", "clip_adapter.pixel_std"}
+    model_keys = [k for k in official if k.startswith(("backbone.", "sem_seg_head."))]
+    assert report.model_tensors == len(model_keys)
+    assert "with VGGish" in report.summary() and "without CLIP" in report.summary()
+
+    from models.checkpoint import load_checkpoint
+
+    converted = load_checkpoint(tmp_path / "out" / "r50.pt")
+    assert converted["kind"] == weights.CONVERTED_KIND and converted["config_name"] == "r50"
+    assert set(converted["model"]) == set(model_keys)
+    assert all(torch.equal(converted["model"][k], official[k]) for k in model_keys)
+    prefix = "audio_encoder.audio_backbone."
+    assert all(torch.equal(converted["audio"][k[len(prefix):]], v) for k, v in official.items() if k.startswith(prefix))
+
+    from models.predictor import read_checkpoint_parts
+
+    parts = read_checkpoint_parts(tmp_path / "out" / "r50.pt")
+    assert parts.kind == weights.CONVERTED_KIND and parts.config_name == "r50" and parts.audio_state is not None
+    assert parts.iteration == 96227
+
+
+def test_convert_refuses_other_files(tmp_path):
+    pkl = tmp_path / "model_final_3c8ec9.pkl"
+    fake.make_fake_mask2former_pkl(pkl)
+    with pytest.raises(AVSegError, match="not an official OV-AVSS checkpoint"):
+        weights.convert_official_checkpoint(pkl, tmp_path / "out.pt")
+    source = tmp_path / "model_ov_avss_r50.pth"
+    state = fake.make_fake_official_state_dict("r50", compact=True)
+    del state["sem_seg_head.predictor.query_feat.weight"]
+    torch.save({"model": state}, source)
+    with pytest.raises(AVSegError, match="1 missing .*query_feat"):
+        weights.convert_official_checkpoint(source, tmp_path / "out.pt")
+    with pytest.raises(AVSegError, match="refusing to overwrite"):
+        weights.convert_official_checkpoint(source, source)
+    assert not (tmp_path / "out.pt").exists()
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+def test_weights_cli(offline_env, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from avseg_cli.weights_cmd import weights_app
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / weights.VGGISH.filename).write_bytes(b"x")
+    runner = CliRunner()
+    listed = runner.invoke(weights_app, ["list"], env={"COLUMNS": "300"})
+    assert listed.exit_code == 0, listed.output
+    rows = {line.split("│")[1].strip(): line for line in listed.output.splitlines() if line.count("│") >= 5}
+    assert set(weights.REGISTRY) <= set(rows)
+    assert "yes" in rows["vggish"] and str(tmp_path / "cache" / weights.VGGISH.filename) in rows["vggish"]
+    assert "no" in rows["mask2former-r50-coco"] and "pan.baidu.com" in rows["ovavss-r50"]
+
+    fetched = runner.invoke(weights_app, ["fetch", "vggish"])
+    assert fetched.exit_code == 0 and weights.VGGISH.filename in fetched.output
+    missing = runner.invoke(weights_app, ["fetch", "mask2former-r50-coco"])
+    assert isinstance(missing.exception, AVSegError) and "HF_HUB_OFFLINE is set" in str(missing.exception)
+    unknown = runner.invoke(weights_app, ["fetch", "nope"])
+    assert isinstance(unknown.exception, UsageError)
+
+    source = tmp_path / "model_ov_avss_r50.pth"
+    fake.make_fake_official_checkpoint(source, "r50", with_vggish=False, compact=True)
+    converted = runner.invoke(weights_app, ["convert", str(source), str(tmp_path / "r50.pt")], env={"COLUMNS": "300"})
+    assert converted.exit_code == 0, converted.output
+    assert "official-ovavss-r50" in converted.output and "without VGGish and CLIP" in converted.output
+    assert (tmp_path / "r50.pt").is_file()
