@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.device import resolve_device  # noqa: F401 (re-exported)
 from models.errors import AVSegError, UsageError
 from models.ovavss.classifier import ClassifierConfig, OpenVocabularyClassifier
 from models.ovavss.clip_model import LoadedClip
@@ -100,23 +101,6 @@ class PredictorOptions:
             crop_batch_size=self.crop_batch_size, sound_gate=self.sound_gate,
             max_crops_per_frame=self.max_crops_per_frame, half_precision_crops=self.amp == "fp16",
         )
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" -> CUDA when available, else CPU; asking for CUDA without a GPU is a user error."""
-    if isinstance(device, torch.device):
-        name = str(device)
-    else:
-        name = str(device).strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise AVSegError(f"device {name!r} was asked for, but PyTorch sees no CUDA GPU on this machine (use cpu)")
-        return torch.device(name)
-    if name == "cpu":
-        return torch.device("cpu")
-    raise UsageError(f"unknown device {name!r}: use auto, cpu or cuda")
 
 
 # ------------------------------------------------------------------------------------ checkpoint reading

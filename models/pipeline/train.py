@@ -19,6 +19,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from models.device import resolve_device  # noqa: F401 (used by the CLI)
 from models.errors import AVSegError, UsageError
 from models.ovavss.config import TRAIN_CONFIGS, ModelConfig, TrainConfig, get_config
 from models.progress import NullProgress, Progress
@@ -53,19 +54,6 @@ class TrainResult:
     last_checkpoint: Path
     final_loss: float
     seconds: float
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda if available else cpu; 'cuda' without CUDA is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise AVSegError("--device cuda was asked for, but PyTorch sees no CUDA GPU on this machine (use --device cpu)")
-        return torch.device(name)
-    if name == "cpu":
-        return torch.device("cpu")
-    raise UsageError(f"unknown device {name!r}: use auto, cpu or cuda")
 
 
 def _sample_seed(seed: int, iteration: int, slot: int) -> int:
