@@ -20,7 +20,9 @@ from models.data.synthetic import SyntheticVideoSpec, make_synthetic_avsbench
 from models.pipeline.prepare import prepare_dataset
 
 POOL = ("guitar", "dog", "piano", "car")
-TRAIN_ITERS = 300
+TRAIN_ITERS = 400
+NUM_TRAIN_VIDEOS = 64
+NUM_TEST_VIDEOS = 12
 
 
 def _specs(rng: np.random.Generator, split: str, count: int) -> list[SyntheticVideoSpec]:
@@ -61,10 +63,11 @@ def _train_and_score(data_dir: Path, out: Path, shuffle_audio: bool) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_tiny_model_learns_which_object_sounds(tmp_path: Path):
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)
-    specs = _specs(rng, "train", 24) + _specs(rng, "test", 8)
+    specs = _specs(rng, "train", NUM_TRAIN_VIDEOS) + _specs(rng, "test", NUM_TEST_VIDEOS)
     dataset = make_synthetic_avsbench(tmp_path / "root", specs, seed=1)
     prepare_dataset(tmp_path / "root", tmp_path / "data")
     from models.data.prepared import PreparedData
@@ -74,4 +77,4 @@ def test_tiny_model_learns_which_object_sounds(tmp_path: Path):
     shuffled = _train_and_score(tmp_path / "data", tmp_path / "shuffled", shuffle_audio=True)
     print(f"fg mIoU: audio {with_audio:.3f}, shuffled audio {shuffled:.3f}, all objects {all_objects:.3f}")
     assert with_audio > shuffled + 0.10
-    assert with_audio > all_objects + 0.05
+    assert with_audio > all_objects + 0.10
