@@ -8,8 +8,10 @@ evaluator) but are counted and reported.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -45,24 +47,34 @@ def rgb_to_index(rgb: np.ndarray) -> DecodedLabel:
     return DecodedLabel(index=index, unknown_pixels=int((~known).sum()))
 
 
+@contextlib.contextmanager
+def image_read_errors(path: Path, what: str) -> Iterator[None]:
+    """Turn every way reading the image `path` can fail into one `AVSegError` naming it.
+
+    `what` names the file for the user ("label", "frame", "mask"): "<what> file not found: P",
+    "expected a <what> image, found a folder: P", "unreadable <what> image: P (reason)".
+    """
+    try:
+        yield
+    except FileNotFoundError as error:
+        raise AVSegError(f"{what} file not found: {path}") from error
+    except IsADirectoryError as error:
+        raise AVSegError(f"expected a {what} image, found a folder: {path}") from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise AVSegError(f"unreadable {what} image: {path} ({error})") from error
+
+
 def read_rgb_image(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     """Read an image as (H, W, 3) uint8 RGB, optionally resized with NEAREST to `size` = (width, height).
 
     Palettised ('P') and greyscale files are converted to RGB colours first, as the official code does.
     """
     path = Path(path)
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            if size is not None and image.size != tuple(size):
-                image = image.resize(tuple(size), Image.NEAREST)
-            return np.asarray(image, dtype=np.uint8).copy()
-    except FileNotFoundError as error:
-        raise AVSegError(f"label file not found: {path}") from error
-    except IsADirectoryError as error:
-        raise AVSegError(f"expected an image file, found a folder: {path}") from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise AVSegError(f"unreadable image: {path} ({error})") from error
+    with image_read_errors(path, "label"), Image.open(path) as image:
+        image = image.convert("RGB")
+        if size is not None and image.size != tuple(size):
+            image = image.resize(tuple(size), Image.NEAREST)
+        return np.asarray(image, dtype=np.uint8).copy()
 
 
 def read_label(path: Path, size: tuple[int, int] | None = None) -> DecodedLabel:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
-from models.errors import AVSegError
+from models.data.labels import image_read_errors
 
 PIXEL_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
 """Per-channel RGB mean on the 0..255 scale (`MODEL.PIXEL_MEAN`)."""
@@ -61,16 +61,9 @@ def resize_shortest_edge_size(height: int, width: int, short: int, max_size: int
 def read_frame(path: Path) -> np.ndarray:
     """Read one frame as (H, W, 3) uint8 RGB, EXIF orientation applied (detectron2 `read_image`)."""
     path = Path(path)
-    try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-    except FileNotFoundError as error:
-        raise AVSegError(f"frame file not found: {path}") from error
-    except IsADirectoryError as error:
-        raise AVSegError(f"expected an image file, found a folder: {path}") from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise AVSegError(f"unreadable frame image: {path} ({error})") from error
+    with image_read_errors(path, "frame"), Image.open(path) as image:
+        image = ImageOps.exif_transpose(image)
+        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
 
 
 def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:

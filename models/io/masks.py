@@ -20,11 +20,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from models.atomic import atomic_path
 from models.data.classes import NUM_CLASSES, PALETTE, flat_palette
-from models.data.labels import rgb_to_index
+from models.data.labels import image_read_errors, rgb_to_index
 from models.errors import AVSegError
 
 INDEX_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L")
@@ -39,32 +39,25 @@ def read_index_mask(path: str | os.PathLike, num_classes: int = NUM_CLASSES) -> 
             is not an AVSBench palette colour, or a class id >= `num_classes`; the message names the file.
     """
     path = Path(path)
-    try:
-        with Image.open(path) as image:
-            image.load()
-            mode = image.mode
-            if mode in INDEX_MODES:
-                index = np.asarray(image).astype(np.int64)
-            elif mode in COLOUR_MODES:
-                rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
-                decoded = rgb_to_index(rgb)
-                if decoded.unknown_pixels:
-                    raise AVSegError(
-                        f"{path}: {decoded.unknown_pixels} pixels have colours that are not AVSBench class "
-                        "colours (write index maps, or RGB maps in the AVSBench palette)"
-                    )
-                index = decoded.index
-            else:
+    with image_read_errors(path, "mask"), Image.open(path) as image:
+        image.load()
+        mode = image.mode
+        if mode in INDEX_MODES:
+            index = np.asarray(image).astype(np.int64)
+        elif mode in COLOUR_MODES:
+            rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+            decoded = rgb_to_index(rgb)
+            if decoded.unknown_pixels:
                 raise AVSegError(
-                    f"{path}: unsupported image mode {mode!r} (expected a single-channel index map "
-                    "or an RGB map in the AVSBench palette)"
+                    f"{path}: {decoded.unknown_pixels} pixels have colours that are not AVSBench class "
+                    "colours (write index maps, or RGB maps in the AVSBench palette)"
                 )
-    except FileNotFoundError as error:
-        raise AVSegError(f"mask file not found: {path}") from error
-    except IsADirectoryError as error:
-        raise AVSegError(f"expected a mask PNG, found a folder: {path}") from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise AVSegError(f"unreadable mask image: {path} ({error})") from error
+            index = decoded.index
+        else:
+            raise AVSegError(
+                f"{path}: unsupported image mode {mode!r} (expected a single-channel index map "
+                "or an RGB map in the AVSBench palette)"
+            )
     if index.ndim != 2:
         raise AVSegError(f"{path}: expected a single-channel mask, got an array of shape {index.shape}")
     if index.size and int(index.max()) >= num_classes:
