@@ -1,4 +1,4 @@
-"""Building the network for inference from a checkpoint (ours; official OV-AVSS files come with the predictor).
+"""Building the network for inference from a checkpoint, and the frozen VGGish setup training uses.
 
 The frozen VGGish audio network is not stored in training checkpoints: it is loaded from
 `vggish-10086976.pth` (see `models.weights`), or, for runs trained with `--vggish-weights random`,
@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.errors import AVSegError
 
 RANDOM_VGGISH_SEED_KEY = "random_vggish_seed"
 
@@ -58,28 +57,18 @@ class LoadedNetwork:
     kind: str
 
 
-def load_network(checkpoint: str | Path, device: torch.device, vggish_weights: str | None = None) -> LoadedNetwork:
-    """Build the network of an avseg training checkpoint and load its weights (strict on the trained part)."""
-    from models.checkpoint import load_checkpoint
-    from models.ovavss.config import ModelConfig
-    from models.ovavss.model import build_ovavss
+def load_network(checkpoint: str | Path, device: torch.device, vggish_weights: str | None = None,
+                 offline: bool = False) -> LoadedNetwork:
+    """Build the network of a checkpoint (ours, converted or official) with its trained weights and VGGish.
 
-    state = load_checkpoint(checkpoint)
-    if "config" not in state or "model" not in state:
-        raise AVSegError(f"{checkpoint} holds no model weights and configuration")
-    config = ModelConfig.from_dict(state["config"])
-    model = build_ovavss(config)
-    result = model.load_state_dict(state["model"], strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith("audio_encoder.")]
-    if missing or result.unexpected_keys:
-        raise AVSegError(
-            f"{checkpoint} does not fit config {config.name}: {len(missing)} missing and "
-            f"{len(result.unexpected_keys)} unexpected keys (first: {(missing + result.unexpected_keys)[0]})"
-        )
-    extra = state.get("extra", {})
-    if vggish_weights is None and extra.get("vggish_weights_arg") == "random":
-        vggish_weights = "random"
-    audio_source = setup_audio_encoder(model, vggish_weights, extra.get(RANDOM_VGGISH_SEED_KEY))
+    Reads the file the way the predictor does (`models.predictor.read_checkpoint_parts`), so everything the
+    predictor accepts works here too, VGGish weights stored in the file included.
+    """
+    from models.predictor import build_network, read_checkpoint_parts, setup_vggish
+
+    parts = read_checkpoint_parts(checkpoint)
+    model = build_network(parts, str(checkpoint))
+    audio_source = setup_vggish(model, parts, vggish_weights, offline)
     model.to(device).eval()
-    return LoadedNetwork(model=model, config_name=state.get("config_name", config.name),
-                         iteration=state.get("iteration"), audio_source=audio_source, kind="avseg")
+    return LoadedNetwork(model=model, config_name=parts.config_name, iteration=parts.iteration,
+                         audio_source=audio_source, kind=parts.kind)
