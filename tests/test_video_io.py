@@ -247,7 +247,7 @@ def test_closing_early_kills_ffmpeg(media, monkeypatch):
     path = make_video(media["ramp25"].with_name("long.mp4"), seconds=20, size=(32, 16), audio=None)
     info = probe(path)
     RecordingPopen.instances = []
-    monkeypatch.setattr(video_module.subprocess, "Popen", RecordingPopen)
+    monkeypatch.setattr(subprocess, "Popen", RecordingPopen)
     frames = iter_frames(path, info)
     first = [next(frames) for _ in range(3)]
     assert [index for index, _, _ in first] == [0, 1, 2]

@@ -17,12 +17,11 @@ Memory: only the mono result (64 kB per second) is kept; the multichannel stream
 from __future__ import annotations
 
 import os
-import subprocess
 
 import numpy as np
 
 from models.errors import AVSegError
-from models.io.ffmpeg import StderrLog, check_media_file, ffmpeg_exe, open_container, subprocess_options
+from models.io.ffmpeg import StderrLog, check_media_file, ffmpeg_exe, open_container, start_reader
 
 SAMPLE_RATE = 16000
 """Sample rate of `decode_audio_16k`'s output (VGGish's rate), Hz."""
@@ -74,16 +73,7 @@ def decode_audio_16k(path: str | os.PathLike, channels: int | None = None) -> np
     chunk_bytes = frame_bytes * SAMPLE_RATE * _CHUNK_SECONDS
     chunks: list[np.ndarray] = []
     with StderrLog() as stderr:
-        try:
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr.file,
-                **subprocess_options(),
-            )
-        except OSError as error:
-            raise AVSegError(f"cannot run ffmpeg to read the audio of {path}: {error}") from error
+        process = start_reader(command, stderr, f"the audio of {path}")
         try:
             leftover = b""
             while True:

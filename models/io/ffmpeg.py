@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import re
 import tempfile
 from pathlib import Path
@@ -39,8 +40,6 @@ def subprocess_options() -> dict:
     """
     if os.name == "posix":
         return {"start_new_session": True}
-    import subprocess
-
     return {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
 
 
@@ -81,6 +80,18 @@ def open_container(path: str | os.PathLike):
 
 
 _CONTEXT_PREFIX = re.compile(r"^(\[[^\]]*\]\s*)+")
+
+
+def start_reader(command: list[str], stderr: "StderrLog", what: str) -> subprocess.Popen:
+    """Start an ffmpeg that writes to a pipe we read (stdin closed, stderr to `stderr`, own session).
+
+    `what` completes the error message: "cannot run ffmpeg to read <what>: <reason>".
+    """
+    try:
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr.file,
+                                **subprocess_options())
+    except OSError as error:
+        raise AVSegError(f"cannot run ffmpeg to read {what}: {error}") from error
 
 
 class StderrLog:

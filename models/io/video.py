@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
@@ -44,7 +43,7 @@ from typing import Iterator, Literal
 import numpy as np
 
 from models.errors import AVSegError, UsageError
-from models.io.ffmpeg import StderrLog, check_media_file, ffmpeg_exe, open_container, subprocess_options
+from models.io.ffmpeg import StderrLog, check_media_file, ffmpeg_exe, open_container, start_reader
 
 TRUNCATION_TOLERANCE_S = 0.5
 """Decoded video may end this much before the header's duration (plus one output frame) without a complaint."""
@@ -302,16 +301,7 @@ def _stream_frames(
     finished = False
     count = 0
     try:
-        try:
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr.file,
-                **subprocess_options(),
-            )
-        except OSError as error:
-            raise AVSegError(f"cannot run ffmpeg to read {path}: {error}") from error
+        process = start_reader(command, stderr, str(path))
         partial = False
         while True:
             buffer = _read_exactly(process.stdout, frame_bytes)
