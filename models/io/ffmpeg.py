@@ -11,8 +11,8 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import re
+import subprocess
 import tempfile
 from pathlib import Path
 
