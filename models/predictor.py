@@ -322,12 +322,39 @@ def load_classifier_clip(
     Raises:
         AVSegError: missing / mismatching files; offline with nothing cached (one line: file, URL, cache path).
     """
-    from models.download import offline_reason
     from models.ovavss.clip_model import load_clip, load_clip_weights
-    from models.weights import cache_dir, cached_path, clip_weight
 
     name = clip_model or config.clip_model
     tag = config.clip_pretrained or None
+    if clip_weights is None and clip_state is not None:
+        clip = load_clip(name, pretrained=None, device="cpu", quick_gelu=True)  # OpenAI weights use QuickGELU
+        load_clip_weights(clip.model, clip_state, source=state_source, model_name=name)
+        clip.model.to(device)
+        text_id = _digest_tensors(clip_state, keep=lambda key: not key.startswith("visual."))
+        return replace(clip, weights_id=f"text-sha256-{text_id}", quick_gelu=True), "checkpoint"
+    return load_pretrained_clip(name, tag, device, clip_weights=clip_weights, offline=offline)
+
+
+def load_pretrained_clip(
+    name: str,
+    tag: str | None,
+    device: torch.device,
+    clip_weights: str | os.PathLike | None = None,
+    offline: bool = False,
+) -> tuple[LoadedClip, str]:
+    """A frozen open_clip model `name` with pretrained tag `tag`, and where its weights came from.
+
+    Order: `clip_weights` (a weights file; an open_clip folder with `open_clip_config.json` + weights, which
+    names its own architecture; or "random") > the avseg / Hugging Face cache > open_clip's download (not
+    offline). Used by the OV-AVSS classifier and by the zero-shot method's re-scoring.
+
+    Raises:
+        AVSegError: missing / mismatching files; offline with nothing cached (one line: file, URL, cache path).
+    """
+    from models.download import offline_reason
+    from models.ovavss.clip_model import load_clip
+    from models.weights import cache_dir, cached_path, clip_weight
+
     if clip_weights is not None and str(clip_weights) == RANDOM:
         return load_clip(name, pretrained=None, device=device, quick_gelu=tag == "openai"), RANDOM
     if clip_weights is not None:
@@ -340,12 +367,6 @@ def load_classifier_clip(
         if not path.is_file():
             raise AVSegError(f"CLIP weights not found: {path}")
         return load_clip(name, pretrained=tag, weights_path=path, device=device), str(path)
-    if clip_state is not None:
-        clip = load_clip(name, pretrained=None, device="cpu", quick_gelu=True)  # OpenAI weights use QuickGELU
-        load_clip_weights(clip.model, clip_state, source=state_source, model_name=name)
-        clip.model.to(device)
-        text_id = _digest_tensors(clip_state, keep=lambda key: not key.startswith("visual."))
-        return replace(clip, weights_id=f"text-sha256-{text_id}", quick_gelu=True), "checkpoint"
     if tag is None:
         raise AVSegError(f"no CLIP weights for {name}: pass a CLIP weights file")
     weight = clip_weight(name, tag)

@@ -1,0 +1,103 @@
+"""Options of the training-free zero-shot method (`--method zeroshot`); every number is documented in fusion.py."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+DETECTORS = ("grounding-dino", "owlv2")
+"""Text-conditioned box detectors the zero-shot method can use."""
+
+INSTANCE_POLICIES = ("motion", "best", "all")
+"""How instances of one sounding class are chosen when several are visible (see `fusion.select_instances`)."""
+
+DEFAULT_BOX_THRESHOLD = {"grounding-dino": 0.3, "owlv2": 0.1}
+"""Default detector score thresholds: Grounding DINO scores run higher than OWLv2's."""
+
+
+@dataclass(frozen=True)
+class ZeroShotConfig:
+    """Every knob of the zero-shot pipeline; defaults are what `avseg annotate --method zeroshot` uses.
+
+    Audio (CLAP, per analysed frame):
+        audio_window_s: seconds of sound each frame is judged by, starting at the frame's timestamp (the same
+            0.975 s window the OV-AVSS model hears by default).
+        audio_prompt: CLAP text prompt per class name.
+        null_prompts: extra CLAP texts competing with the class names in the softmax ("nothing in the
+            vocabulary is sounding"); never reported as classes.
+        audio_threshold: a class is sounding in a frame when its CLAP probability is at least this.
+        max_sounding: at most this many classes sound per frame (the most probable).
+        silence_dbfs: windows quieter than this RMS level (dB full scale) have no sounding class at all.
+
+    Vision (per analysed frame, only for frames with a sounding class):
+        detector: "grounding-dino" (default) or "owlv2".
+        box_threshold: detector score a box needs for a sounding class (None: the detector's default,
+            `DEFAULT_BOX_THRESHOLD`).
+        nms_iou: per-class non-maximum suppression IoU.
+        max_boxes_per_class: boxes per sounding class sent to SAM (highest detector score first).
+        min_mask_pixels: masks smaller than this are dropped.
+
+    Naming and selection:
+        rescore: re-score the masked crops with the OV-AVSS CLIP classifier (square crop, ViLD prompt ensemble).
+        rescore_weight: w in score = detector^(1 - w) * clip^w (0: detector only, 1: CLIP only).
+        clip_model, clip_pretrained: the open_clip model used for re-scoring.
+        instance_policy: "motion" (default), "best" or "all" (see `fusion.select_instances`).
+        keep_ratio: with "motion", other instances of a class are kept when their evidence is at least this
+            fraction of the best one's.
+        motion_weight: exponent of the relative motion in the "motion" evidence.
+        score_threshold: instances below this final score are dropped.
+        max_instances: at most this many instances per frame (highest score first).
+    """
+
+    audio_window_s: float = 0.975
+    audio_prompt: str = "This is a sound of {}."
+    null_prompts: tuple[str, ...] = ("This is the sound of silence.", "This is background noise.")
+    audio_threshold: float = 0.2
+    max_sounding: int = 3
+    silence_dbfs: float = -60.0
+
+    detector: str = "grounding-dino"
+    box_threshold: float | None = None
+    nms_iou: float = 0.5
+    max_boxes_per_class: int = 3
+    min_mask_pixels: int = 16
+
+    rescore: bool = True
+    rescore_weight: float = 0.5
+    clip_model: str = "ViT-B-16"
+    clip_pretrained: str = "openai"
+    instance_policy: str = "motion"
+    keep_ratio: float = 0.5
+    motion_weight: float = 1.0
+    score_threshold: float = 0.2
+    max_instances: int = 10
+
+    def __post_init__(self) -> None:
+        if self.detector not in DETECTORS:
+            raise ValueError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
+        if self.instance_policy not in INSTANCE_POLICIES:
+            raise ValueError(f"instance_policy must be one of {INSTANCE_POLICIES}, got {self.instance_policy!r}")
+        for name in ("audio_threshold", "nms_iou", "rescore_weight", "keep_ratio", "score_threshold"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if self.box_threshold is not None and not 0.0 <= self.box_threshold <= 1.0:
+            raise ValueError(f"box_threshold must be in [0, 1], got {self.box_threshold}")
+        if self.audio_window_s <= 0:
+            raise ValueError(f"audio_window_s must be > 0, got {self.audio_window_s}")
+        for name in ("max_sounding", "max_boxes_per_class", "max_instances"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if "{}" not in self.audio_prompt:
+            raise ValueError(f"audio_prompt must contain '{{}}' for the class name, got {self.audio_prompt!r}")
+
+    @property
+    def effective_box_threshold(self) -> float:
+        """`box_threshold`, or the detector's default when it is None."""
+        return DEFAULT_BOX_THRESHOLD[self.detector] if self.box_threshold is None else float(self.box_threshold)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict (for `describe()` and the annotate JSON)."""
+        data = asdict(self)
+        data["null_prompts"] = list(self.null_prompts)
+        data["effective_box_threshold"] = self.effective_box_threshold
+        return data

@@ -1,0 +1,311 @@
+"""`ZeroShotPredictor`: the training-free method (`--method zeroshot`) behind the `VideoPredictor` interface.
+
+Audio -> text -> masks with downloadable foundation models only (the OpenAVS / Sam4AVS family):
+
+    predictor = ZeroShotPredictor.from_pretrained()            # CLAP, Grounding DINO, SAM, CLIP ViT-B/16
+    predictor.set_vocabulary(["violin", "man", "dog"])
+    frames = predictor.predict_clip(ClipInput(frames, audio_examples, waveform_16k, times))
+
+What happens to each frame is described in `models.zeroshot.fusion`; the knobs are `ZeroShotConfig`.
+`Instance.sound_score` is the CLAP probability that the instance's class is sounding in that frame.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+
+from models.errors import AVSegError
+from models.prediction import ClipInput, FramePrediction, Instance
+from models.zeroshot.config import ZeroShotConfig
+from models.zeroshot.fusion import (
+    audio_probabilities,
+    combine_scores,
+    frame_candidates,
+    paint_label_map,
+    relative_motion,
+    select_instances,
+    sounding_classes,
+    window_loudness_dbfs,
+)
+
+SAMPLE_RATE_16K = 16_000
+ZEROSHOT_EXTRA_HINT = "pip install transformers (it comes with avseg's default install)"
+
+
+class AudioTagger(Protocol):
+    """Scores texts against sound windows (CLAP)."""
+
+    @property
+    def logit_scale(self) -> float: ...
+
+    def similarities(self, windows_16k: Sequence[np.ndarray], names: Sequence[str]) -> np.ndarray:
+        """(W, K) cosine similarities of W mono 16 kHz windows to K texts."""
+
+
+class BoxDetector(Protocol):
+    """Boxes for class names (Grounding DINO, OWLv2); returns one `Detections` (boxes, class_scores) per frame."""
+
+    name: str
+
+    def detect(self, frames: Sequence[np.ndarray], names: Sequence[str]) -> list: ...
+
+
+class BoxSegmenter(Protocol):
+    """Masks from boxes (SAM)."""
+
+    def segment(self, frame: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """frame uint8 (H, W, 3), boxes (N, 4) xyxy -> masks (N, H, W) bool, quality (N,)."""
+
+
+class RegionClassifier(Protocol):
+    """Vocabulary probabilities of masked regions (`CropRescorer`)."""
+
+    def set_vocabulary(self, names: Sequence[str]) -> None: ...
+
+    def probabilities(self, frame: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        """frame uint8 (H, W, 3), masks (N, H, W) bool -> (N, V) probabilities."""
+
+
+@dataclass(frozen=True)
+class FrameEvidence:
+    """What the audio said about one frame (kept for inspection and tests).
+
+    Attributes:
+        probabilities: (V,) CLAP probability of each class.
+        loudness_dbfs: RMS level of the frame's window.
+        sounding: (V,) bool.
+    """
+
+    probabilities: np.ndarray
+    loudness_dbfs: float
+    sounding: np.ndarray
+
+
+class ZeroShotPredictor:
+    """Training-free sounding-object segmentation (implements `models.prediction.VideoPredictor`).
+
+    Args:
+        tagger: CLAP (audio -> class probabilities).
+        detector: text-conditioned box detector.
+        segmenter: SAM (boxes -> masks).
+        rescorer: CLIP region classifier, or None to name objects by the detector alone.
+        config: thresholds and policies.
+        sources: where each model came from, for `describe()`.
+        clip_len: frames per `predict_clip` call (5, like OV-AVSS; frames of a clip are analysed together and
+            give each other their motion cue).
+    """
+
+    def __init__(
+        self,
+        tagger: AudioTagger,
+        detector: BoxDetector,
+        segmenter: BoxSegmenter,
+        rescorer: RegionClassifier | None = None,
+        config: ZeroShotConfig = ZeroShotConfig(),
+        sources: dict | None = None,
+        clip_len: int = 5,
+    ) -> None:
+        if config.rescore and rescorer is None:
+            raise ValueError("config.rescore is on but no rescorer was given")
+        self.tagger = tagger
+        self.detector = detector
+        self.segmenter = segmenter
+        self.rescorer = rescorer if config.rescore else None
+        self.config = config
+        self.sources = dict(sources or {})
+        self.clip_len = int(clip_len)
+        self.vocabulary: tuple[str, ...] = ()
+        self.last_evidence: list[FrameEvidence] = []
+
+    # ---------------------------------------------------------------------------------- construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        config: ZeroShotConfig = ZeroShotConfig(),
+        device: str | torch.device = "auto",
+        *,
+        clap_weights: str | os.PathLike | None = None,
+        detector_weights: str | os.PathLike | None = None,
+        sam_weights: str | os.PathLike | None = None,
+        clip_weights: str | os.PathLike | None = None,
+        offline: bool = False,
+    ) -> "ZeroShotPredictor":
+        """Load CLAP, the detector, SAM and (with `config.rescore`) CLIP, downloading what is missing.
+
+        Each `*_weights` is a local folder as written by `save_pretrained` / `snapshot_download` (CLIP: a weights
+        file or an open_clip folder, as for OV-AVSS); None looks in the avseg cache, then the Hugging Face cache,
+        then downloads the pinned revision (`avseg weights list`), unless offline.
+
+        Raises:
+            AVSegError: transformers missing, weights missing offline (one line: what, where from, where to put it),
+                unreadable model folders.
+        """
+        from models.device import resolve_device
+        from models.hub_models import resolve_hub_model
+        from models.weights import get_weight
+
+        import importlib.util
+
+        if importlib.util.find_spec("transformers") is None:
+            raise AVSegError(f"the zero-shot method needs the transformers package: {ZEROSHOT_EXTRA_HINT}")
+        from models.zeroshot.audio_text import ClapAudioTagger
+        from models.zeroshot.detector import load_detector
+        from models.zeroshot.segmenter import SamBoxSegmenter
+
+        torch_device = resolve_device(device)
+        detector_weight = get_weight("grounding-dino-tiny" if config.detector == "grounding-dino" else "owlv2-base")
+        folders = {
+            "clap": resolve_hub_model(get_weight("clap-htsat-unfused"), clap_weights, offline=offline),
+            "detector": resolve_hub_model(detector_weight, detector_weights, offline=offline),
+            "sam": resolve_hub_model(get_weight("sam-vit-base"), sam_weights, offline=offline),
+        }
+        rescorer = None
+        clip_source = None
+        if config.rescore:
+            from models.predictor import load_pretrained_clip
+            from models.zeroshot.rescore import CropRescorer
+
+            clip, clip_source = load_pretrained_clip(config.clip_model, config.clip_pretrained, torch_device,
+                                                     clip_weights=clip_weights, offline=offline)
+            rescorer = CropRescorer(clip, device=torch_device)
+        tagger = ClapAudioTagger.from_folder(folders["clap"], torch_device, prompt="{}")
+        detector = load_detector(config.detector, folders["detector"], torch_device)
+        segmenter = SamBoxSegmenter.from_folder(folders["sam"], torch_device)
+        sources = {
+            "clap": str(folders["clap"]),
+            "detector": str(folders["detector"]),
+            "sam": str(folders["sam"]),
+            "clip": clip_source,
+            "device": str(torch_device),
+        }
+        return cls(tagger, detector, segmenter, rescorer, config, sources)
+
+    # ------------------------------------------------------------------------------------- vocabulary
+    def set_vocabulary(self, names: Sequence[str]) -> None:
+        """Choose the class names (CLAP and CLIP text encodings are made once and memoised)."""
+        from models.ovavss.text_embeddings import validate_class_names
+
+        names = validate_class_names(names)
+        if self.rescorer is not None:
+            self.rescorer.set_vocabulary(names)
+        self.vocabulary = names
+
+    # ------------------------------------------------------------------------------------- prediction
+    def audio_windows(self, clip: ClipInput) -> list[np.ndarray]:
+        """The sound window of each frame: `audio_window_s` seconds of `clip.waveform_16k` from the frame's time.
+
+        `waveform_16k` starts at the first frame's time rounded to 10 ms (as `FrameAudio.waveform_span`
+        cuts it); a missing waveform gives silent (all-zero) windows.
+        """
+        from models.pipeline.frame_audio import STFT_HOP_SAMPLES, log_mel_start
+
+        count = len(clip.frames)
+        length = max(1, int(round(self.config.audio_window_s * SAMPLE_RATE_16K)))
+        if clip.waveform_16k is None:
+            return [np.zeros(length, dtype=np.float32) for _ in range(count)]
+        if len(clip.times) != count:
+            raise ValueError(f"the zero-shot method needs one timestamp per frame, got {len(clip.times)} for {count}")
+        waveform = np.asarray(clip.waveform_16k, dtype=np.float32).reshape(-1)
+        base = log_mel_start(min(clip.times)) * STFT_HOP_SAMPLES
+        windows = []
+        for time in clip.times:
+            start = log_mel_start(time) * STFT_HOP_SAMPLES - base
+            windows.append(waveform[start : start + length])
+        return windows
+
+    def audio_evidence(self, clip: ClipInput) -> list[FrameEvidence]:
+        """CLAP probabilities, loudness and the sounding classes of every frame of the clip."""
+        config = self.config
+        windows = self.audio_windows(clip)
+        loudness = np.array([window_loudness_dbfs(w) for w in windows], dtype=np.float64)
+        count, vocabulary_size = len(windows), len(self.vocabulary)
+        probabilities = np.zeros((count, vocabulary_size), dtype=np.float32)
+        audible = np.flatnonzero(loudness >= config.silence_dbfs)
+        if audible.size:
+            texts = [config.audio_prompt.format(name) for name in self.vocabulary] + list(config.null_prompts)
+            similarities = self.tagger.similarities([windows[i] for i in audible], texts)
+            probabilities[audible] = audio_probabilities(similarities, self.tagger.logit_scale, vocabulary_size)
+        sounding = sounding_classes(probabilities, loudness, config.audio_threshold, config.max_sounding,
+                                    config.silence_dbfs)
+        return [FrameEvidence(probabilities[t], float(loudness[t]), sounding[t]) for t in range(count)]
+
+    def predict_clip(self, clip: ClipInput) -> list[FramePrediction]:
+        """Named masks of the sounding objects, one `FramePrediction` per frame at the original resolution.
+
+        Args:
+            clip: frames uint8 (T, H, W, 3), `waveform_16k` (mono 16 kHz covering the clip, or None for
+                silence) and `times` (T,) seconds; `audio_examples` are not used.
+        """
+        if not self.vocabulary:
+            raise RuntimeError("call set_vocabulary(names) before predict_clip")
+        frames = np.asarray(clip.frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+        count = frames.shape[0]
+        if not 1 <= count <= self.clip_len:
+            raise ValueError(f"a clip holds 1 to {self.clip_len} frames, got {count}")
+        evidence = self.audio_evidence(clip)
+        self.last_evidence = evidence
+        queried = np.flatnonzero(np.any([e.sounding for e in evidence], axis=0))
+        active = [t for t in range(count) if evidence[t].sounding.any()]
+        detections = {}
+        if active and queried.size:
+            names = [self.vocabulary[i] for i in queried]
+            for t, found in zip(active, self.detector.detect([frames[t] for t in active], names)):
+                detections[t] = found
+        predictions = []
+        for t in range(count):
+            if t not in detections:
+                predictions.append(FramePrediction(label_map=paint_label_map(
+                    np.zeros((0,) + frames.shape[1:3], bool), np.zeros(0, np.int64), frames.shape[1:3])))
+                continue
+            neighbour = frames[t - 1] if t > 0 else (frames[1] if count > 1 else None)
+            predictions.append(self._frame_prediction(frames[t], neighbour, detections[t], queried, evidence[t]))
+        return predictions
+
+    def _frame_prediction(self, frame: np.ndarray, neighbour: np.ndarray | None, detections, queried: np.ndarray,
+                          evidence: FrameEvidence) -> FramePrediction:
+        config = self.config
+        shape = frame.shape[:2]
+        candidates = frame_candidates(detections.boxes, detections.class_scores, queried, evidence.sounding,
+                                      config.effective_box_threshold, config.nms_iou, config.max_boxes_per_class)
+        masks = np.zeros((0,) + shape, dtype=bool)
+        if len(candidates):
+            masks, _ = self.segmenter.segment(frame, candidates.boxes)
+            masks = np.asarray(masks, dtype=bool)
+            big = masks.reshape(masks.shape[0], -1).sum(axis=1) >= config.min_mask_pixels
+            candidates, masks = candidates.take(np.flatnonzero(big)), masks[big]
+        if not len(candidates):
+            return FramePrediction(label_map=paint_label_map(masks, np.zeros(0, np.int64), shape))
+        clip_probabilities = self.rescorer.probabilities(frame, masks) if self.rescorer is not None else None
+        scores = combine_scores(candidates.detector_scores, clip_probabilities, evidence.sounding,
+                                config.rescore_weight)
+        labels = scores.argmax(axis=1)
+        best = scores[np.arange(len(labels)), labels]
+        motion = relative_motion(masks, frame, neighbour) if config.instance_policy == "motion" else None
+        keep = select_instances(labels, best, motion, config.instance_policy, config.keep_ratio,
+                                config.motion_weight, config.score_threshold, config.max_instances)
+        instances = [
+            Instance(mask=masks[i], label=self.vocabulary[labels[i]], class_index=int(labels[i]), score=float(best[i]),
+                     sound_score=float(evidence.probabilities[labels[i]]), query=int(i))
+            for i in keep
+        ]
+        label_map = paint_label_map(masks[keep], labels[keep], shape)
+        return FramePrediction(label_map=label_map, instances=instances)
+
+    # ------------------------------------------------------------------------------------------ report
+    def describe(self) -> dict:
+        """Method, models and options (JSON-ready) for the annotate JSON and eval reports."""
+        return {
+            "method": "zeroshot",
+            "detector": getattr(self.detector, "name", type(self.detector).__name__),
+            **self.sources,
+            "options": self.config.to_dict(),
+            "clip_len": self.clip_len,
+            "vocabulary_size": len(self.vocabulary),
+        }
