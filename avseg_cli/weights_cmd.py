@@ -32,7 +32,8 @@ def list_weights() -> None:
     from rich.table import Table
 
     from avseg_cli.console import out
-    from models.weights import REGISTRY, SOURCE_MANUAL, SOURCE_OPEN_CLIP, cache_dir, cached_path
+    from models.hub_models import hub_label
+    from models.weights import REGISTRY, SOURCE_HF, SOURCE_MANUAL, SOURCE_OPEN_CLIP, cache_dir, cached_path
 
     table = Table(title=f"avseg weights (cache: {cache_dir()})", title_justify="left")
     table.add_column("name")
@@ -42,7 +43,11 @@ def list_weights() -> None:
     table.add_column("path / how to get it")
     for weight in REGISTRY.values():
         path = cached_path(weight)
-        if path is not None:
+        if weight.source == SOURCE_HF:
+            where = f"{hub_label(weight)}: " + (
+                str(path) if path is not None else f"avseg weights fetch {weight.name} (Hugging Face cache)"
+            )
+        elif path is not None:
             where = str(path)
         elif weight.source == SOURCE_MANUAL:
             where = f"manual: {weight.url} -> {cache_dir() / weight.filename}"
@@ -60,7 +65,8 @@ def fetch(
     name: str = typer.Argument(..., help="A name from `avseg weights list`. Example: vggish"),
     force: bool = typer.Option(False, "--force", help="Download again even if the file is cached. Example: --force"),
 ) -> None:
-    """Download one named weight into the cache (checked against its hash when one is known).
+    """Download one named weight into the cache (checked against its hash when one is known). Hugging Face
+    models (e.g. sam-vit-base) are downloaded at their pinned commit into the Hugging Face cache.
 
     Example: avseg weights fetch vggish
     """

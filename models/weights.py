@@ -8,7 +8,10 @@ Cache folder: `$AVSEG_CACHE`, default `~/.cache/avseg`. Every weight has a name 
 - `clip-vit-b-16`, `clip-vit-l-14-336`: OpenAI CLIP through open_clip's own download (`pretrained="openai"`,
   Hugging Face cache); a copy placed in the avseg cache under the listed file name is used first;
 - `ovavss-r50`, `ovavss-swinb`: the official trained OV-AVSS checkpoints, shared only on Baidu Netdisk, so
-  never downloaded: put the file in the cache (or pass its path), `avseg weights convert` makes it load faster.
+  never downloaded: put the file in the cache (or pass its path), `avseg weights convert` makes it load faster;
+- `clap-htsat-unfused`, `grounding-dino-tiny`, `owlv2-base`, `sam-vit-base`: Hugging Face `transformers` models of
+  the zero-shot method, pinned by commit; each is a FOLDER (`models.hub_models`): a copy in the avseg cache under
+  the entry's name is used first, else the Hugging Face cache, else `snapshot_download` of that commit.
 
 Offline (`offline=True`, `AVSEG_OFFLINE=1` or `HF_HUB_OFFLINE=1`) a missing file fails at once with one line
 naming the file, the URL to get it from and the path to put it at. Local paths always work offline.
@@ -32,6 +35,8 @@ SOURCE_OPEN_CLIP = "open_clip"
 """Downloaded by open_clip (`create_model(..., pretrained=tag)`) into the Hugging Face cache."""
 SOURCE_MANUAL = "manual"
 """No automatic download: the user fetches the file by hand (`manual_note` says where)."""
+SOURCE_HF = "huggingface"
+"""A Hugging Face hub repository pinned by commit (`repo_id`, `revision`), fetched as a folder (`models.hub_models`)."""
 
 
 @dataclass(frozen=True)
@@ -40,16 +45,17 @@ class WeightFile:
 
     Attributes:
         name: registry name (`avseg weights fetch NAME`).
-        filename: file name in the cache folder.
-        url: where to download it (a web page for manual weights).
+        filename: file name in the cache folder (for SOURCE_HF: the FOLDER name in the cache).
+        url: where to download it (a web page for manual and Hugging Face weights).
         sha256_prefix: leading hex digits of its SHA-256 when the file name carries them (torch.hub rule).
         description: what the file holds.
         sha256: the full SHA-256 when known.
         approx_size_mb: approximate size in MB (from the parameter count when not measured).
         purpose: what avseg uses it for.
-        source: SOURCE_URL, SOURCE_OPEN_CLIP or SOURCE_MANUAL.
+        source: SOURCE_URL, SOURCE_OPEN_CLIP, SOURCE_MANUAL or SOURCE_HF.
         clip_model, clip_tag: open_clip architecture and pretrained tag (SOURCE_OPEN_CLIP only).
         manual_note: for SOURCE_MANUAL, how to get the file.
+        repo_id, revision: Hugging Face repository and pinned commit (SOURCE_HF only).
     """
 
     name: str
@@ -64,6 +70,8 @@ class WeightFile:
     clip_model: str | None = None
     clip_tag: str | None = None
     manual_note: str = ""
+    repo_id: str | None = None
+    revision: str | None = None
 
 
 VGGISH = WeightFile(
@@ -142,10 +150,47 @@ OVAVSS_SWINB = WeightFile(
     manual_note="shared by the authors on Baidu Netdisk only (extraction code 1234); see github.com/ruohaoguo/ovavss",
 )
 
+# Hugging Face models of the zero-shot method. The revisions were taken from public code that pins them; they
+# could not be checked against the hub when they were written down (no network), so a wrong one shows up as
+# "revision ... does not exist" at the first `avseg weights fetch`.
+
+
+def _hub_weight(name: str, repo_id: str, revision: str, approx_size_mb: int, description: str,
+                purpose: str) -> WeightFile:
+    return WeightFile(
+        name=name, filename=name, url=f"https://huggingface.co/{repo_id}/tree/{revision}", description=description,
+        approx_size_mb=approx_size_mb, purpose=purpose, source=SOURCE_HF, repo_id=repo_id, revision=revision,
+    )
+
+
+CLAP_HTSAT_UNFUSED = _hub_weight(
+    "clap-htsat-unfused", "laion/clap-htsat-unfused", "8fa0f1c6d0433df6e97c127f64b2a1d6c0dcda8a", 615,
+    "CLAP (HTS-AT audio + RoBERTa text), audio-text similarity",
+    "zero-shot: which class names are sounding",
+)
+
+GROUNDING_DINO_TINY = _hub_weight(
+    "grounding-dino-tiny", "IDEA-Research/grounding-dino-tiny", "a2bb814dd30d776dcf7e30523b00659f4f141c71", 690,
+    "Grounding DINO (Swin-T), open-vocabulary object detection from text",
+    "zero-shot: boxes for class names (default detector)",
+)
+
+OWLV2_BASE = _hub_weight(
+    "owlv2-base", "google/owlv2-base-patch16-ensemble", "cfd3195ba4ea9592eec887ded089f4c08eff231d", 620,
+    "OWLv2 (CLIP ViT-B/16, ensemble), open-vocabulary object detection from text",
+    "zero-shot: boxes for class names (--detector owlv2)",
+)
+
+SAM_VIT_BASE = _hub_weight(
+    "sam-vit-base", "facebook/sam-vit-base", "70c1a07f894ebb5b307fd9eaaee97b9dfc16068f", 375,
+    "Segment Anything (ViT-B), masks from box prompts",
+    "zero-shot: masks from boxes",
+)
+
 REGISTRY: dict[str, WeightFile] = {
     weight.name: weight
     for weight in (VGGISH, CLIP_VIT_B_16, CLIP_VIT_L_14_336, MASK2FORMER_R50, MASK2FORMER_SWINB, OVAVSS_R50,
-                   OVAVSS_SWINB)
+                   OVAVSS_SWINB, CLAP_HTSAT_UNFUSED, GROUNDING_DINO_TINY, OWLV2_BASE, SAM_VIT_BASE)
 }
 """Every named weight, in `avseg weights list` order."""
 
@@ -180,7 +225,17 @@ def find_weight(weight: WeightFile, explicit: str | os.PathLike | None = None) -
     """The path of a weight file: `explicit` if given, else the avseg cache, else torch.hub's cache.
 
     Never downloads. Raises one `AVSegError` saying where to get the file and where to put it.
+    For SOURCE_HF entries the path is a model FOLDER (`explicit` too: a `save_pretrained` folder).
     """
+    if weight.source == SOURCE_HF:
+        from models.hub_models import check_model_folder, hub_missing_message
+
+        if explicit is not None:
+            return check_model_folder(weight, explicit)
+        path = cached_path(weight)
+        if path is None:
+            raise AVSegError(hub_missing_message(weight, None))
+        return path
     if explicit is not None:
         path = Path(explicit).expanduser()
         if not path.is_file():
@@ -196,7 +251,14 @@ def find_weight(weight: WeightFile, explicit: str | os.PathLike | None = None) -
 
 
 def cached_path(weight: WeightFile) -> Path | None:
-    """Where the weight already is on this machine (avseg cache, torch.hub cache, Hugging Face cache), or None."""
+    """Where the weight already is on this machine (avseg cache, torch.hub cache, Hugging Face cache), or None.
+
+    Never touches the network. SOURCE_HF entries: the model folder (`models.hub_models.cached_hub_model`).
+    """
+    if weight.source == SOURCE_HF:
+        from models.hub_models import cached_hub_model
+
+        return cached_hub_model(weight)
     candidates = [cache_dir() / weight.filename]
     if weight.source == SOURCE_URL:
         candidates.append(_torch_hub_checkpoints() / weight.filename)
@@ -218,7 +280,8 @@ def ensure_weight(
     """The local path of a weight, downloading it into the cache first when it is missing and allowed.
 
     Args:
-        weight: registry entry (SOURCE_URL entries are downloaded here; open_clip ones by `fetch_weight`).
+        weight: registry entry (SOURCE_URL entries are downloaded here; open_clip ones by `fetch_weight`;
+            SOURCE_HF ones by `models.hub_models.resolve_hub_model`, which returns a folder).
         explicit: a user-given path (used as is, never downloads).
         offline: forbid downloads (also AVSEG_OFFLINE / HF_HUB_OFFLINE).
         progress: byte progress callback for the download.
@@ -229,6 +292,10 @@ def ensure_weight(
     """
     from models.download import download_file, offline_reason
 
+    if weight.source == SOURCE_HF:
+        from models.hub_models import resolve_hub_model
+
+        return resolve_hub_model(weight, explicit, offline=offline)
     if explicit is not None:
         return find_weight(weight, explicit)
     path = cached_path(weight)
@@ -262,7 +329,9 @@ def fetch_weight(
     """`avseg weights fetch NAME`: make the weight available locally and return its path.
 
     SOURCE_URL: download into the cache (again with `force`). SOURCE_OPEN_CLIP: open_clip's own download
-    into the Hugging Face cache. SOURCE_MANUAL: an error saying where to get the file.
+    into the Hugging Face cache. SOURCE_MANUAL: an error saying where to get the file. SOURCE_HF:
+    `snapshot_download` of the pinned commit into the Hugging Face cache (every file again with `force`); the
+    returned path is the model folder.
     """
     from models.download import download_file, offline_reason
 
@@ -276,6 +345,12 @@ def fetch_weight(
             f"{weight.name} cannot be downloaded automatically: {_where_to_get(weight)} and put it at {target}"
         )
     reason = offline_reason(offline)
+    if weight.source == SOURCE_HF:
+        from models.hub_models import download_hub_model, hub_missing_message
+
+        if reason is not None:
+            raise AVSegError(hub_missing_message(weight, reason))
+        return download_hub_model(weight, force=force)
     if reason is not None:
         raise AVSegError(
             f"cannot fetch {weight.name} ({reason}): download {weight.url} and put it at {target}"

@@ -73,7 +73,8 @@ def leftovers(folder: Path) -> list[str]:
 # ---------------------------------------------------------------------------------------------- registry
 def test_registry_entries():
     assert list(weights.REGISTRY) == ["vggish", "clip-vit-b-16", "clip-vit-l-14-336", "mask2former-r50-coco",
-                                      "mask2former-swinb-coco", "ovavss-r50", "ovavss-swinb"]
+                                      "mask2former-swinb-coco", "ovavss-r50", "ovavss-swinb",
+                                      "clap-htsat-unfused", "grounding-dino-tiny", "owlv2-base", "sam-vit-base"]
     vggish = weights.get_weight("vggish")
     assert vggish.url == "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth"
     assert vggish.sha256_prefix == "10086976" and vggish.filename.endswith("10086976.pth")
