@@ -8,12 +8,22 @@ from typing import Optional
 
 import typer
 
-NO_CHECKPOINT_MESSAGE = (
-    "no model given: pass --checkpoint FILE, an OV-AVSS checkpoint: an official one (download links in the "
-    "OV-AVSS README, https://github.com/ruohaoguo/ovavss, Baidu / OneDrive) or one trained with `avseg train` "
-    "(RUN_DIR/last.pt); the training-free zero-shot method is not available yet"
+from avseg_cli.zeroshot_options import (
+    AUDIO_THRESHOLD_OPTION,
+    BOX_THRESHOLD_OPTION,
+    CLAP_WEIGHTS_OPTION,
+    DETECTOR_OPTION,
+    DETECTOR_WEIGHTS_OPTION,
+    INSTANCE_POLICY_OPTION,
+    METHOD_OPTION,
+    NO_RESCORE_OPTION,
+    SAM_WEIGHTS_OPTION,
+    Detector,
+    InstancePolicy,
+    Method,
+    ZeroShotChoices,
+    load_zeroshot_predictor,
 )
-
 
 class Device(str, Enum):
     auto = "auto"
@@ -53,9 +63,10 @@ def annotate(
         "added after --classes. Example: --classes-file instruments.txt"
     ),
     checkpoint: Optional[Path] = typer.Option(
-        None, "--checkpoint", help="OV-AVSS checkpoint: ours (`avseg train`) or an official one. "
-        "Example: --checkpoint runs/r50/last.pt"
+        None, "--checkpoint", help="OV-AVSS checkpoint: ours (`avseg train`) or an official one (selects "
+        "--method ovavss). Example: --checkpoint runs/r50/last.pt"
     ),
+    method: Method = METHOD_OPTION,
     out: Optional[Path] = typer.Option(
         None, "--out", help="Output folder (default: next to each video). Example: --out annotated"
     ),
@@ -78,8 +89,16 @@ def annotate(
         None, "--vggish-weights", help="VGGish weights file (vggish-10086976.pth) for the predictor."
     ),
     clip_weights: Optional[str] = typer.Option(
-        None, "--clip-weights", help="CLIP weights file for the predictor's open-vocabulary classifier."
+        None, "--clip-weights", help="CLIP weights file (or open_clip folder) for naming the masks (both methods)."
     ),
+    detector: Detector = DETECTOR_OPTION,
+    instance_policy: InstancePolicy = INSTANCE_POLICY_OPTION,
+    audio_threshold: Optional[float] = AUDIO_THRESHOLD_OPTION,
+    box_threshold: Optional[float] = BOX_THRESHOLD_OPTION,
+    no_rescore: bool = NO_RESCORE_OPTION,
+    clap_weights: Optional[str] = CLAP_WEIGHTS_OPTION,
+    detector_weights: Optional[str] = DETECTOR_WEIGHTS_OPTION,
+    sam_weights: Optional[str] = SAM_WEIGHTS_OPTION,
 ) -> None:
     """Find the objects that make the sound in videos, segment them in every frame and name them from
     your class names. Writes, next to each video (or into --out): VIDEO.avseg.mp4 (masks, labels and
@@ -90,9 +109,16 @@ def annotate(
     Frames are analysed in clips of 5 frames one second apart, so every frame is analysed once with the
     one-second context the model was trained with; each frame hears the 0.96 s of sound from its own time.
 
+    Two methods: OV-AVSS with a trained --checkpoint, or, without one, the training-free zero-shot method
+    (CLAP decides which names are sounding in each frame's second of audio, Grounding DINO finds them,
+    SAM segments them, CLIP names the masks; the models are downloaded once, ~2.3 GB, into the Hugging Face
+    cache; `avseg weights list` shows them).
+
     Exit code: 0 all videos done (or skipped), 1 some failed, 2 usage error, 130 interrupted.
 
     Examples:
+
+    avseg annotate concert.mp4 --classes pipa,violin
 
     avseg annotate concert.mp4 --classes pipa,violin --checkpoint ovavss_r50.pth
 
@@ -105,7 +131,9 @@ def annotate(
     try:
         _annotate(
             videos, classes, classes_file, checkpoint, out, analysis_fps, no_video, no_masks, no_json,
-            skip_existing, json_summary, device.value, vggish_weights, clip_weights,
+            skip_existing, json_summary, device.value, vggish_weights, clip_weights, method.value,
+            ZeroShotChoices(detector.value, instance_policy.value, audio_threshold, box_threshold, no_rescore,
+                             clap_weights, detector_weights, sam_weights),
         )
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/]")
@@ -114,7 +142,7 @@ def annotate(
 
 def _annotate(
     videos, classes, classes_file, checkpoint, out, analysis_fps, no_video, no_masks, no_json,
-    skip_existing, json_summary, device, vggish_weights, clip_weights,
+    skip_existing, json_summary, device, vggish_weights, clip_weights, method, zeroshot,
 ) -> None:
     from rich.markup import escape
 
@@ -140,12 +168,17 @@ def _annotate(
         write_json=not no_json,
         skip_existing=skip_existing,
     )
-    if checkpoint is None:
-        raise UsageError(NO_CHECKPOINT_MESSAGE)
-    if not checkpoint.exists():
-        raise UsageError(f"checkpoint not found: {checkpoint}")
-    if checkpoint.is_dir():
-        raise UsageError(f"expected a checkpoint file, found a folder: {checkpoint}")
+    from models.pipeline.methods import choose_method, reject_other_method_options
+
+    method = choose_method(method, checkpoint)
+    if method == "ovavss":
+        reject_other_method_options(method, zeroshot.explicit())
+        if not checkpoint.exists():
+            raise UsageError(f"checkpoint not found: {checkpoint}")
+        if checkpoint.is_dir():
+            raise UsageError(f"expected a checkpoint file, found a folder: {checkpoint}")
+    else:
+        reject_other_method_options(method, {"--vggish-weights": vggish_weights})
     inputs = expand_inputs(videos)
     if json_summary is not None:
         if json_summary.is_dir():
@@ -156,8 +189,14 @@ def _annotate(
     if out is not None:
         ensure_output_dir(out)
 
-    with err.status(f"loading the model from {checkpoint} ..."):
-        predictor = load_predictor(checkpoint, device, vggish_weights, clip_weights)
+    if method == "ovavss":
+        with err.status(f"loading the model from {checkpoint} ..."):
+            predictor = load_predictor(checkpoint, device, vggish_weights, clip_weights)
+    else:
+        # no spinner here: first use downloads the models with their own progress bars
+        err.print("loading the zero-shot models (CLAP, detector, SAM, CLIP) ...")
+        predictor = load_zeroshot_predictor(zeroshot.config(), device, zeroshot.clap_weights,
+                                            zeroshot.detector_weights, zeroshot.sam_weights, clip_weights)
     annotator = Annotator(predictor, vocabulary, options)
 
     interrupted = False

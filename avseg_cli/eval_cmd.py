@@ -9,6 +9,21 @@ from typing import Optional
 
 import typer
 
+from avseg_cli.zeroshot_options import (
+    AUDIO_THRESHOLD_OPTION,
+    BOX_THRESHOLD_OPTION,
+    CLAP_WEIGHTS_OPTION,
+    DETECTOR_OPTION,
+    DETECTOR_WEIGHTS_OPTION,
+    INSTANCE_POLICY_OPTION,
+    NO_RESCORE_OPTION,
+    SAM_WEIGHTS_OPTION,
+    Detector,
+    InstancePolicy,
+    Method,
+    ZeroShotChoices,
+)
+
 
 class EvalSplit(str, Enum):
     val = "val"
@@ -36,7 +51,7 @@ def evaluate(
         "then scores the predictions like --predictions. Example: --checkpoint model_ov_avss_r50.pth"
     ),
     save_predictions: Optional[Path] = typer.Option(
-        None, "--save-predictions", metavar="DIR", help="With --checkpoint: keep the predicted label maps in "
+        None, "--save-predictions", metavar="DIR", help="With --checkpoint or --method zeroshot: keep the predicted label maps in "
         "DIR/<uid>/<k>.png (a later run into the same DIR skips finished videos). Example: --save-predictions preds"
     ),
     class_agnostic: bool = typer.Option(
@@ -69,6 +84,18 @@ def evaluate(
         None, "--max-crops", min=1, help="With --checkpoint: per frame, classify only the N most sounding queries "
         "(not in the official protocol; bounds CLIP work). Example: --max-crops 10"
     ),
+    method: Method = typer.Option(
+        Method.auto, "--method", help="ovavss (with --checkpoint) or zeroshot (the training-free method; no "
+        "checkpoint). Example: --method zeroshot"
+    ),
+    detector: Detector = DETECTOR_OPTION,
+    instance_policy: InstancePolicy = INSTANCE_POLICY_OPTION,
+    audio_threshold: Optional[float] = AUDIO_THRESHOLD_OPTION,
+    box_threshold: Optional[float] = BOX_THRESHOLD_OPTION,
+    no_rescore: bool = NO_RESCORE_OPTION,
+    clap_weights: Optional[str] = CLAP_WEIGHTS_OPTION,
+    detector_weights: Optional[str] = DETECTOR_WEIGHTS_OPTION,
+    sam_weights: Optional[str] = SAM_WEIGHTS_OPTION,
 ) -> None:
     """Score predicted label maps with the official AVSBench-OV protocol: GT and predictions compared at
     224x224; mIoU = IoU of all 71 ids (background included) from one dataset-level confusion matrix; base /
@@ -84,9 +111,34 @@ def evaluate(
     avseg eval --checkpoint model_ov_avss_r50.pth --data data --split test --json r50.json --save-predictions preds
 
     avseg eval --checkpoint runs/r50/last.pt --data data --split test --class-agnostic --json agnostic.json
+
+    avseg eval --method zeroshot --data data --split test --json zeroshot.json --save-predictions zs_preds
     """
     from models.errors import UsageError
+    from models.pipeline.methods import reject_other_method_options
 
+    zeroshot = ZeroShotChoices(detector.value, instance_policy.value, audio_threshold, box_threshold, no_rescore,
+                               clap_weights, detector_weights, sam_weights)
+    if method == Method.zeroshot:
+        if checkpoint is not None or predictions is not None:
+            raise UsageError("--method zeroshot evaluates the training-free method: drop --checkpoint / --predictions")
+        reject_other_method_options("zeroshot", {
+            "--class-agnostic": class_agnostic, "--vggish-weights": vggish_weights, "--sound-gate": sound_gate,
+            "--max-crops": max_crops, "--amp": None if amp == "off" else amp,
+        })
+        from models.zeroshot.predictor import ZeroShotPredictor
+
+        _evaluate_open_vocabulary(
+            lambda: ZeroShotPredictor.from_pretrained(
+                zeroshot.config(), device, clap_weights=clap_weights, detector_weights=detector_weights,
+                sam_weights=sam_weights, clip_weights=clip_weights,
+            ),
+            "zero-shot", data, split.value, json_path, save_predictions,
+        )
+        return
+    reject_other_method_options("ovavss", zeroshot.explicit())
+    if method == Method.ovavss and checkpoint is None:
+        raise UsageError("--method ovavss needs --checkpoint FILE")
     if checkpoint is not None:
         if predictions is not None:
             raise UsageError("give either --predictions or --checkpoint, not both")
@@ -114,7 +166,8 @@ def evaluate(
     if amp != "off":
         raise UsageError("--amp needs --checkpoint")
     if predictions is None:
-        raise UsageError("missing option --predictions PRED_DIR (the folder of <uid>/<k>.png label maps to score)")
+        raise UsageError("missing option --predictions PRED_DIR (the folder of <uid>/<k>.png label maps to score), "
+                         "--checkpoint FILE (evaluate an OV-AVSS model) or --method zeroshot")
 
     from avseg_cli.console import out, warn
     from avseg_cli.progress import RichProgress
@@ -213,21 +266,30 @@ def _evaluate_checkpoint_class_agnostic(checkpoint, data, split, json_path, devi
 
 def _evaluate_checkpoint_open_vocabulary(checkpoint, data, split, json_path, save_predictions, device,
                                          vggish_weights, clip_weights, amp, sound_gate, max_crops) -> None:
+    from models.predictor import AVSegPredictor
+
+    def load():
+        return AVSegPredictor.from_checkpoint(
+            checkpoint, device=device, vggish_weights=vggish_weights, clip_weights=clip_weights, amp=amp,
+            sound_gate=sound_gate, max_crops_per_frame=max_crops,
+        )
+
+    _evaluate_open_vocabulary(load, f"checkpoint {checkpoint}", data, split, json_path, save_predictions)
+
+
+def _evaluate_open_vocabulary(load_predictor, what, data, split, json_path, save_predictions) -> None:
+    """Predict the split with the predictor `load_predictor()` returns, score it, print and save the tables."""
     from avseg_cli.console import out, warn
     from avseg_cli.progress import RichProgress
     from models.atomic import write_json
     from models.data.prepared import PreparedData
     from models.pipeline.evaluate_ov import evaluate_open_vocabulary
     from models.pipeline.evaluate_predictions import check_json_destination
-    from models.predictor import AVSegPredictor
 
     prepared = PreparedData.open(data)
     if json_path is not None:
         check_json_destination(json_path)
-    predictor = AVSegPredictor.from_checkpoint(
-        checkpoint, device=device, vggish_weights=vggish_weights, clip_weights=clip_weights, amp=amp,
-        sound_gate=sound_gate, max_crops_per_frame=max_crops,
-    )
+    predictor = load_predictor()
     with RichProgress(unit="video", transient=True) as progress:
         result = evaluate_open_vocabulary(predictor, prepared, split, save_predictions, progress)
     if result.scores.unknown_gt_pixels:
@@ -235,8 +297,10 @@ def _evaluate_checkpoint_open_vocabulary(checkpoint, data, split, json_path, sav
     if json_path is not None:
         write_json(json_path, result.to_json())
     described = result.predictor
+    label = (f"{described.get('checkpoint_kind')} {described.get('config')} {what}" if described.get("method") != "zeroshot"
+             else f"zero-shot ({described.get('detector')})")
     out.print(
-        f"{described.get('checkpoint_kind')} {described.get('config')} checkpoint {checkpoint}: "
+        f"{label}: "
         f"{result.run.predicted} videos predicted, {result.run.skipped} already saved"
         + (f" ({result.run.videos_per_second:.2f} videos/s)" if result.run.predicted else ""),
         soft_wrap=True,

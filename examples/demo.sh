@@ -2,9 +2,12 @@
 # What `make demo` runs: annotate the bundled example video (examples/astronaut.mp4, made by
 # examples/make_demo_video.py from public-domain material) into examples/output/.
 #
-#   AVSEG_CHECKPOINT=/path/to/model_ov_avss_r50.pth bash examples/demo.sh
+#   bash examples/demo.sh                                                  # training-free zero-shot method
+#   AVSEG_CHECKPOINT=/path/to/model_ov_avss_r50.pth bash examples/demo.sh  # OV-AVSS
 #
-# Without AVSEG_CHECKPOINT, avseg explains where OV-AVSS checkpoints come from and exits with code 2.
+# Without AVSEG_CHECKPOINT the zero-shot method runs: its models (CLAP, Grounding DINO, SAM, CLIP; about 2.3 GB)
+# are downloaded on first use into the Hugging Face cache (`avseg weights list` shows them). Offline and without
+# them, avseg prints one line naming the missing model and how to fetch it, and exits with code 1.
 set -u
 cd "$(dirname "$0")/.."
 

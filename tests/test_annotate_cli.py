@@ -125,13 +125,56 @@ def test_usage_errors_exit_2_with_one_line(monkeypatch, capsys, clip, checkpoint
     assert "Traceback" not in stderr and fake.load_calls == []
 
 
-def test_without_checkpoint_says_where_models_come_from(monkeypatch, capsys, clip, fake):
-    code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa,violin")
-    assert code == 2
+def test_without_checkpoint_the_zero_shot_method_runs(monkeypatch, capsys, clip, fake, tmp_path):
+    calls = []
+
+    def load_zeroshot(config, device, clap, detector, sam, clip_weights):
+        calls.append((config, device, clap, detector, sam, clip_weights))
+        return fake
+
+    monkeypatch.setattr(annotate_cmd, "load_zeroshot_predictor", load_zeroshot)
+    out = tmp_path / "out"
+    code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa,violin", "--out", out, "--device", "cpu",
+                            "--detector", "owlv2", "--instance-policy", "all", "--audio-threshold", "0.4",
+                            "--no-rescore", "--sam-weights", "sam_dir", "--clip-weights", "c.pt")
+    assert code == 0, stderr
+    ((config, device, clap, detector, sam, clip_weights),) = calls
+    assert (config.detector, config.instance_policy, config.audio_threshold, config.rescore) == ("owlv2", "all", 0.4,
+                                                                                                False)
+    assert config.effective_box_threshold == 0.1
+    assert (device, clap, detector, sam, clip_weights) == ("cpu", None, None, "sam_dir", "c.pt")
+    assert fake.load_calls == [] and (out / "clip.avseg.mp4").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--method", "ovavss"], "--method ovavss needs --checkpoint FILE"),
+        (["--method", "zeroshot", "--checkpoint", "x.pt"], "--method zeroshot uses no checkpoint"),
+        (["--method", "zeroshot", "--vggish-weights", "v.pth"], "--vggish-weights applies to the OV-AVSS method only"),
+        (["--checkpoint", "x.pt", "--detector", "owlv2"], "--detector applies to the zero-shot method only"),
+        (["--checkpoint", "x.pt", "--no-rescore"], "--no-rescore applies to the zero-shot method only"),
+    ],
+)
+def test_method_option_conflicts_are_usage_errors(monkeypatch, capsys, clip, fake, args, expected):
+    code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", *args)
+    assert code == 2, stderr
     (line,) = error_lines(stderr)
-    assert "--checkpoint" in line and "OV-AVSS README" in line and "Baidu" in line and "OneDrive" in line
-    assert "avseg train" in line
+    assert expected in line and "Traceback" not in stderr
+    if "ovavss needs" in expected:
+        assert "OV-AVSS README" in line and "Baidu" in line and "avseg train" in line
     assert fake.load_calls == []
+
+
+def test_zero_shot_offline_without_models_is_one_line(monkeypatch, capsys, clip, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("AVSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--device", "cpu")
+    assert code == 1, stderr
+    (line,) = error_lines(stderr)
+    assert "clap-htsat-unfused" in line and "avseg weights fetch clap-htsat-unfused" in line
+    assert "Traceback" not in stderr and not (clip.parent / "clip.avseg.mp4").exists()
 
 
 def test_bad_inputs_fail_one_line_each_and_the_rest_is_done(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
@@ -282,13 +325,15 @@ def test_demo_video_is_small_and_as_documented():
     assert 6.0 <= info.duration <= 8.0 and info.has_audio and info.audio_codec == "aac"
 
 
-def test_demo_script_without_a_checkpoint_says_where_models_come_from():
+def test_demo_script_uses_the_zero_shot_method_and_fails_cleanly_offline(tmp_path):
     import subprocess
 
+    env = script_env(HF_HUB_OFFLINE="1", AVSEG_CACHE=str(tmp_path / "cache"), HF_HUB_CACHE=str(tmp_path / "hf"))
     completed = subprocess.run(["bash", str(REPO / "examples" / "demo.sh")], capture_output=True, text=True,
-                               env=script_env(), cwd="/", timeout=120)
-    assert completed.returncode == 2, completed.stderr
-    assert "no model given" in completed.stderr and "--checkpoint" in completed.stderr
+                               env=env, cwd="/", timeout=120)
+    assert completed.returncode == 1, completed.stderr
+    assert "zero-shot" in completed.stderr and "avseg weights fetch" in completed.stderr
+    assert "Traceback" not in completed.stderr
 
 
 @pytest.mark.slow

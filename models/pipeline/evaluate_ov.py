@@ -139,14 +139,35 @@ def _remove_stale_temporaries(pred_dir: Path, uids: set[str]) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
-def _video_clips(record: VideoRecord, root: Path, clip_len: int):
-    """Yield (frame ids, ClipInput) of one video at the original resolution, in frame order."""
+def read_waveform_16k(path: Path) -> np.ndarray:
+    """(N,) float32 mono 16 kHz samples of an AVSBench wav, read like the official code (soundfile int16 / 32768,
+    channel mean, resampy to 16 kHz when the file has another rate)."""
+    from models.ovavss.audio_frontend import SAMPLE_RATE, read_wav
+
+    data, sample_rate = read_wav(path)
+    if data.ndim == 2:
+        data = data.mean(axis=1)
+    if sample_rate != SAMPLE_RATE and data.shape[0]:
+        import resampy
+
+        data = resampy.resample(data, sample_rate, SAMPLE_RATE)
+    return np.asarray(data, dtype=np.float32)
+
+
+def _video_clips(record: VideoRecord, root: Path, clip_len: int, with_waveform: bool = False):
+    """Yield (frame ids, ClipInput) of one video at the original resolution, in frame order.
+
+    Frame k of an AVSBench video is at k seconds. With `with_waveform` each clip also carries the 16 kHz
+    waveform from its first frame on (cut like `FrameAudio.waveform_span`), for methods with their own audio model.
+    """
     from models.data.clips import NUM_AUDIO_EXAMPLES, load_audio_examples, select_audio_examples
     from models.data.eval_clips import clip_frame_ranges
     from models.data.transforms import read_frame
+    from models.pipeline.frame_audio import FrameAudio
 
     audio_path = record.audio_path(root)
     examples = load_audio_examples(audio_path, max(NUM_AUDIO_EXAMPLES, record.num_frames))
+    sound = FrameAudio(read_waveform_16k(audio_path)) if with_waveform else None
     for ids in clip_frame_ranges(record.num_frames, clip_len):
         frames = [read_frame(record.frame_path(root, k)) for k in ids]
         size = frames[0].shape[:2]
@@ -156,10 +177,12 @@ def _video_clips(record: VideoRecord, root: Path, clip_len: int):
                     f"frame {record.frame_path(root, k)} is {frame.shape[1]}x{frame.shape[0]}, the video's first frame "
                     f"{size[1]}x{size[0]}: all frames of a video must have one size"
                 )
+        times = tuple(float(k) for k in ids)
         yield ids, ClipInput(
             frames=np.stack(frames),
             audio_examples=select_audio_examples(examples, ids, audio_path).numpy(),
-            times=tuple(float(k) for k in ids),
+            waveform_16k=sound.waveform_span(times) if sound is not None else None,
+            times=times,
         )
 
 
@@ -205,6 +228,7 @@ def predict_split(
     _check_run_file(pred_dir, predictor.describe(), split)
     _remove_stale_temporaries(pred_dir, {record.uid for record in records})
 
+    with_waveform = bool(getattr(predictor, "needs_waveform", False))
     predicted = skipped = num_frames = 0
     seconds = 0.0
     progress.start(f"predicting {split}", total=len(records))
@@ -217,7 +241,7 @@ def predict_split(
                 continue
             started = time.perf_counter()
             with atomic_dir(folder) as tmp:
-                for ids, clip in _video_clips(record, data.root, predictor.clip_len):
+                for ids, clip in _video_clips(record, data.root, predictor.clip_len, with_waveform):
                     frames = predictor.predict_clip(clip)
                     if len(frames) != len(ids):
                         raise RuntimeError(f"the predictor returned {len(frames)} frames for a clip of {len(ids)}")

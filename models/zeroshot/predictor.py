@@ -34,7 +34,7 @@ from models.zeroshot.fusion import (
 )
 
 SAMPLE_RATE_16K = 16_000
-ZEROSHOT_EXTRA_HINT = "pip install transformers (it comes with avseg's default install)"
+ZEROSHOT_EXTRA_HINT = "pip install 'transformers>=5,<6' (part of avseg's default install)"
 
 
 class AudioTagger(Protocol):
@@ -119,6 +119,7 @@ class ZeroShotPredictor:
         self.config = config
         self.sources = dict(sources or {})
         self.clip_len = int(clip_len)
+        self.needs_waveform = True  # evaluation passes ClipInput.waveform_16k only to predictors that ask
         self.vocabulary: tuple[str, ...] = ()
         self.last_evidence: list[FrameEvidence] = []
 
@@ -153,26 +154,42 @@ class ZeroShotPredictor:
 
         if importlib.util.find_spec("transformers") is None:
             raise AVSegError(f"the zero-shot method needs the transformers package: {ZEROSHOT_EXTRA_HINT}")
-        from models.zeroshot.audio_text import ClapAudioTagger
-        from models.zeroshot.detector import load_detector
-        from models.zeroshot.segmenter import SamBoxSegmenter
-
         torch_device = resolve_device(device)
         detector_weight = get_weight("grounding-dino-tiny" if config.detector == "grounding-dino" else "owlv2-base")
-        folders = {
-            "clap": resolve_hub_model(get_weight("clap-htsat-unfused"), clap_weights, offline=offline),
-            "detector": resolve_hub_model(detector_weight, detector_weights, offline=offline),
-            "sam": resolve_hub_model(get_weight("sam-vit-base"), sam_weights, offline=offline),
+        wanted = {
+            "clap": (get_weight("clap-htsat-unfused"), clap_weights),
+            "detector": (detector_weight, detector_weights),
+            "sam": (get_weight("sam-vit-base"), sam_weights),
         }
+        folders, missing = {}, []
+        for part, (weight, explicit) in wanted.items():
+            try:
+                folders[part] = resolve_hub_model(weight, explicit, offline=offline)
+            except AVSegError as error:
+                missing.append((weight.name, error))
         rescorer = None
         clip_source = None
         if config.rescore:
             from models.predictor import load_pretrained_clip
             from models.zeroshot.rescore import CropRescorer
 
-            clip, clip_source = load_pretrained_clip(config.clip_model, config.clip_pretrained, torch_device,
-                                                     clip_weights=clip_weights, offline=offline)
-            rescorer = CropRescorer(clip, device=torch_device)
+            try:
+                clip, clip_source = load_pretrained_clip(config.clip_model, config.clip_pretrained, torch_device,
+                                                         clip_weights=clip_weights, offline=offline)
+                rescorer = CropRescorer(clip, device=torch_device)
+            except AVSegError as error:
+                missing.append((f"CLIP {config.clip_model}", error))
+        if missing:
+            first = missing[0][1]
+            if len(missing) > 1:
+                others = ", ".join(name for name, _ in missing[1:])
+                raise AVSegError(f"{first.message} (also missing: {others}; `avseg weights list` shows every model)",
+                                 exit_code=first.exit_code) from first
+            raise first
+        from models.zeroshot.audio_text import ClapAudioTagger
+        from models.zeroshot.detector import load_detector
+        from models.zeroshot.segmenter import SamBoxSegmenter
+
         tagger = ClapAudioTagger.from_folder(folders["clap"], torch_device, prompt="{}")
         detector = load_detector(config.detector, folders["detector"], torch_device)
         segmenter = SamBoxSegmenter.from_folder(folders["sam"], torch_device)

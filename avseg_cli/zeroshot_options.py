@@ -1,0 +1,104 @@
+"""Command-line options shared by `annotate` and `eval` for choosing and tuning the method."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import typer
+
+
+class Method(str, Enum):
+    auto = "auto"
+    ovavss = "ovavss"
+    zeroshot = "zeroshot"
+
+
+class Detector(str, Enum):
+    grounding_dino = "grounding-dino"
+    owlv2 = "owlv2"
+
+
+class InstancePolicy(str, Enum):
+    motion = "motion"
+    best = "best"
+    all = "all"
+
+
+# Options shared by annotate and eval (one definition each).
+METHOD_OPTION = typer.Option(
+    Method.auto, "--method", help="ovavss (needs --checkpoint) or zeroshot (training-free: CLAP + Grounding DINO "
+    "/ OWLv2 + SAM + CLIP, downloaded on first use); auto = ovavss with --checkpoint, else zeroshot."
+)
+DETECTOR_OPTION = typer.Option(
+    Detector.grounding_dino, "--detector", help="Zero-shot: the text-conditioned box detector. Example: --detector owlv2"
+)
+INSTANCE_POLICY_OPTION = typer.Option(
+    InstancePolicy.motion, "--instance-policy", help="Zero-shot: which visible instances of a sounding class are "
+    "kept: motion (the moving ones), best (one per class) or all."
+)
+AUDIO_THRESHOLD_OPTION = typer.Option(
+    None, "--audio-threshold", min=0.0, max=1.0, help="Zero-shot: CLAP probability a class needs to count as "
+    "sounding (default 0.2). Example: --audio-threshold 0.3"
+)
+BOX_THRESHOLD_OPTION = typer.Option(
+    None, "--box-threshold", min=0.0, max=1.0, help="Zero-shot: detector score a box needs (default 0.3 for "
+    "grounding-dino, 0.1 for owlv2)."
+)
+NO_RESCORE_OPTION = typer.Option(
+    False, "--no-rescore", help="Zero-shot: name masks by the detector alone (skip the CLIP re-scoring; faster)."
+)
+CLAP_WEIGHTS_OPTION = typer.Option(
+    None, "--clap-weights", help="Zero-shot: local CLAP folder (save_pretrained / snapshot layout), for offline use."
+)
+DETECTOR_WEIGHTS_OPTION = typer.Option(
+    None, "--detector-weights", help="Zero-shot: local detector folder, for offline use."
+)
+SAM_WEIGHTS_OPTION = typer.Option(
+    None, "--sam-weights", help="Zero-shot: local SAM folder, for offline use."
+)
+
+
+class ZeroShotChoices:
+    """The zero-shot options as typed on the command line."""
+
+    def __init__(self, detector, instance_policy, audio_threshold, box_threshold, no_rescore, clap_weights,
+                 detector_weights, sam_weights) -> None:
+        self.detector = detector
+        self.instance_policy = instance_policy
+        self.audio_threshold = audio_threshold
+        self.box_threshold = box_threshold
+        self.no_rescore = no_rescore
+        self.clap_weights = clap_weights
+        self.detector_weights = detector_weights
+        self.sam_weights = sam_weights
+
+    def explicit(self) -> dict[str, object]:
+        """Options the user set away from their defaults (for the --method ovavss check)."""
+        return {
+            "--detector": self.detector if self.detector != Detector.grounding_dino.value else None,
+            "--instance-policy": self.instance_policy if self.instance_policy != InstancePolicy.motion.value else None,
+            "--audio-threshold": self.audio_threshold, "--box-threshold": self.box_threshold,
+            "--no-rescore": self.no_rescore, "--clap-weights": self.clap_weights,
+            "--detector-weights": self.detector_weights, "--sam-weights": self.sam_weights,
+        }
+
+    def config(self):
+        from dataclasses import replace
+
+        from models.zeroshot.config import ZeroShotConfig
+
+        config = ZeroShotConfig(detector=self.detector, instance_policy=self.instance_policy,
+                                box_threshold=self.box_threshold, rescore=not self.no_rescore)
+        if self.audio_threshold is not None:
+            config = replace(config, audio_threshold=self.audio_threshold)
+        return config
+
+
+def load_zeroshot_predictor(config, device: str, clap_weights, detector_weights, sam_weights, clip_weights):
+    """The training-free predictor (`models.zeroshot.predictor.ZeroShotPredictor`), imported lazily."""
+    from models.zeroshot.predictor import ZeroShotPredictor
+
+    return ZeroShotPredictor.from_pretrained(
+        config, device, clap_weights=clap_weights, detector_weights=detector_weights, sam_weights=sam_weights,
+        clip_weights=clip_weights,
+    )

@@ -1,0 +1,141 @@
+"""`avseg eval --method zeroshot`: the zero-shot predictor gets each AVSBench frame's own second of sound, its
+predictions are scored like any other, and option conflicts are one-line usage errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from models.data.prepared import PreparedData
+from models.data.synthetic import make_synthetic_avsbench
+from models.pipeline.evaluate_ov import predict_split, read_waveform_16k
+from models.pipeline.prepare import prepare_dataset
+from models.zeroshot.config import ZeroShotConfig
+from models.zeroshot.predictor import ZeroShotPredictor
+
+torch.set_num_threads(1)
+
+
+class RecordingTagger:
+    """Every audible window: the first class sounds (similarity 1 vs 0); records the windows."""
+
+    logit_scale = 50.0
+
+    def __init__(self):
+        self.windows = []
+
+    def similarities(self, windows, texts):
+        self.windows.extend(np.array(w) for w in windows)
+        out = np.zeros((len(windows), len(texts)))
+        out[:, 0] = 1.0
+        return out
+
+
+class CornerDetector:
+    name = "corner"
+
+    def detect(self, frames, names):
+        return [SimpleNamespace(boxes=np.array([[0, 0, f.shape[1] // 2, f.shape[0] // 2]], np.float32),
+                                class_scores=np.full((1, len(names)), 0.9, np.float32)) for f in frames]
+
+
+class BoxMasks:
+    def segment(self, frame, boxes):
+        masks = np.zeros((len(boxes),) + frame.shape[:2], bool)
+        for mask, (x1, y1, x2, y2) in zip(masks, boxes.astype(int)):
+            mask[y1:y2, x1:x2] = True
+        return masks, np.ones(len(boxes))
+
+
+def fake_predictor() -> ZeroShotPredictor:
+    return ZeroShotPredictor(RecordingTagger(), CornerDetector(), BoxMasks(), None, ZeroShotConfig(rescore=False),
+                             sources={"clap": "fake"})
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> PreparedData:
+    base = tmp_path_factory.mktemp("eval-zs")
+    make_synthetic_avsbench(base / "root", num_train=1, num_val=1, num_test=2, seed=3, size=(40, 52))
+    prepare_dataset(base / "root", base / "data")
+    return PreparedData.open(base / "data")
+
+
+def test_each_frame_hears_its_own_second_of_the_wav(data, tmp_path):
+    predictor = fake_predictor()
+    run = predict_split(predictor, data, "test", tmp_path / "preds")
+    records = data.load_split("test")
+    assert run.predicted == len(records)
+    expected = []
+    for record in records:
+        waveform = read_waveform_16k(record.audio_path(data.root))
+        for k in range(record.num_frames):
+            expected.append(waveform[k * 16000 : k * 16000 + 15600])
+    assert len(predictor.tagger.windows) == len(expected)
+    for got, want in zip(predictor.tagger.windows, expected):
+        np.testing.assert_array_equal(got, want)
+    # the fake says the first AVSBench name sounds and sits in the top-left quarter of every frame
+    from PIL import Image
+
+    first = records[0]
+    saved = np.array(Image.open(tmp_path / "preds" / first.uid / "0.png"))
+    assert saved[0, 0] == 1 and saved[-1, -1] == 0
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    from avseg_cli.main import run
+
+    monkeypatch.setattr(sys, "argv", ["avseg", *map(str, args)])
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as info:
+        run()
+    captured = capsys.readouterr()
+    code = info.value.code
+    return (0 if code is None else int(code)), captured.out, captured.err
+
+
+def test_cli_zero_shot_eval_scores_and_saves_like_any_method(data, tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def from_pretrained(config, device, **weights):
+        calls.append((config, device, weights))
+        return fake_predictor()
+
+    monkeypatch.setattr(ZeroShotPredictor, "from_pretrained", staticmethod(from_pretrained))
+    result_path, preds = tmp_path / "r.json", tmp_path / "preds"
+    code, stdout, stderr = run_cli(monkeypatch, capsys, "eval", "--method", "zeroshot", "--data", data.data_dir,
+                                   "--split", "test", "--json", result_path, "--save-predictions", preds,
+                                   "--device", "cpu", "--instance-policy", "best", "--sam-weights", "sam_dir")
+    assert code == 0, stderr
+    ((config, device, weights),) = calls
+    assert config.instance_policy == "best" and device == "cpu" and weights["sam_weights"] == "sam_dir"
+    assert "zero-shot (corner)" in stdout and "base mIoU" in stdout
+    result = json.loads(result_path.read_text())
+    assert result["predictor"]["method"] == "zeroshot"
+    code, again, _ = run_cli(monkeypatch, capsys, "eval", "--predictions", preds, "--data", data.data_dir,
+                             "--split", "test")
+    assert code == 0
+    row = [line for line in stdout.splitlines() if line.strip().startswith("│ mIoU")]
+    assert row and row[0] in again.splitlines()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--method", "zeroshot", "--checkpoint", "x.pt"], "drop --checkpoint"),
+        (["--method", "zeroshot", "--class-agnostic"], "--class-agnostic applies to the OV-AVSS method only"),
+        (["--method", "zeroshot", "--amp", "fp16"], "--amp applies to the OV-AVSS method only"),
+        (["--checkpoint", "x.pt", "--detector", "owlv2"], "--detector applies to the zero-shot method only"),
+        (["--method", "ovavss"], "--method ovavss needs --checkpoint"),
+        ([], "or --method zeroshot"),
+    ],
+)
+def test_cli_method_conflicts_are_usage_errors(data, monkeypatch, capsys, args, message):
+    code, _, stderr = run_cli(monkeypatch, capsys, "eval", "--data", data.data_dir, *args)
+    assert code == 2, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in stderr
