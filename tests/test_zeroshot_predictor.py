@@ -205,7 +205,7 @@ def test_describe_is_json_and_vocabulary_is_required():
         predictor.predict_clip(clip_of(tone(440, 1), [0.0]))
     predictor.set_vocabulary(["violin"])
     described = json.loads(json.dumps(predictor.describe()))
-    assert described["method"] == "zeroshot" and described["clap"] == "/x" and described["detector"] == "fake"
+    assert described["method"] == "zeroshot" and described["weights"] == {"clap": "/x"} and described["detector"] == "fake"
     assert described["options"]["instance_policy"] == "motion"
     with pytest.raises(ValueError, match="rescorer"):
         ZeroShotPredictor(ToneTagger(), SceneDetector(OBJECTS), BoxSegmenter(), None, ZeroShotConfig(rescore=True))

@@ -726,7 +726,8 @@ class Annotator:
                 "clip_len": self.clip_len,
                 "clip_stride": clip_stride(analysis_rate),
                 "audio": "silence (no audio track)" if audio.is_silent_track
-                else "VGGish log-mel window of 0.96 s starting at each frame's time",
+                else getattr(self.predictor, "audio_description",
+                             "VGGish log-mel window of 0.96 s starting at each frame's time"),
             },
             "predictor": describe() if callable(describe) else None,
             "outputs": {

@@ -95,9 +95,10 @@ class ZeroShotPredictor:
         segmenter: SAM (boxes -> masks).
         rescorer: CLIP region classifier, or None to name objects by the detector alone.
         config: thresholds and policies.
-        sources: where each model came from, for `describe()`.
+        sources: where each model's weights came from ({"clap": folder, ...}), for `describe()`.
         clip_len: frames per `predict_clip` call (5, like OV-AVSS; frames of a clip are analysed together and
             give each other their motion cue).
+        device: where the models run (reported by `describe()`).
     """
 
     def __init__(
@@ -109,6 +110,7 @@ class ZeroShotPredictor:
         config: ZeroShotConfig = ZeroShotConfig(),
         sources: dict | None = None,
         clip_len: int = 5,
+        device: str = "cpu",
     ) -> None:
         if config.rescore and rescorer is None:
             raise ValueError("config.rescore is on but no rescorer was given")
@@ -118,8 +120,11 @@ class ZeroShotPredictor:
         self.rescorer = rescorer if config.rescore else None
         self.config = config
         self.sources = dict(sources or {})
+        self.device = device
         self.clip_len = int(clip_len)
         self.needs_waveform = True  # evaluation passes ClipInput.waveform_16k only to predictors that ask
+        self.audio_description = (f"CLAP on the {config.audio_window_s:g} s of 16 kHz sound starting at each frame's "
+                                  "time (upsampled to 48 kHz)")
         self.vocabulary: tuple[str, ...] = ()
         self.last_evidence: list[FrameEvidence] = []
 
@@ -198,9 +203,8 @@ class ZeroShotPredictor:
             "detector": str(folders["detector"]),
             "sam": str(folders["sam"]),
             "clip": clip_source,
-            "device": str(torch_device),
         }
-        return cls(tagger, detector, segmenter, rescorer, config, sources)
+        return cls(tagger, detector, segmenter, rescorer, config, sources, device=str(torch_device))
 
     # ------------------------------------------------------------------------------------- vocabulary
     def set_vocabulary(self, names: Sequence[str]) -> None:
@@ -321,7 +325,8 @@ class ZeroShotPredictor:
         return {
             "method": "zeroshot",
             "detector": getattr(self.detector, "name", type(self.detector).__name__),
-            **self.sources,
+            "weights": dict(self.sources),
+            "device": self.device,
             "options": self.config.to_dict(),
             "clip_len": self.clip_len,
             "vocabulary_size": len(self.vocabulary),
