@@ -62,24 +62,37 @@ def list_weights() -> None:
 
 @weights_app.command("fetch", no_args_is_help=True)
 def fetch(
-    name: str = typer.Argument(..., help="A name from `avseg weights list`. Example: vggish"),
+    names: list[str] = typer.Argument(
+        ..., metavar="NAME...", help="Names from `avseg weights list`, or `zeroshot` for every model the zero-shot "
+        "method needs. Example: vggish", show_default=False,
+    ),
     force: bool = typer.Option(False, "--force", help="Download again even if the file is cached. Example: --force"),
 ) -> None:
-    """Download one named weight into the cache (checked against its hash when one is known). Hugging Face
+    """Download named weights into the cache (checked against their hash when one is known). Hugging Face
     models (e.g. sam-vit-base) are downloaded at their pinned commit into the Hugging Face cache.
 
-    Example: avseg weights fetch vggish
+    Examples:
+
+    avseg weights fetch vggish
+
+    avseg weights fetch zeroshot      # clap-htsat-unfused grounding-dino-tiny sam-vit-base clip-vit-b-16
     """
     from avseg_cli.console import out
-    from models.weights import fetch_weight, get_weight
+    from models.weights import ZEROSHOT_WEIGHTS, fetch_weight, get_weight
 
-    weight = get_weight(name)
-    bar = _ByteBar(weight.name)
-    try:
-        path = fetch_weight(weight, force=force, progress=bar)
-    finally:
-        bar.close()
-    out.print(f"{weight.name}: {path}")
+    expanded: list[str] = []
+    for name in names:
+        for item in (ZEROSHOT_WEIGHTS if name == "zeroshot" else (name,)):
+            if item not in expanded:
+                expanded.append(item)
+    weights = [get_weight(name) for name in expanded]  # every name is checked before anything is downloaded
+    for weight in weights:
+        bar = _ByteBar(weight.name)
+        try:
+            path = fetch_weight(weight, force=force, progress=bar)
+        finally:
+            bar.close()
+        out.print(f"{weight.name}: {path}")
 
 
 @weights_app.command("convert", no_args_is_help=True)

@@ -2,7 +2,8 @@
 # Annotate every video in a folder. Run it again after an interruption or a failure: videos whose
 # outputs are complete are skipped (--skip-existing), so only the rest is done.
 #
-#   AVSEG_CHECKPOINT=model.pth bash examples/batch.sh VIDEO_DIR OUT_DIR [CLASSES] [more avseg options]
+#   bash examples/batch.sh VIDEO_DIR OUT_DIR [CLASSES] [more avseg options]                   # zero-shot method
+#   AVSEG_CHECKPOINT=model.pth bash examples/batch.sh VIDEO_DIR OUT_DIR [CLASSES] [options]   # OV-AVSS
 #
 # Example: AVSEG_CHECKPOINT=model_ov_avss_r50.pth bash examples/batch.sh clips annotated piano,violin,man --no-masks
 # Exit code: avseg's (0 all done, 1 some videos failed, 2 usage error, 130 interrupted).
@@ -11,7 +12,8 @@ in_dir=${1:?usage: batch.sh VIDEO_DIR OUT_DIR [CLASSES] [more avseg options]}
 out_dir=${2:?usage: batch.sh VIDEO_DIR OUT_DIR [CLASSES] [more avseg options]}
 classes=${3:-man,woman,guitar,piano,violin,dog,car}
 shift $(( $# < 3 ? $# : 3 ))
-: "${AVSEG_CHECKPOINT:?set AVSEG_CHECKPOINT to an OV-AVSS checkpoint (see the README)}"
+model=()
+if [ -n "${AVSEG_CHECKPOINT:-}" ]; then model=(--checkpoint "$AVSEG_CHECKPOINT"); fi
 
 cd "$(dirname "$0")/.." && root=$PWD && cd - >/dev/null
 if [ -x "$root/.venv/bin/avseg" ]; then avseg="$root/.venv/bin/avseg"; python="$root/.venv/bin/python"
@@ -26,7 +28,7 @@ fi
 
 mkdir -p "$out_dir"
 summary="$out_dir/summary.json"
-"$avseg" annotate "${videos[@]}" --classes "$classes" --checkpoint "$AVSEG_CHECKPOINT" \
+"$avseg" annotate "${videos[@]}" --classes "$classes" ${model[@]+"${model[@]}"} \
     --out "$out_dir" --skip-existing --json-summary "$summary" "$@"
 status=$?
 

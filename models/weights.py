@@ -195,6 +195,10 @@ REGISTRY: dict[str, WeightFile] = {
 """Every named weight, in `avseg weights list` order."""
 
 
+ZEROSHOT_WEIGHTS = ("clap-htsat-unfused", "grounding-dino-tiny", "sam-vit-base", "clip-vit-b-16")
+"""What the zero-shot method loads with its defaults (`avseg weights fetch zeroshot`; OWLv2 only with --detector owlv2)."""
+
+
 def cache_dir() -> Path:
     """`$AVSEG_CACHE` or `~/.cache/avseg`."""
     return Path(os.environ.get("AVSEG_CACHE") or Path.home() / ".cache" / "avseg").expanduser()

@@ -368,3 +368,20 @@ def test_weights_fetch_downloads_a_hub_model(fake_hub, online):
     folder = online / "hf" / "models--laion--clap-htsat-unfused" / "snapshots" / weights.CLAP_HTSAT_UNFUSED.revision
     assert fetched.output.strip() == f"clap-htsat-unfused: {folder}"
     assert [call["repo_id"] for call in fake_hub.calls] == ["laion/clap-htsat-unfused"] * 2
+
+
+def test_fetch_zeroshot_expands_to_the_default_models_and_checks_names_first(monkeypatch):
+    from typer.testing import CliRunner
+
+    from avseg_cli.weights_cmd import weights_app
+
+    fetched = []
+    monkeypatch.setattr(weights, "fetch_weight", lambda weight, force=False, progress=None: fetched.append(weight.name)
+                        or Path("/cache") / weight.name)
+    result = CliRunner().invoke(weights_app, ["fetch", "zeroshot", "sam-vit-base", "owlv2-base"],
+                                env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert fetched == ["clap-htsat-unfused", "grounding-dino-tiny", "sam-vit-base", "clip-vit-b-16", "owlv2-base"]
+    fetched.clear()
+    bad = CliRunner().invoke(weights_app, ["fetch", "zeroshot", "nope"], env={"COLUMNS": "300"})
+    assert bad.exit_code != 0 and fetched == [] and "nope" in str(bad.exception or bad.output)
