@@ -13,6 +13,7 @@ from avseg_cli.zeroshot_options import (
     BOX_THRESHOLD_OPTION,
     CLAP_WEIGHTS_OPTION,
     DETECTOR_OPTION,
+    DETECTOR_SIZE_OPTION,
     DETECTOR_WEIGHTS_OPTION,
     INSTANCE_POLICY_OPTION,
     METHOD_OPTION,
@@ -92,6 +93,7 @@ def annotate(
         None, "--clip-weights", help="CLIP weights file (or open_clip folder) for naming the masks (both methods)."
     ),
     detector: Detector = DETECTOR_OPTION,
+    detector_size: Optional[int] = DETECTOR_SIZE_OPTION,
     instance_policy: InstancePolicy = INSTANCE_POLICY_OPTION,
     audio_threshold: Optional[float] = AUDIO_THRESHOLD_OPTION,
     box_threshold: Optional[float] = BOX_THRESHOLD_OPTION,
@@ -133,7 +135,7 @@ def annotate(
             videos, classes, classes_file, checkpoint, out, analysis_fps, no_video, no_masks, no_json,
             skip_existing, json_summary, device.value, vggish_weights, clip_weights, method.value,
             ZeroShotChoices(detector.value, instance_policy.value, audio_threshold, box_threshold, no_rescore,
-                             clap_weights, detector_weights, sam_weights),
+                             clap_weights, detector_weights, sam_weights, detector_size),
         )
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/]")

@@ -14,6 +14,7 @@ from avseg_cli.zeroshot_options import (
     BOX_THRESHOLD_OPTION,
     CLAP_WEIGHTS_OPTION,
     DETECTOR_OPTION,
+    DETECTOR_SIZE_OPTION,
     DETECTOR_WEIGHTS_OPTION,
     INSTANCE_POLICY_OPTION,
     NO_RESCORE_OPTION,
@@ -89,6 +90,7 @@ def evaluate(
         "checkpoint). Example: --method zeroshot"
     ),
     detector: Detector = DETECTOR_OPTION,
+    detector_size: Optional[int] = DETECTOR_SIZE_OPTION,
     instance_policy: InstancePolicy = INSTANCE_POLICY_OPTION,
     audio_threshold: Optional[float] = AUDIO_THRESHOLD_OPTION,
     box_threshold: Optional[float] = BOX_THRESHOLD_OPTION,
@@ -118,7 +120,7 @@ def evaluate(
     from models.pipeline.methods import reject_other_method_options
 
     zeroshot = ZeroShotChoices(detector.value, instance_policy.value, audio_threshold, box_threshold, no_rescore,
-                               clap_weights, detector_weights, sam_weights)
+                               clap_weights, detector_weights, sam_weights, detector_size)
     if method == Method.zeroshot:
         if checkpoint is not None or predictions is not None:
             raise UsageError("--method zeroshot evaluates the training-free method: drop --checkpoint / --predictions")

@@ -97,7 +97,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--detector", default="grounding-dino", choices=("grounding-dino", "owlv2"))
     parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT of the frames")
-    parser.add_argument("--clips", type=int, default=2, help="5-frame clips to time (after one warm-up clip)")
+    parser.add_argument("--clips", type=int, default=2, help="clips to time (after a one-frame warm-up clip)")
+    parser.add_argument("--frames", type=int, default=5, help="frames per clip (1-5; fewer for a quick CPU run)")
     parser.add_argument("--sounding", type=int, default=2, help="sounding classes per frame")
     parser.add_argument("--boxes-per-class", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -117,19 +118,20 @@ def main() -> None:
     rng = np.random.default_rng(0)
     waveform = (0.3 * rng.standard_normal(6 * 16000)).astype(np.float32)
 
-    def clip() -> ClipInput:
-        frames = rng.integers(0, 256, (5, height, width, 3), dtype=np.uint8)
-        return ClipInput(frames, np.zeros((5, 1, 96, 64), np.float32), waveform, (0.0, 1.0, 2.0, 3.0, 4.0))
+    def clip(count: int) -> ClipInput:
+        frames = rng.integers(0, 256, (count, height, width, 3), dtype=np.uint8)
+        return ClipInput(frames, np.zeros((count, 1, 96, 64), np.float32), waveform,
+                         tuple(float(t) for t in range(count)))
 
     with torch.inference_mode():
-        predictor.predict_clip(clip())  # warm-up
+        predictor.predict_clip(clip(1))  # warm-up
         stats.clear()
         instances = 0
         start = time.perf_counter()
         for _ in range(args.clips):
-            instances += sum(len(p.instances) for p in predictor.predict_clip(clip()))
+            instances += sum(len(p.instances) for p in predictor.predict_clip(clip(args.frames)))
         total = time.perf_counter() - start
-    frames = 5 * args.clips
+    frames = args.frames * args.clips
     print(f"device {device}, detector {args.detector}, {width}x{height}, {frames} frames, "
           f"{args.sounding} sounding classes x {args.boxes_per_class} boxes, threads {torch.get_num_threads()}")
     print(f"per frame: {total / frames:.3f} s ({frames / total:.2f} frames/s); instances per frame "

@@ -138,7 +138,11 @@ def test_without_checkpoint_the_zero_shot_method_runs(monkeypatch, capsys, clip,
                             "--detector", "owlv2", "--instance-policy", "all", "--audio-threshold", "0.4",
                             "--no-rescore", "--sam-weights", "sam_dir", "--clip-weights", "c.pt")
     assert code == 0, stderr
-    ((config, device, clap, detector, sam, clip_weights),) = calls
+    code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa,violin", "--out", out, "--device", "cpu",
+                            "--detector-size", "480", "--skip-existing")
+    assert code == 0, stderr
+    (config, device, clap, detector, sam, clip_weights), (second, *_) = calls
+    assert second.detector == "grounding-dino" and second.detector_short_side == 480
     assert (config.detector, config.instance_policy, config.audio_threshold, config.rescore) == ("owlv2", "all", 0.4,
                                                                                                 False)
     assert config.effective_box_threshold == 0.1
@@ -154,6 +158,8 @@ def test_without_checkpoint_the_zero_shot_method_runs(monkeypatch, capsys, clip,
         (["--method", "zeroshot", "--vggish-weights", "v.pth"], "--vggish-weights applies to the OV-AVSS method only"),
         (["--checkpoint", "x.pt", "--detector", "owlv2"], "--detector applies to the zero-shot method only"),
         (["--checkpoint", "x.pt", "--no-rescore"], "--no-rescore applies to the zero-shot method only"),
+        (["--checkpoint", "x.pt", "--detector-size", "480"], "--detector-size applies to the zero-shot method only"),
+        (["--detector", "owlv2", "--detector-size", "480"], "--detector-size applies to --detector grounding-dino only"),
     ],
 )
 def test_method_option_conflicts_are_usage_errors(monkeypatch, capsys, clip, fake, args, expected):

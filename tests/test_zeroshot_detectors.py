@@ -399,3 +399,30 @@ def test_options_are_checked():
         Owlv2Detector(Exploding(), None, max_boxes=0)
     with pytest.raises(AVSegError, match="batch_size"):
         Owlv2Detector(Exploding(), None, batch_size=0)
+
+
+def test_grounding_dino_input_short_side_equals_a_processor_of_that_size(gd_folder, gd_raw):
+    import copy
+
+    model, processor = gd_raw
+    resized = copy.deepcopy(processor)
+    resized.image_processor.size = {"shortest_edge": 40, "longest_edge": int(round(40 * 1333 / 800))}
+    reference = GroundingDinoDetector(model, resized, **ALL)
+    smaller = GroundingDinoDetector(model, processor, input_short_side=40, **ALL)
+    default = GroundingDinoDetector(model, processor, **ALL)
+    shapes = []
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: shapes.append(
+        tuple(kwargs["pixel_values"].shape[-2:])), with_kwargs=True)
+    try:
+        image = frame(LANDSCAPE, 7)
+        expected = reference.detect([image], ["dog", "piano"])[0]
+        found = smaller.detect([image], ["dog", "piano"])[0]
+        default.detect([image], ["dog", "piano"])
+    finally:
+        hook.remove()
+    assert shapes[0] == shapes[1] and min(shapes[1]) == 40 and min(shapes[2]) > 40  # default: 64, capped by 96
+    np.testing.assert_allclose(found.boxes, expected.boxes, atol=1e-4)
+    np.testing.assert_allclose(found.class_scores, expected.class_scores, atol=1e-5)
+    assert found.boxes[:, 2].max() <= LANDSCAPE[1] and found.boxes[:, 3].max() <= LANDSCAPE[0]
+    with pytest.raises(ValueError, match="input_short_side"):
+        GroundingDinoDetector(model, processor, input_short_side=8)

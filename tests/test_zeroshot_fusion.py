@@ -164,6 +164,7 @@ def test_config_validation_and_defaults():
     assert ZeroShotConfig(box_threshold=0.5).effective_box_threshold == 0.5
     assert config.to_dict()["null_prompts"] == list(config.null_prompts)
     for bad in (dict(detector="yolo"), dict(instance_policy="random"), dict(audio_threshold=1.5),
-                dict(max_sounding=0), dict(audio_prompt="no placeholder"), dict(audio_window_s=0)):
+                dict(max_sounding=0), dict(audio_prompt="no placeholder"), dict(audio_window_s=0),
+                dict(detector="owlv2", detector_short_side=480), dict(detector_short_side=16)):
         with pytest.raises(ValueError):
             ZeroShotConfig(**bad)

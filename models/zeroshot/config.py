@@ -30,6 +30,8 @@ class ZeroShotConfig:
 
     Vision (per analysed frame, only for frames with a sounding class):
         detector: "grounding-dino" (default) or "owlv2".
+        detector_short_side: Grounding DINO input size (shortest edge; None = the model's 800). OWLv2 has a fixed
+            960 x 960 input.
         box_threshold: detector score a box needs for a sounding class (None: the detector's default,
             `DEFAULT_BOX_THRESHOLD`).
         nms_iou: per-class non-maximum suppression IoU.
@@ -56,6 +58,7 @@ class ZeroShotConfig:
     silence_dbfs: float = -60.0
 
     detector: str = "grounding-dino"
+    detector_short_side: int | None = None
     box_threshold: float | None = None
     nms_iou: float = 0.5
     max_boxes_per_class: int = 3
@@ -82,6 +85,11 @@ class ZeroShotConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if self.box_threshold is not None and not 0.0 <= self.box_threshold <= 1.0:
             raise ValueError(f"box_threshold must be in [0, 1], got {self.box_threshold}")
+        if self.detector_short_side is not None:
+            if self.detector != "grounding-dino":
+                raise ValueError("detector_short_side applies to grounding-dino only (OWLv2's input is fixed)")
+            if self.detector_short_side < 32:
+                raise ValueError(f"detector_short_side must be >= 32, got {self.detector_short_side}")
         if self.audio_window_s <= 0:
             raise ValueError(f"audio_window_s must be > 0, got {self.audio_window_s}")
         for name in ("max_sounding", "max_boxes_per_class", "max_instances"):

@@ -196,7 +196,8 @@ class ZeroShotPredictor:
         from models.zeroshot.segmenter import SamBoxSegmenter
 
         tagger = ClapAudioTagger.from_folder(folders["clap"], torch_device, prompt="{}")
-        detector = load_detector(config.detector, folders["detector"], torch_device)
+        detector_options = {"input_short_side": config.detector_short_side} if config.detector_short_side else {}
+        detector = load_detector(config.detector, folders["detector"], torch_device, **detector_options)
         segmenter = SamBoxSegmenter.from_folder(folders["sam"], torch_device)
         sources = {
             "clap": str(folders["clap"]),
