@@ -67,7 +67,11 @@ class ClipInput:
 
 
 class VideoPredictor(Protocol):
-    """A method that names and segments the sounding objects of clips."""
+    """A method that names and segments the sounding objects of clips.
+
+    Optional attributes callers look for: `needs_waveform` (True: evaluation also fills `ClipInput.waveform_16k`,
+    as `annotate` always does) and `audio_description` (what the method hears, for the annotate JSON).
+    """
 
     clip_len: int
     """How many frames one call expects (the model's T; 5 for OV-AVSS)."""
