@@ -91,6 +91,9 @@ def main() -> None:
     parser.add_argument("--no-backward", action="store_true")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
+    from models.device import flush_denormals
+
+    flush_denormals()  # as the CLI does (resolve_device), before torch's first parallel operation
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

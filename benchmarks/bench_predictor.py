@@ -83,7 +83,9 @@ def main() -> None:
     parser.add_argument("--vocabulary", type=int, default=70, help="number of class names")
     parser.add_argument("--modes", nargs="+", default=["official", "gate0.5", "crops5", "gate0.5+crops5"])
     args = parser.parse_args()
+    from models.device import flush_denormals
 
+    flush_denormals()  # as the CLI does (resolve_device), before torch's first parallel operation
     if args.threads:
         torch.set_num_threads(args.threads)
     from models.data.classes import CLASS_NAMES

@@ -30,7 +30,8 @@ from models.zeroshot.config import ZeroShotConfig  # noqa: E402
 from models.zeroshot.predictor import ZeroShotPredictor  # noqa: E402
 
 
-def build(detector_kind: str, device: torch.device, folder: Path, sounding: int, boxes_per_class: int):
+def build(detector_kind: str, device: torch.device, folder: Path, sounding: int, boxes_per_class: int,
+          detector_size: int | None = None):
     from transformers import (
         AutoProcessor,
         ClapConfig,
@@ -60,7 +61,7 @@ def build(detector_kind: str, device: torch.device, folder: Path, sounding: int,
         processor = AutoProcessor.from_pretrained(save_tiny_grounding_dino(folder / "gdino"))
         processor.image_processor.size = {"shortest_edge": 800, "longest_edge": 1333}
         detector = GroundingDinoDetector(ready(GroundingDinoForObjectDetection(GroundingDinoConfig())), processor,
-                                         device, min_score=0.0)
+                                         device, min_score=0.0, input_short_side=detector_size)
     else:
         processor = AutoProcessor.from_pretrained(save_tiny_owlv2(folder / "owlv2"))
         processor.image_processor.size = {"height": 960, "width": 960}
@@ -101,14 +102,18 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=5, help="frames per clip (1-5; fewer for a quick CPU run)")
     parser.add_argument("--sounding", type=int, default=2, help="sounding classes per frame")
     parser.add_argument("--boxes-per-class", type=int, default=2)
+    parser.add_argument("--detector-size", type=int, default=None, help="Grounding DINO input short side")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
+    from models.device import flush_denormals
+
+    flush_denormals()  # before torch's first parallel operation, like the CLI (resolve_device)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     width, height = (int(v) for v in args.size.lower().split("x"))
     with tempfile.TemporaryDirectory() as tmp:
-        predictor = build(args.detector, device, Path(tmp), args.sounding, args.boxes_per_class)
+        predictor = build(args.detector, device, Path(tmp), args.sounding, args.boxes_per_class, args.detector_size)
     predictor.set_vocabulary(["violin", "acoustic guitar", "man", "dog", "car"])
     stats: dict[str, float] = defaultdict(float)
     predictor.tagger.similarities = timed(stats, "CLAP", predictor.tagger.similarities, device)
@@ -132,7 +137,8 @@ def main() -> None:
             instances += sum(len(p.instances) for p in predictor.predict_clip(clip(args.frames)))
         total = time.perf_counter() - start
     frames = args.frames * args.clips
-    print(f"device {device}, detector {args.detector}, {width}x{height}, {frames} frames, "
+    print(f"device {device}, detector {args.detector} (size {args.detector_size or 'default'}), {width}x{height}, "
+          f"{frames} frames, "
           f"{args.sounding} sounding classes x {args.boxes_per_class} boxes, threads {torch.get_num_threads()}")
     print(f"per frame: {total / frames:.3f} s ({frames / total:.2f} frames/s); instances per frame "
           f"{instances / frames:.1f}")

@@ -7,8 +7,24 @@ import torch
 from models.errors import AVSegError, UsageError
 
 
+def flush_denormals() -> bool:
+    """Treat subnormal floats as zero on the CPU (FTZ/DAZ), as GPUs do; True when the CPU supports it.
+
+    Subnormal numbers make x86 arithmetic 10-100x slower. They appear in attention softmaxes and activations
+    (measured: SAM ViT-B's image encoder on a padded 360p frame took 163 s instead of 12.7 s on 2 cores). The
+    setting is per thread and worker threads inherit it when they are created, so it must run before torch's
+    first parallel operation; `resolve_device` calls it. Values below 1.2e-38 become 0: no visible effect on
+    results.
+    """
+    return bool(torch.set_flush_denormal(True))
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" -> CUDA when available, else CPU; asking for CUDA without a GPU is a user error."""
+    """"auto" -> CUDA when available, else CPU; asking for CUDA without a GPU is a user error.
+
+    Also switches subnormal floats off on the CPU (`flush_denormals`).
+    """
+    flush_denormals()
     if isinstance(device, torch.device):
         name = str(device)
     else:

@@ -168,3 +168,11 @@ def test_config_validation_and_defaults():
                 dict(detector="owlv2", detector_short_side=480), dict(detector_short_side=16)):
         with pytest.raises(ValueError):
             ZeroShotConfig(**bad)
+
+
+def test_resolve_device_switches_subnormal_floats_off_on_the_cpu():
+    from models.device import resolve_device
+
+    tiny = torch.tensor([1e-39], dtype=torch.float32)  # subnormal in float32
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert (tiny * 1.0).item() == 0.0  # flushed (FTZ/DAZ) in this thread
