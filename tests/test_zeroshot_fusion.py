@@ -5,16 +5,13 @@ import math
 import numpy as np
 import pytest
 import torch
-import torchvision
 
 from models.zeroshot.config import ZeroShotConfig
 from models.zeroshot.fusion import (
     MOTION_FLOOR,
     audio_probabilities,
-    box_iou,
     combine_scores,
     frame_candidates,
-    nms,
     paint_label_map,
     relative_motion,
     select_instances,
@@ -52,18 +49,6 @@ def test_sounding_classes_threshold_cap_and_silence():
     capped = sounding_classes(probs, loud, threshold=0.2, max_sounding=1, silence_dbfs=-60)
     np.testing.assert_array_equal(capped[[0, 3]], [[1, 0, 0, 0], [1, 0, 0, 0]])  # tie keeps the lower index
     assert not sounding_classes(probs, np.full(4, -np.inf), 0.0, 3, -60).any()
-
-
-def test_box_iou_and_nms_agree_with_torchvision():
-    rng = np.random.default_rng(0)
-    xy = rng.uniform(0, 50, (30, 2))
-    boxes = np.concatenate([xy, xy + rng.uniform(1, 30, (30, 2))], axis=1).astype(np.float32)
-    scores = rng.uniform(0, 1, 30).astype(np.float32)
-    expected_iou = torchvision.ops.box_iou(torch.from_numpy(boxes), torch.from_numpy(boxes)).numpy()
-    np.testing.assert_allclose(box_iou(boxes, boxes), expected_iou, rtol=1e-5, atol=1e-6)
-    for threshold in (0.3, 0.5, 0.7):
-        expected = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores), threshold).numpy()
-        np.testing.assert_array_equal(nms(boxes, scores, threshold), expected)
 
 
 def test_frame_candidates_assign_threshold_nms_and_cap():
@@ -148,13 +133,16 @@ def test_paint_label_map_first_come_first_served():
     masks = np.zeros((2, 4, 5), dtype=bool)
     masks[0, :2] = True
     masks[1, 1:3] = True
-    label_map = paint_label_map(masks, np.array([4, 0]), (4, 5))
+    label_map = paint_label_map(masks, np.array([4, 0]), (4, 5), vocabulary_size=5)
     expected = np.zeros((4, 5), dtype=np.uint8)
     expected[2] = 1
     expected[:2] = 5
     np.testing.assert_array_equal(label_map, expected)
     assert label_map.dtype == np.uint8
-    assert paint_label_map(np.zeros((0, 4, 5), bool), np.zeros(0, np.int64), (4, 5)).sum() == 0
+    assert paint_label_map(np.zeros((0, 4, 5), bool), np.zeros(0, np.int64), (4, 5), 5).sum() == 0
+    # a vocabulary too big for uint8 gives uint16 maps, painted or empty
+    assert paint_label_map(masks, np.array([300, 0]), (4, 5), 400)[0, 0] == 301
+    assert paint_label_map(np.zeros((0, 4, 5), bool), np.zeros(0, np.int64), (4, 5), 400).dtype == np.uint16
 
 
 def test_config_validation_and_defaults():

@@ -37,6 +37,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+import torchvision
 
 MOTION_FLOOR = 2.0 / 255.0
 """Mean absolute grey-level change (0..1 scale) under which a mask counts as not moving."""
@@ -123,34 +125,6 @@ class Candidates:
         return Candidates(self.boxes[keep], self.class_index[keep], self.detector_scores[keep])
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, M) IoU of xyxy boxes a (N, 4) and b (M, 4)."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy non-maximum suppression: indices kept, highest score first (ties: lower index first)."""
-    order = list(np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable"))
-    kept: list[int] = []
-    while order:
-        best = order.pop(0)
-        kept.append(best)
-        if order:
-            ious = box_iou(boxes[best : best + 1], boxes[order])[0]
-            order = [index for index, iou in zip(order, ious) if iou <= iou_threshold]
-    return np.asarray(kept, dtype=np.int64)
-
-
 def frame_candidates(
     boxes: np.ndarray,
     class_scores: np.ndarray,
@@ -190,7 +164,8 @@ def frame_candidates(
         members = np.flatnonzero((assigned == vocab_index) & (best >= box_threshold) & (best > 0))
         if members.size == 0:
             continue
-        kept = members[nms(boxes[members], best[members], nms_iou)][:max_boxes_per_class]
+        order = torchvision.ops.nms(torch.from_numpy(boxes[members]), torch.from_numpy(best[members]), nms_iou)
+        kept = members[order.numpy()][:max_boxes_per_class]
         keep_parts.append(kept)
     if not keep_parts:
         return empty
@@ -287,18 +262,22 @@ def select_instances(
     return ordered[:max_instances].astype(np.int64)
 
 
-def paint_label_map(masks: np.ndarray, class_index: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """(H, W) uint8 label map (class index + 1, 0 = background) painted first come first served.
+def paint_label_map(masks: np.ndarray, class_index: np.ndarray, shape: tuple[int, int], vocabulary_size: int
+                    ) -> np.ndarray:
+    """(H, W) label map (class index + 1, 0 = background) painted first come first served, like OV-AVSS
+    (`models.ovavss.postprocess.paint_semantic_maps`).
 
     Args:
         masks: (M, H, W) bool in painting order.
         class_index: (M,) vocabulary indices.
         shape: (H, W).
+        vocabulary_size: V; the map is uint8 when V < 255, else uint16 (as the OV-AVSS predictor's).
     """
-    label_map = np.zeros(shape, dtype=np.uint8 if int(np.max(class_index, initial=0)) < 255 else np.uint16)
-    free = np.ones(shape, dtype=bool)
-    for mask, label in zip(masks, class_index):
-        paint = mask & free
-        label_map[paint] = int(label) + 1
-        free &= ~mask
-    return label_map
+    from models.ovavss.postprocess import paint_semantic_maps
+
+    dtype = np.uint8 if vocabulary_size < 255 else np.uint16
+    if len(masks) == 0:
+        return np.zeros(shape, dtype=dtype)
+    painted = paint_semantic_maps(torch.from_numpy(np.asarray(masks, dtype=bool))[:, None],
+                                  torch.as_tensor(np.asarray(class_index), dtype=torch.long))
+    return painted[0].numpy().astype(dtype)

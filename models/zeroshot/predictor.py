@@ -283,8 +283,9 @@ class ZeroShotPredictor:
         predictions = []
         for t in range(count):
             if t not in detections:
+                empty = np.zeros((0,) + frames.shape[1:3], bool)
                 predictions.append(FramePrediction(label_map=paint_label_map(
-                    np.zeros((0,) + frames.shape[1:3], bool), np.zeros(0, np.int64), frames.shape[1:3])))
+                    empty, np.zeros(0, np.int64), frames.shape[1:3], len(self.vocabulary))))
                 continue
             neighbour = frames[t - 1] if t > 0 else (frames[1] if count > 1 else None)
             predictions.append(self._frame_prediction(frames[t], neighbour, detections[t], queried, evidence[t]))
@@ -303,7 +304,7 @@ class ZeroShotPredictor:
             big = masks.reshape(masks.shape[0], -1).sum(axis=1) >= config.min_mask_pixels
             candidates, masks = candidates.take(np.flatnonzero(big)), masks[big]
         if not len(candidates):
-            return FramePrediction(label_map=paint_label_map(masks, np.zeros(0, np.int64), shape))
+            return FramePrediction(label_map=paint_label_map(masks, np.zeros(0, np.int64), shape, len(self.vocabulary)))
         clip_probabilities = self.rescorer.probabilities(frame, masks) if self.rescorer is not None else None
         scores = combine_scores(candidates.detector_scores, clip_probabilities, evidence.sounding,
                                 config.rescore_weight)
@@ -317,7 +318,7 @@ class ZeroShotPredictor:
                      sound_score=float(evidence.probabilities[labels[i]]), query=int(i))
             for i in keep
         ]
-        label_map = paint_label_map(masks[keep], labels[keep], shape)
+        label_map = paint_label_map(masks[keep], labels[keep], shape, len(self.vocabulary))
         return FramePrediction(label_map=label_map, instances=instances)
 
     # ------------------------------------------------------------------------------------------ report
