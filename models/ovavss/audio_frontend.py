@@ -93,6 +93,19 @@ def log_mel_spectrogram(waveform_16k: np.ndarray) -> np.ndarray:
     return np.log(magnitude @ _mel_matrix() + LOG_OFFSET)
 
 
+def to_mono_16k(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
+    """(N,) or (N, C) samples at `sample_rate` -> (M,) float64 mono at 16 kHz, as the official code makes them:
+    the mean over channels, then resampy (only for other rates; an empty waveform stays empty)."""
+    data = np.asarray(waveform, dtype=np.float64)
+    if data.ndim == 2:
+        data = data.mean(axis=1)
+    if sample_rate != SAMPLE_RATE and data.shape[0]:
+        import resampy  # imports numba (slow); only needed for rates other than 16 kHz
+
+        data = resampy.resample(data, int(sample_rate), SAMPLE_RATE)
+    return data
+
+
 def waveform_to_log_mel_examples(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
     """Waveform -> VGGish log-mel examples.
 
@@ -108,14 +121,9 @@ def waveform_to_log_mel_examples(waveform: np.ndarray, sample_rate: int) -> np.n
         raise ValueError(f"waveform must be (N,) or (N, C), got shape {data.shape}")
     if int(sample_rate) != sample_rate or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive integer, got {sample_rate}")
-    if data.ndim == 2:
-        data = data.mean(axis=1)
     if int(data.shape[0] * float(SAMPLE_RATE) / float(sample_rate)) < STFT_WINDOW_SAMPLES:
         return np.zeros((0, EXAMPLE_FRAMES, NUM_MEL_BINS), dtype=np.float32)  # shorter than one STFT window
-    if sample_rate != SAMPLE_RATE:
-        import resampy  # imports numba (slow); only needed for rates other than 16 kHz
-
-        data = resampy.resample(data, int(sample_rate), SAMPLE_RATE)
+    data = to_mono_16k(data, int(sample_rate))
     log_mel = log_mel_spectrogram(data)
     count = num_examples_for(data.shape[0])
     # Example hop == example length, so the examples are consecutive blocks of 96 frames.

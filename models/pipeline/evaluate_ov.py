@@ -142,32 +142,25 @@ def _remove_stale_temporaries(pred_dir: Path, uids: set[str]) -> None:
 def read_waveform_16k(path: Path) -> np.ndarray:
     """(N,) float32 mono 16 kHz samples of an AVSBench wav, read like the official code (soundfile int16 / 32768,
     channel mean, resampy to 16 kHz when the file has another rate)."""
-    from models.ovavss.audio_frontend import SAMPLE_RATE, read_wav
+    from models.ovavss.audio_frontend import read_wav, to_mono_16k
 
-    data, sample_rate = read_wav(path)
-    if data.ndim == 2:
-        data = data.mean(axis=1)
-    if sample_rate != SAMPLE_RATE and data.shape[0]:
-        import resampy
-
-        data = resampy.resample(data, sample_rate, SAMPLE_RATE)
-    return np.asarray(data, dtype=np.float32)
+    return to_mono_16k(*read_wav(path)).astype(np.float32)
 
 
 def _video_clips(record: VideoRecord, root: Path, clip_len: int, with_waveform: bool = False):
     """Yield (frame ids, ClipInput) of one video at the original resolution, in frame order.
 
     Frame k of an AVSBench video is at k seconds. With `with_waveform` each clip also carries the 16 kHz
-    waveform from its first frame on (cut like `FrameAudio.waveform_span`), for methods with their own audio model.
+    waveform from its first frame on (cut by `frame_audio.waveform_span`), for methods with their own audio model.
     """
     from models.data.clips import NUM_AUDIO_EXAMPLES, load_audio_examples, select_audio_examples
     from models.data.eval_clips import clip_frame_ranges
     from models.data.transforms import read_frame
-    from models.pipeline.frame_audio import FrameAudio
+    from models.pipeline.frame_audio import waveform_span
 
     audio_path = record.audio_path(root)
     examples = load_audio_examples(audio_path, max(NUM_AUDIO_EXAMPLES, record.num_frames))
-    sound = FrameAudio(read_waveform_16k(audio_path)) if with_waveform else None
+    waveform = read_waveform_16k(audio_path) if with_waveform else None
     for ids in clip_frame_ranges(record.num_frames, clip_len):
         frames = [read_frame(record.frame_path(root, k)) for k in ids]
         size = frames[0].shape[:2]
@@ -181,7 +174,7 @@ def _video_clips(record: VideoRecord, root: Path, clip_len: int, with_waveform: 
         yield ids, ClipInput(
             frames=np.stack(frames),
             audio_examples=select_audio_examples(examples, ids, audio_path).numpy(),
-            waveform_16k=sound.waveform_span(times) if sound is not None else None,
+            waveform_16k=waveform_span(waveform, times) if with_waveform else None,
             times=times,
         )
 

@@ -78,6 +78,21 @@ def log_mel_start(time_seconds: float) -> int:
     return max(0, math.floor(time_seconds * LOG_MEL_FRAMES_PER_SECOND + 0.5 + 1e-9))
 
 
+def waveform_span(waveform: np.ndarray | None, times: Sequence[float]) -> np.ndarray:
+    """(N,) float32 samples of a 16 kHz waveform from the first time's example to the end of the last one's.
+
+    Covers [min(times), max(times) + 0.975 s) with the times rounded like `log_mel_start`, cut at the end of the
+    audio; `waveform` None (no audio track) gives zeros of the full length.
+    """
+    if len(times) == 0:
+        return np.zeros(0, dtype=np.float32)
+    start = log_mel_start(min(times)) * STFT_HOP_SAMPLES
+    stop = log_mel_start(max(times)) * STFT_HOP_SAMPLES + WINDOW_SAMPLES
+    if waveform is None:
+        return np.zeros(stop - start, dtype=np.float32)
+    return np.asarray(waveform[start:stop], dtype=np.float32).copy()
+
+
 class FrameAudio:
     """Per-frame VGGish examples and waveform slices of one video's sound.
 
@@ -121,15 +136,5 @@ class FrameAudio:
         return np.stack([self.example(t) for t in times])
 
     def waveform_span(self, times: Sequence[float]) -> np.ndarray:
-        """(N,) float32 samples from the first time's example to the end of the last one's (zeros when silent).
-
-        Covers [min(times), max(times) + 0.975 s), cut at the end of the audio (a silent video gets zeros
-        of the full length).
-        """
-        if len(times) == 0:
-            return np.zeros(0, dtype=np.float32)
-        start = log_mel_start(min(times)) * STFT_HOP_SAMPLES
-        stop = log_mel_start(max(times)) * STFT_HOP_SAMPLES + WINDOW_SAMPLES
-        if self.waveform is None:
-            return np.zeros(stop - start, dtype=np.float32)
-        return self.waveform[start:stop].copy()
+        """(N,) float32 samples from the first time's example to the end of the last one's (`waveform_span`)."""
+        return waveform_span(self.waveform, times)
