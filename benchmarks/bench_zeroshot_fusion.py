@@ -15,13 +15,18 @@ mean IoU of the painted sounding-class mask with the sounding instance's mask.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 
-from models.prediction import ClipInput
-from models.zeroshot.config import ZeroShotConfig
-from models.zeroshot.predictor import ZeroShotPredictor
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from models.prediction import ClipInput  # noqa: E402
+from models.zeroshot.config import ZeroShotConfig  # noqa: E402
+from models.zeroshot.predictor import ZeroShotPredictor  # noqa: E402
+from zeroshot_fakes import BoxMaskSegmenter  # noqa: E402
 
 SIZE = (120, 200)
 
@@ -44,14 +49,6 @@ class SceneDetector:
     def detect(self, frames, names):
         return [SimpleNamespace(boxes=self.boxes, class_scores=self.scores[:, None].repeat(len(names), 1))
                 for _ in frames]
-
-
-class BoxMasks:
-    def segment(self, frame, boxes):
-        masks = np.zeros((len(boxes),) + frame.shape[:2], bool)
-        for mask, (x1, y1, x2, y2) in zip(masks, boxes.astype(int)):
-            mask[y1:y2, x1:x2] = True
-        return masks, np.ones(len(boxes))
 
 
 def make_scene(rng, instances: int, distractor_motion: float, sounding_moves: bool):
@@ -87,7 +84,7 @@ def run(policy: str, scenes: int, instances: int, distractor_motion: float, soun
     for _ in range(scenes):
         frames, boxes, sounding = make_scene(rng, instances, distractor_motion, sounding_moves)
         scores = rng.uniform(0.4, 0.9, len(boxes)).astype(np.float32)
-        predictor = ZeroShotPredictor(OneClassTagger(), SceneDetector(boxes, scores), BoxMasks(), None,
+        predictor = ZeroShotPredictor(OneClassTagger(), SceneDetector(boxes, scores), BoxMaskSegmenter(), None,
                                       ZeroShotConfig(rescore=False, instance_policy=policy, max_boxes_per_class=5))
         predictor.set_vocabulary(["guitar"])
         waveform = 0.3 * np.sin(np.arange(2 * 16000) / 16000 * 2 * np.pi * 440).astype(np.float32)

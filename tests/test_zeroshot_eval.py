@@ -17,6 +17,7 @@ from models.pipeline.evaluate_ov import predict_split, read_waveform_16k
 from models.pipeline.prepare import prepare_dataset
 from models.zeroshot.config import ZeroShotConfig
 from models.zeroshot.predictor import ZeroShotPredictor
+from zeroshot_fakes import BoxMaskSegmenter
 
 torch.set_num_threads(1)
 
@@ -44,16 +45,8 @@ class CornerDetector:
                                 class_scores=np.full((1, len(names)), 0.9, np.float32)) for f in frames]
 
 
-class BoxMasks:
-    def segment(self, frame, boxes):
-        masks = np.zeros((len(boxes),) + frame.shape[:2], bool)
-        for mask, (x1, y1, x2, y2) in zip(masks, boxes.astype(int)):
-            mask[y1:y2, x1:x2] = True
-        return masks, np.ones(len(boxes))
-
-
 def fake_predictor() -> ZeroShotPredictor:
-    return ZeroShotPredictor(RecordingTagger(), CornerDetector(), BoxMasks(), None, ZeroShotConfig(rescore=False),
+    return ZeroShotPredictor(RecordingTagger(), CornerDetector(), BoxMaskSegmenter(), None, ZeroShotConfig(rescore=False),
                              sources={"clap": "fake"})
 
 

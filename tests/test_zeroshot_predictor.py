@@ -9,6 +9,7 @@ import pytest
 from models.prediction import ClipInput
 from models.zeroshot.config import ZeroShotConfig
 from models.zeroshot.predictor import ZeroShotPredictor
+from zeroshot_fakes import BoxMaskSegmenter
 
 SR = 16000
 TONES = {"violin": 440.0, "dog": 1000.0, "man": 200.0}
@@ -58,18 +59,6 @@ class SceneDetector:
         return [SimpleNamespace(boxes=boxes, class_scores=scores) for _ in frames]
 
 
-class BoxSegmenter:
-    def __init__(self):
-        self.calls = 0
-
-    def segment(self, frame, boxes):
-        self.calls += 1
-        masks = np.zeros((len(boxes),) + frame.shape[:2], dtype=bool)
-        for mask, (x1, y1, x2, y2) in zip(masks, np.asarray(boxes).astype(int)):
-            mask[y1:y2, x1:x2] = True
-        return masks, np.ones(len(boxes), np.float32)
-
-
 class TableRescorer:
     """CLIP stand-in: the probabilities of the class whose box contains the mask's centre, from a table."""
 
@@ -91,7 +80,7 @@ class TableRescorer:
 
 
 def make_predictor(objects, config=ZeroShotConfig(rescore=False), rescorer=None, vocabulary=("violin", "dog", "man")):
-    predictor = ZeroShotPredictor(ToneTagger(), SceneDetector(objects), BoxSegmenter(), rescorer, config)
+    predictor = ZeroShotPredictor(ToneTagger(), SceneDetector(objects), BoxMaskSegmenter(), rescorer, config)
     predictor.set_vocabulary(vocabulary)
     return predictor
 
@@ -199,7 +188,7 @@ def test_clip_rescoring_renames_between_sounding_classes():
 
 
 def test_describe_is_json_and_vocabulary_is_required():
-    predictor = ZeroShotPredictor(ToneTagger(), SceneDetector(OBJECTS), BoxSegmenter(), None,
+    predictor = ZeroShotPredictor(ToneTagger(), SceneDetector(OBJECTS), BoxMaskSegmenter(), None,
                                   ZeroShotConfig(rescore=False), sources={"clap": "/x"})
     with pytest.raises(RuntimeError, match="set_vocabulary"):
         predictor.predict_clip(clip_of(tone(440, 1), [0.0]))
@@ -208,6 +197,6 @@ def test_describe_is_json_and_vocabulary_is_required():
     assert described["method"] == "zeroshot" and described["weights"] == {"clap": "/x"} and described["detector"] == "fake"
     assert described["options"]["instance_policy"] == "motion"
     with pytest.raises(ValueError, match="rescorer"):
-        ZeroShotPredictor(ToneTagger(), SceneDetector(OBJECTS), BoxSegmenter(), None, ZeroShotConfig(rescore=True))
+        ZeroShotPredictor(ToneTagger(), SceneDetector(OBJECTS), BoxMaskSegmenter(), None, ZeroShotConfig(rescore=True))
     with pytest.raises(ValueError, match="1 to 5 frames"):
         predictor.predict_clip(clip_of(tone(440, 6), [0.0, 1, 2, 3, 4, 5]))

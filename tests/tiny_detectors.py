@@ -158,23 +158,11 @@ def _bert_vocab() -> list[str]:
     return [vocab.get(i, f"[unused{i}]") for i in range(size)]
 
 
-def _bytes_to_unicode() -> list[str]:
-    """The 256 printable stand-ins byte-level BPE uses for bytes 0..255, in CLIP's vocabulary order."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    printable += list(range(ord("®"), ord("ÿ") + 1))
-    codes = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(code) for code in codes]
-
-
 def _clip_vocab_and_merges() -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
     """CLIP-style byte-level vocabulary: bytes, bytes + "</w>", merged tokens, then <|startoftext|>, <|endoftext|>."""
-    symbols = _bytes_to_unicode()
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    symbols = list(bytes_to_unicode().values())  # the printable stand-ins of bytes 0..255, in CLIP's order
     tokens = symbols + [s + "</w>" for s in symbols] + [left + right for left, right in OWL_MERGES]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     return {token: index for index, token in enumerate(tokens)}, OWL_MERGES

@@ -21,8 +21,8 @@ class CropRescorer:
 
     Each mask's tight box becomes a square of side max(w, h) anchored at its top-left (the official protocol),
     the frame and the mask are cropped to it at CLIP's input size, the frame is multiplied by the mask (black
-    background), CLIP encodes the crops and 100 x cosine similarity to the prompt-ensembled class embeddings
-    is softmaxed over the vocabulary.
+    background), CLIP encodes the crops and logit_scale x cosine similarity to the prompt-ensembled class embeddings
+    is softmaxed over the vocabulary (the classifier's fixed `logit_scale`, 100).
 
     Args:
         clip: the loaded open_clip model.
@@ -77,5 +77,5 @@ class CropRescorer:
             regions = crop_regions(image, logits, index, torch.zeros_like(index), squares[index],
                                    self.classifier.image_size)
             embeddings = self.classifier.encode_regions(regions)
-            outputs.append((100.0 * embeddings @ self._text.T).softmax(dim=-1))
+            outputs.append((self.classifier.config.logit_scale * embeddings @ self._text.T).softmax(dim=-1))
         return torch.cat(outputs).float().cpu().numpy()
