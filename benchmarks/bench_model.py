@@ -8,12 +8,18 @@ Inputs are random (normalised-scale) frames of a 16:9 video resized to the given
 multiple of 32, with random VGGish examples; weights are random (speed does not depend on them). Times are
 medians over --repeat runs after --warmup runs; CUDA times are taken between synchronisations.
 Reports per-clip and per-frame times, "training it/s" at batch 1 and peak memory (CUDA: max allocated;
-CPU: peak RSS of the process, which includes everything loaded before).
+CPU: peak RSS of the process, which includes everything loaded before). On the CPU it also prints the process
+CPU time of a forward and the CPU time the hypervisor stole from this machine meanwhile (/proc/stat), because
+on a shared virtual machine wall times vary with the neighbours' load.
+
+--sampling picks the deformable-attention sampling form (compare gather and grid_sample); --stages adds the
+forward time of each stage (backbone, VGGish, pixel decoder, mask decoder).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import time
@@ -26,25 +32,60 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_time(fn, device: torch.device, warmup: int, repeat: int) -> float:
+def _steal_ticks() -> int | None:
+    """Clock ticks the hypervisor gave to other guests (the 'steal' column of /proc/stat), if known."""
+    try:
+        with open("/proc/stat") as stat:
+            return int(stat.readline().split()[8])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _median_time(fn, device: torch.device, warmup: int, repeat: int) -> tuple[float, float]:
+    """Median wall time and median process CPU time (all threads) of `fn` over `repeat` runs."""
     for _ in range(warmup):
         fn()
     _sync(device)
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         fn()
         _sync(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        cpu_times.append(time.process_time() - cpu_start)
+    return statistics.median(times), statistics.median(cpu_times)
+
+
+def _stage_timer(model: torch.nn.Module, device: torch.device) -> dict[str, list[float]]:
+    """Forward hooks that record the wall time of the model's main stages on every call."""
+    stages = {"backbone": model.backbone, "audio (VGGish)": model.audio_encoder,
+              "pixel decoder": model.sem_seg_head.pixel_decoder, "mask decoder": model.sem_seg_head.predictor}
+    times: dict[str, list[float]] = {name: [] for name in stages}
+    for name, module in stages.items():
+        def before(_module, _inputs, name=name):
+            _sync(device)
+            times[name].append(-time.perf_counter())
+
+        def after(_module, _inputs, _output, name=name):
+            _sync(device)
+            times[name][-1] += time.perf_counter()
+
+        module.register_forward_pre_hook(before)
+        module.register_forward_hook(after)
+    return times
 
 
 def bench(config: str, device: torch.device, short_side: int, frames: int, amp: str, warmup: int, repeat: int,
-          backward: bool) -> dict:
+          backward: bool, sampling: str = "auto", stages: bool = False) -> dict:
+    from models.ovavss.deform_attn import MSDeformAttn
     from models.ovavss.model import build_ovavss
     from models.pipeline.train import _autocast
 
     model = build_ovavss(config).to(device)
+    for module in model.modules():
+        if isinstance(module, MSDeformAttn):
+            module.sampling = sampling
+    stage_times = _stage_timer(model, device) if stages else None
     h = short_side
     w = int(short_side * 16 / 9 + 0.5)
     hp, wp = -(-h // 32) * 32, -(-w // 32) * 32
@@ -69,9 +110,16 @@ def bench(config: str, device: torch.device, short_side: int, frames: int, amp: 
         model.zero_grad(set_to_none=True)
 
     row = {"config": config, "device": str(device), "input": f"{frames}x3x{hp}x{wp}", "amp": amp}
-    row["forward_s"] = _median_time(forward, device, warmup, repeat)
+    steal_before = _steal_ticks()
+    row["forward_s"], row["forward_cpu_s"] = _median_time(forward, device, warmup, repeat)
+    if steal_before is not None:
+        row["steal_s"] = (_steal_ticks() - steal_before) / os.sysconf("SC_CLK_TCK")
+    if stage_times is not None:
+        row["stages_s"] = {name: statistics.median(t[warmup:]) for name, t in stage_times.items() if t}
+        for t in stage_times.values():
+            t.clear()
     if backward:
-        row["train_step_s"] = _median_time(train_step, device, warmup, repeat)
+        row["train_step_s"], _ = _median_time(train_step, device, warmup, repeat)
     if device.type == "cuda":
         row["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
     else:
@@ -90,6 +138,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-backward", action="store_true")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--sampling", default="auto", choices=["auto", "gather", "grid_sample"],
+                        help="deformable-attention sampling form (auto: gather on the CPU, grid_sample elsewhere)")
+    parser.add_argument("--stages", action="store_true", help="also print the forward time of each stage")
     args = parser.parse_args()
     from models.device import flush_denormals
 
@@ -101,14 +152,21 @@ def main() -> None:
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     for config in args.configs:
         row = bench(config, device, args.short_side, args.frames, args.amp, args.warmup, args.repeat,
-                    not args.no_backward)
+                    not args.no_backward, args.sampling, args.stages)
         per_frame = row["forward_s"] / args.frames
-        text = (f"{row['config']:6s} {row['input']:16s} amp={row['amp']:4s} forward {row['forward_s']:.3f} s/clip "
+        text = (f"{row['config']:6s} {row['input']:16s} amp={row['amp']:4s} sampling={args.sampling} forward {row['forward_s']:.3f} s/clip "
                 f"({per_frame:.3f} s/frame)")
         if "train_step_s" in row:
             text += f", train step {row['train_step_s']:.3f} s ({1 / row['train_step_s']:.2f} it/s)"
         text += f", peak {row.get('peak_mem_gb', row.get('peak_rss_gb')):.2f} GB"
+        if device.type == "cpu":
+            # On a shared virtual machine, time stolen by other guests inflates wall times; CPU time does not.
+            text += f"; forward CPU time {row['forward_cpu_s']:.2f} s/clip over {torch.get_num_threads()} threads"
+            if "steal_s" in row:
+                text += f", {row['steal_s']:.1f} s stolen during the forward runs"
         print(text, flush=True)
+        for name, seconds in row.get("stages_s", {}).items():
+            print(f"    {name:15s} {seconds:.3f} s/clip", flush=True)
 
 
 if __name__ == "__main__":

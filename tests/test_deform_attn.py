@@ -7,7 +7,10 @@ import math
 import pytest
 import torch
 
+from models.ovavss import deform_sampling
 from models.ovavss.deform_attn import MSDeformAttn, multi_scale_deformable_attn
+
+METHODS = ["gather", "grid_sample"]
 
 torch.set_num_threads(1)
 
@@ -52,40 +55,43 @@ def random_case(shapes, n_batch=2, n_queries=7, n_heads=3, head_dim=5, n_points=
     return value, torch.tensor(shapes, dtype=torch.long), locations, weights
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("shapes", [[(3, 5), (6, 4), (1, 1)], [(2, 7), (4, 3), (5, 5), (1, 2)], [(4, 9)]])
-def test_matches_explicit_bilinear_reference(shapes):
+def test_matches_explicit_bilinear_reference(shapes, method):
     value, spatial, locations, weights = random_case(shapes)
     assert ((locations < 0) | (locations > 1)).any()  # the case really samples outside the maps
-    got = multi_scale_deformable_attn(value, spatial, locations, weights)
+    got = multi_scale_deformable_attn(value, spatial, locations, weights, method)
     want = reference_msda(value, shapes, locations, weights)
     assert got.shape == (2, 7, 15) and got.dtype == torch.float64
     assert (got - want).abs().max().item() < 1e-10
 
 
-def test_borders_corners_and_far_outside():
+@pytest.mark.parametrize("method", METHODS)
+def test_borders_corners_and_far_outside(method):
     shapes = [(3, 4), (2, 5)]
     value, spatial, _, _ = random_case(shapes, n_batch=1, n_queries=1, n_heads=2, head_dim=3, n_points=1)
     # Hand-picked x (same list used for y): the map edges, pixel centres, half a pixel outside, one pixel
     # outside (only zero neighbours) and far away.
-    xs = [0.0, 1.0, 0.5 / 4, 3.5 / 4, -0.5 / 4, 1 + 0.5 / 4, -1.0 / 4, 1 + 1.0 / 4, -3.0, 0.37, 0.5]
+    xs = [0.0, 1.0, 0.5 / 4, 3.5 / 4, -0.5 / 4, 1 + 0.5 / 4, -1.0 / 4, 1 + 1.0 / 4, -3.0, 0.37, 0.5, 1e6, -1e6]
     points = torch.tensor([(x, y) for x in xs for y in xs], dtype=torch.float64)  # (Q, 2)
     n_queries = points.shape[0]
     locations = points[None, :, None, None, None, :].expand(1, n_queries, 2, 2, 1, 2).contiguous()
     weights = torch.ones(1, n_queries, 2, 2, 1, dtype=torch.float64)
-    got = multi_scale_deformable_attn(value, spatial, locations, weights)
+    got = multi_scale_deformable_attn(value, spatial, locations, weights, method)
     want = reference_msda(value, shapes, locations, weights)
     assert (got - want).abs().max().item() < 1e-10
     # A point one pixel or more outside the map reads exactly zero on every level.
-    far = [i for i, (x, y) in enumerate(points.tolist()) if x <= -0.25 or y <= -1.0 / 3]
+    far = [i for i, (x, y) in enumerate(points.tolist()) if x <= -0.25 or y <= -1.0 / 3 or x >= 1.25 or y >= 1.5]
     assert far and got[0, far].abs().max().item() == 0.0
     # A pixel centre reads exactly that pixel: (x, y) = (0.5/4, 0.5/3) is pixel (0, 0) of level 0.
     single = multi_scale_deformable_attn(
         value, spatial, torch.tensor([0.5 / 4, 0.5 / 3], dtype=torch.float64).expand(1, 1, 2, 2, 1, 2),
-        torch.tensor([1.0, 0.0], dtype=torch.float64)[None, None, None, :, None].expand(1, 1, 2, 2, 1))
+        torch.tensor([1.0, 0.0], dtype=torch.float64)[None, None, None, :, None].expand(1, 1, 2, 2, 1), method)
     assert torch.allclose(single[0, 0], value[0, 0].reshape(-1), atol=1e-12)
 
 
-def test_gradcheck_tiny():
+@pytest.mark.parametrize("method", METHODS)
+def test_gradcheck_tiny(method):
     shapes = [(2, 3), (1, 2)]
     value, spatial, locations, weights = random_case(shapes, n_batch=1, n_queries=2, n_heads=2, head_dim=2,
                                                      n_points=2, seed=3)
@@ -94,8 +100,70 @@ def test_gradcheck_tiny():
     locations.requires_grad_(True)
     weights.requires_grad_(True)
     assert torch.autograd.gradcheck(
-        lambda v, loc, w: multi_scale_deformable_attn(v, spatial, loc, w), (value, locations, weights),
+        lambda v, loc, w: multi_scale_deformable_attn(v, spatial, loc, w, method), (value, locations, weights),
         eps=1e-6, atol=1e-6)
+
+
+def test_gather_and_grid_sample_agree_in_value_and_gradient_off_the_map():
+    """The two forms give the same output and the same gradients, also for points partly or fully outside
+    the maps (where the gather form clamps coordinates onto its zero border)."""
+    shapes = [(5, 7), (3, 4), (2, 2)]
+    case = random_case(shapes, n_batch=2, n_queries=11, n_heads=2, head_dim=3, n_points=3, seed=7)
+    value, spatial, locations, weights = case
+    locations = locations * 1.5 - 0.25  # about 45 % of the points off the map, some far
+    grads = {}
+    for method in METHODS:
+        inputs = [t.clone().requires_grad_(True) for t in (value, locations, weights)]
+        out = multi_scale_deformable_attn(inputs[0], spatial, inputs[1], inputs[2], method)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        grads[method] = (out.detach(), *[t.grad for t in inputs])
+    for got, want in zip(grads["gather"], grads["grid_sample"]):
+        assert want.abs().max() > 0
+        assert (got - want).abs().max().item() < 1e-10
+
+
+def test_non_finite_locations_read_zero_and_never_index_out_of_range():
+    """NaN and +-inf locations (a diverged or corrupt model) contribute nothing, as in grid_sample."""
+    shapes = [(3, 4), (2, 2)]
+    value, spatial, locations, weights = random_case(shapes, n_batch=1, n_queries=6, n_heads=2, head_dim=3,
+                                                     n_points=2, seed=11)
+    locations = locations.clamp(0, 1)
+    bad = locations.clone()
+    bad[0, 0, :, 0, 0, 0] = float("nan")
+    bad[0, 1, :, 1, 1, 1] = float("inf")
+    bad[0, 2, :, 0, 1, 0] = -float("inf")
+    zeroed = weights.clone()
+    zeroed[0, 0, :, 0, 0] = zeroed[0, 1, :, 1, 1] = zeroed[0, 2, :, 0, 1] = 0
+    got = multi_scale_deformable_attn(value, spatial, bad, weights, "gather")
+    want = reference_msda(value, shapes, locations, zeroed)  # the bad points dropped
+    assert torch.isfinite(got).all()
+    assert (got - want).abs().max().item() < 1e-10
+
+
+def test_float32_gather_matches_grid_sample_at_model_shapes():
+    """At the r50 head shapes (8 heads x 32 channels, 3 levels x 4 points) the float32 forms agree."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = torch.tensor([[12, 20], [6, 10], [3, 5]])
+    total = int((shapes[:, 0] * shapes[:, 1]).sum())
+    value = torch.randn(2, total, 8, 32, generator=gen)
+    locations = torch.rand(2, total, 8, 3, 4, 2, generator=gen) * 1.2 - 0.1
+    weights = torch.rand(2, total, 8, 3, 4, generator=gen).softmax(-1)
+    got = multi_scale_deformable_attn(value, shapes, locations, weights, "gather")
+    want = multi_scale_deformable_attn(value, shapes, locations, weights, "grid_sample")
+    assert (got - want).abs().max().item() < 1e-5
+
+
+def test_auto_uses_gather_on_cpu_and_unknown_method_is_refused(monkeypatch):
+    calls = []
+    real = deform_sampling.sample_with_gather
+    monkeypatch.setattr(deform_sampling, "sample_with_gather", lambda *a: calls.append(1) or real(*a))
+    value, spatial, locations, weights = random_case([(2, 3)])
+    multi_scale_deformable_attn(value, spatial, locations, weights)
+    assert calls == [1]
+    with pytest.raises(ValueError, match="unknown sampling method 'cuda_op'"):
+        multi_scale_deformable_attn(value, spatial, locations, weights, "cuda_op")
+    with pytest.raises(ValueError, match="unknown sampling method"):
+        MSDeformAttn(d_model=8, n_heads=2, sampling="bogus")
 
 
 def test_rejects_shapes_that_do_not_cover_value():
@@ -134,10 +202,11 @@ def test_reset_parameters_deformable_detr_pattern():
     assert attn.value_proj.weight.abs().max() <= bound and attn.value_proj.weight.std() > bound / 4
 
 
-def test_module_forward_matches_reference_composition():
+@pytest.mark.parametrize("method", ["auto", *METHODS])
+def test_module_forward_matches_reference_composition(method):
     torch.manual_seed(0)
     shapes = [(3, 4), (2, 2), (1, 3)]
-    attn = MSDeformAttn(d_model=12, n_levels=3, n_heads=3, n_points=2).double()
+    attn = MSDeformAttn(d_model=12, n_levels=3, n_heads=3, n_points=2, sampling=method).double()
     with torch.no_grad():
         for p in attn.parameters():
             p.add_(0.3 * torch.randn_like(p))  # non-trivial offsets and attention weights

@@ -140,19 +140,22 @@ def test_mlp_relu_between_layers_only():
 
 
 @pytest.mark.parametrize("num_clips,num_frames", [(2, 5), (1, 3)])
-def test_output_shapes_default_config(num_clips, num_frames):
+@pytest.mark.parametrize("aux_masks", [True, None])
+def test_output_shapes_default_config(num_clips, num_frames, aux_masks):
     torch.manual_seed(0)
     decoder = AudioVideoMaskDecoder().eval()
     features, mask_features, audio = make_inputs(num_clips, num_frames, channels=256, mask_dim=256)
     with torch.no_grad():
-        out = decoder(features, mask_features, audio, num_frames=num_frames)
+        out = decoder(features, mask_features, audio, num_frames=num_frames, aux_masks=aux_masks)
     assert out["pred_logits"].shape == (num_clips, 100, 2)
     assert out["pred_masks"].shape == (num_clips, 100, num_frames, *MASK_SIZE)
     assert len(out["aux_outputs"]) == 9
     for aux in out["aux_outputs"]:
-        assert set(aux) == {"pred_logits", "pred_masks"}
+        # In eval mode the default leaves the earlier predictions without stride-4 masks.
+        assert set(aux) == ({"pred_logits", "pred_masks"} if aux_masks else {"pred_logits"})
         assert aux["pred_logits"].shape == (num_clips, 100, 2)
-        assert aux["pred_masks"].shape == (num_clips, 100, num_frames, *MASK_SIZE)
+        if aux_masks:
+            assert aux["pred_masks"].shape == (num_clips, 100, num_frames, *MASK_SIZE)
     assert torch.isfinite(out["pred_masks"]).all() and torch.isfinite(out["pred_logits"]).all()
 
 
@@ -166,13 +169,14 @@ def test_batch_of_two_clips_equals_each_clip_alone():
     feats_a, masks_a, audio_a = make_inputs(1, num_frames, dtype=torch.float64, seed=1)
     feats_b, masks_b, audio_b = make_inputs(1, num_frames, dtype=torch.float64, seed=2)
     with torch.no_grad():
-        alone_a = decoder(feats_a, masks_a, audio_a, num_frames)
-        alone_b = decoder(feats_b, masks_b, audio_b, num_frames)
+        alone_a = decoder(feats_a, masks_a, audio_a, num_frames, aux_masks=True)
+        alone_b = decoder(feats_b, masks_b, audio_b, num_frames, aux_masks=True)
         batched = decoder(
             [torch.cat([a, b]) for a, b in zip(feats_a, feats_b)],
             torch.cat([masks_a, masks_b]),
             torch.cat([audio_a, audio_b]),
             num_frames,
+            aux_masks=True,
         )
     assert not torch.allclose(alone_a["pred_logits"], alone_b["pred_logits"])
     for (logits, masks), (logits_a, masks_a_), (logits_b, masks_b_) in zip(
@@ -266,7 +270,7 @@ def test_empty_predicted_masks_fall_back_to_attending_everywhere():
         lambda module, args, kwargs: seen.append(kwargs["attn_mask"].clone()), with_kwargs=True
     )
     with torch.no_grad():
-        out = decoder(features, mask_features, audio, num_frames=2)
+        out = decoder(features, mask_features, audio, num_frames=2, aux_masks=True)
     hook.remove()
     assert (out["aux_outputs"][0]["pred_masks"] < 0).all()
     assert seen[0].shape == (4, 10, 2 * 2 * 3) and not seen[0].any()
@@ -480,24 +484,43 @@ def test_position_encoding_matches_reference_formula():
     torch.testing.assert_close(decoder.pe_layer(probe), Float64Position3D()(probe), rtol=0, atol=2e-6)
 
 
-def test_decoder_matches_float64_matrix_reference():
+@pytest.mark.parametrize("aux_masks", [True, False])
+def test_decoder_matches_float64_matrix_reference(aux_masks):
+    """The official computation (attention masks from stride-4 logits, resized) and the inference shortcut
+    (logits computed from features resized to each level) both match the reference: the masks they block
+    are the same, so every sound logit and the final masks agree to 1e-9."""
     decoder = perturbed_tiny_decoder(dtype=torch.float64, seed=5)
     # the real pe_layer works in float32 (checked above); swap in the float64 formula for a 1e-9 comparison
     decoder.pe_layer = Float64Position3D()
     num_frames = 3
     features, mask_features, audio = make_inputs(2, num_frames, dtype=torch.float64, seed=7)
     with torch.no_grad():
-        out = decoder(features, mask_features, audio, num_frames)
+        out = decoder(features, mask_features, audio, num_frames, aux_masks=aux_masks)
     reference = _reference_decoder(decoder, features, mask_features, audio, num_frames)
-    ordered = [(a["pred_logits"], a["pred_masks"]) for a in out["aux_outputs"]] + [
+    ordered = [(a["pred_logits"], a.get("pred_masks")) for a in out["aux_outputs"]] + [
         (out["pred_logits"], out["pred_masks"])
     ]
     assert len(ordered) == len(reference[0]) == 4
     for step, (logits, masks) in enumerate(ordered):
+        assert (masks is not None) == (aux_masks or step == 3)
         for b in range(2):
             ref_logits, ref_masks = reference[b][step]
             np.testing.assert_allclose(logits[b].numpy(), ref_logits, rtol=0, atol=1e-9, err_msg=f"step {step}")
-            np.testing.assert_allclose(masks[b].numpy(), ref_masks, rtol=0, atol=1e-9, err_msg=f"step {step}")
+            if masks is not None:
+                np.testing.assert_allclose(masks[b].numpy(), ref_masks, rtol=0, atol=1e-9, err_msg=f"step {step}")
+
+
+def test_aux_masks_default_follows_training_mode():
+    decoder = perturbed_tiny_decoder(dtype=torch.float64, seed=5)
+    features, mask_features, audio = make_inputs(1, 2, dtype=torch.float64, seed=3)
+    with torch.no_grad():
+        decoder.train()
+        trained = decoder(features, mask_features, audio, 2)
+        decoder.eval()
+        evaluated = decoder(features, mask_features, audio, 2)
+    assert all("pred_masks" in aux for aux in trained["aux_outputs"])
+    assert not any("pred_masks" in aux for aux in evaluated["aux_outputs"])
+    torch.testing.assert_close(evaluated["pred_masks"], trained["pred_masks"], rtol=0, atol=1e-9)
 
 
 def test_reference_case_exercises_partial_attention_masks():

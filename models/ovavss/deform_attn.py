@@ -1,10 +1,11 @@
 """Multi-scale deformable attention (Deformable DETR), in pure PyTorch.
 
 Every query looks at `n_points` learned locations on each of `n_levels` feature maps per head and returns
-the attention-weighted sum of the bilinearly sampled values. Sampling is `F.grid_sample` (bilinear, zero
-padding, align_corners=False), i.e. a normalised location (x, y) in [0, 1] reads pixel coordinate
+the attention-weighted sum of the bilinearly sampled values. Sampling is bilinear with zero padding and
+align_corners=False (as `F.grid_sample`), i.e. a normalised location (x, y) in [0, 1] reads pixel coordinate
 (x * W - 0.5, y * H - 0.5) with pixel centres at integers, and neighbours outside the map count as 0. This
-equals the official CUDA kernel up to float rounding; no compiled extension is needed.
+equals the official CUDA kernel up to float rounding; no compiled extension is needed. The sampling itself
+lives in `deform_sampling.py` (a fused gather on the CPU, `F.grid_sample` elsewhere).
 """
 
 from __future__ import annotations
@@ -12,52 +13,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from models.ovavss.deform_sampling import SAMPLING_METHODS, multi_scale_deformable_attn
 
-def multi_scale_deformable_attn(
-    value: torch.Tensor,
-    spatial_shapes: torch.Tensor,
-    sampling_locations: torch.Tensor,
-    attention_weights: torch.Tensor,
-) -> torch.Tensor:
-    """Sample every level at the given locations and sum with the given weights.
-
-    Args:
-        value: (N, S, heads, head_dim), the levels flattened row-major and concatenated, S = sum h_l * w_l.
-        spatial_shapes: (L, 2) integer [h_l, w_l] per level, in the order the levels appear in `value`.
-        sampling_locations: (N, Lq, heads, L, P, 2) normalised (x, y); (0, 0) is the top-left corner of the
-            map, (1, 1) the bottom-right corner. Locations outside [0, 1] are allowed (they read zeros).
-        attention_weights: (N, Lq, heads, L, P), used as given (normalise them beforehand).
-
-    Returns:
-        (N, Lq, heads * head_dim), heads concatenated in order.
-    """
-    batch, num_values, num_heads, head_dim = value.shape
-    _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
-    level_sizes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
-    if len(level_sizes) != num_levels:
-        raise ValueError(f"spatial_shapes has {len(level_sizes)} levels but sampling_locations has {num_levels}")
-    if sum(h * w for h, w in level_sizes) != num_values:
-        raise ValueError(f"spatial_shapes {level_sizes} cover {sum(h * w for h, w in level_sizes)} values, "
-                         f"value has {num_values}")
-
-    per_level_values = value.split([h * w for h, w in level_sizes], dim=1)
-    # grid_sample wants [-1, 1]; fold heads into the batch: (N * heads, Lq, L, P, 2).
-    grids = (2 * sampling_locations - 1).transpose(1, 2).flatten(0, 1)
-    weights = attention_weights.transpose(1, 2).flatten(0, 1)  # (N * heads, Lq, L, P)
-
-    output = value.new_zeros(batch * num_heads, head_dim, num_queries)
-    for level, (height, width) in enumerate(level_sizes):
-        # (N, h*w, heads, D) -> (N, heads, D, h*w) -> (N * heads, D, h, w)
-        level_map = per_level_values[level].permute(0, 2, 3, 1).reshape(batch * num_heads, head_dim, height, width)
-        sampled = F.grid_sample(level_map, grids[:, :, level], mode="bilinear", padding_mode="zeros",
-                                align_corners=False)  # (N * heads, D, Lq, P)
-        output = output + (sampled * weights[:, None, :, level]).sum(-1)
-    # (N * heads, D, Lq) -> (N, Lq, heads * D)
-    return output.view(batch, num_heads, head_dim, num_queries).permute(0, 3, 1, 2).reshape(
-        batch, num_queries, num_heads * head_dim)
+__all__ = ["MSDeformAttn", "multi_scale_deformable_attn"]
 
 
 class MSDeformAttn(nn.Module):
@@ -68,15 +28,21 @@ class MSDeformAttn(nn.Module):
         n_levels: number of feature levels (L).
         n_heads: attention heads; C must be divisible by it.
         n_points: sampling points per head and level (P).
+        sampling: how the points are read: "auto" (a fused gather on the CPU, grid_sample on other devices),
+            "gather" or "grid_sample"; all three give the same result up to float rounding.
 
     Parameters: `sampling_offsets` Linear(C -> heads*L*P*2), `attention_weights` Linear(C -> heads*L*P),
     `value_proj` and `output_proj` Linear(C -> C).
     """
 
-    def __init__(self, d_model: int = 256, n_levels: int = 3, n_heads: int = 8, n_points: int = 4) -> None:
+    def __init__(self, d_model: int = 256, n_levels: int = 3, n_heads: int = 8, n_points: int = 4,
+                 sampling: str = "auto") -> None:
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        if sampling not in SAMPLING_METHODS:
+            raise ValueError(f"unknown sampling method {sampling!r}; choose one of {', '.join(SAMPLING_METHODS)}")
+        self.sampling = sampling
         self.d_model = d_model
         self.n_levels = n_levels
         self.n_heads = n_heads
@@ -144,5 +110,5 @@ class MSDeformAttn(nn.Module):
         # Offsets are in pixels of each level: divide by (w_l, h_l) to get normalised (x, y).
         size_xy = spatial_shapes.flip(-1).to(offsets.dtype)  # (L, 2) as (w, h)
         locations = reference_points[:, :, None, :, None, :] + offsets / size_xy[None, None, None, :, None, :]
-        output = multi_scale_deformable_attn(value, spatial_shapes, locations, weights)
+        output = multi_scale_deformable_attn(value, spatial_shapes, locations, weights, self.sampling)
         return self.output_proj(output)

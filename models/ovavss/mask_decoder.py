@@ -185,11 +185,13 @@ class AudioVideoMaskDecoder(nn.Module):
 
         Args:
             output: queries (Q, B, C).
-            mask_features: (B, T, mask_dim, H4, W4).
+            mask_features: (B, T, mask_dim, H, W), normally the stride-4 mask features; features already
+                resized to `attn_mask_target_size` give the same attention mask (resizing and the per-pixel
+                dot product are both linear, so they commute) at a fraction of the cost.
             attn_mask_target_size: (h, w) of the level the next cross-attention attends to.
 
         Returns:
-            sound_logits (B, Q, num_classes + 1), mask_logits (B, Q, T, H4, W4),
+            sound_logits (B, Q, num_classes + 1), mask_logits (B, Q, T, H, W),
             attn_mask bool (B * nheads, Q, T * h * w) (True = blocked, detached).
         """
         decoded = self.decoder_norm(output).transpose(0, 1)  # (B, Q, C)
@@ -205,6 +207,7 @@ class AudioVideoMaskDecoder(nn.Module):
         mask_features: torch.Tensor,
         audio: torch.Tensor,
         num_frames: int,
+        aux_masks: bool | None = None,
     ) -> dict:
         """Decode B clips of T frames each (frames of one clip are consecutive in the batch).
 
@@ -214,16 +217,23 @@ class AudioVideoMaskDecoder(nn.Module):
             mask_features: (B·T, mask_dim, H4, W4) per-pixel embeddings (stride 4).
             audio: (B·T, audio_dim) one audio vector per frame.
             num_frames: T, frames per clip (1 <= T <= num_audio_slots).
+            aux_masks: whether the earlier predictions get stride-4 mask logits (needed for deep
+                supervision). Default: in training mode only. Without them each intermediate mask is computed
+                directly at the size of the level it restricts (the same attention masks up to float
+                rounding, ~10x fewer multiply-adds) and `aux_outputs` hold only `pred_logits`.
 
         Returns:
             dict with `pred_logits` (B, Q, num_classes + 1) and `pred_masks` (B, Q, T, H4, W4) of the last
-            prediction, and `aux_outputs`: list of `dec_layers` dicts with the same two keys for the earlier
-            predictions (after v2a, then after layers 0 .. dec_layers - 2).
+            prediction, and `aux_outputs`: list of `dec_layers` dicts with the same two keys (or only
+            `pred_logits`, see `aux_masks`) for the earlier predictions (after v2a, then after layers
+            0 .. dec_layers - 2).
         """
         self._check_inputs(multi_scale_features, mask_features, audio, num_frames)
         frames_in_batch = mask_features.shape[0]
         num_clips = frames_in_batch // num_frames
         clip_mask_features = mask_features.reshape(num_clips, num_frames, *mask_features.shape[1:])
+        if aux_masks is None:
+            aux_masks = self.training
 
         memories: list[torch.Tensor] = []
         memory_positions: list[torch.Tensor] = []
@@ -243,11 +253,23 @@ class AudioVideoMaskDecoder(nn.Module):
         audio_tokens = self.audio_proj(audio).reshape(num_clips, num_frames, -1).transpose(0, 1)  # (T, B, C)
         audio_pos = self.audio_query_embed.weight[:num_frames, None, :].expand(-1, num_clips, -1)  # (T, B, C)
 
+        # Without aux masks, the intermediate predictions read mask features resized once per level.
+        level_mask_features = None if aux_masks else [
+            F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False).reshape(
+                num_clips, num_frames, -1, *size)
+            for size in level_sizes
+        ]
+
+        def predict(queries: torch.Tensor, next_level: int, last: bool) -> tuple:
+            if aux_masks or last:
+                return self.forward_prediction_heads(queries, clip_mask_features, level_sizes[next_level])
+            sound, _, blocked = self.forward_prediction_heads(
+                queries, level_mask_features[next_level], level_sizes[next_level])
+            return sound, None, blocked
+
         output = self.v2a(output, audio_tokens, memory_pos=audio_pos, query_pos=query_pos)
 
-        sound_logits, mask_logits, attn_mask = self.forward_prediction_heads(
-            output, clip_mask_features, level_sizes[0]
-        )
+        sound_logits, mask_logits, attn_mask = predict(output, 0, self.num_layers == 0)
         predictions = [(sound_logits, mask_logits)]
 
         audio_tokens = self.a2a(audio_tokens, pos=audio_pos)
@@ -263,13 +285,13 @@ class AudioVideoMaskDecoder(nn.Module):
                 output, audio_tokens, memory_pos=audio_pos, query_pos=query_pos
             )
             output = self.transformer_ffn_layers[layer](output)
-            sound_logits, mask_logits, attn_mask = self.forward_prediction_heads(
-                output, clip_mask_features, level_sizes[(layer + 1) % self.num_feature_levels]
-            )
+            sound_logits, mask_logits, attn_mask = predict(
+                output, (layer + 1) % self.num_feature_levels, layer == self.num_layers - 1)
             predictions.append((sound_logits, mask_logits))
 
         return {
             "pred_logits": predictions[-1][0],
             "pred_masks": predictions[-1][1],
-            "aux_outputs": [{"pred_logits": logits, "pred_masks": masks} for logits, masks in predictions[:-1]],
+            "aux_outputs": [{"pred_logits": logits, "pred_masks": masks} if masks is not None
+                            else {"pred_logits": logits} for logits, masks in predictions[:-1]],
         }
