@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from avseg_cli.ovavss_options import AMP_OPTION, MAX_CROPS_OPTION, SOUND_GATE_OPTION, ovavss_only_options
 from avseg_cli.zeroshot_options import (
     AUDIO_THRESHOLD_OPTION,
     BOX_THRESHOLD_OPTION,
@@ -33,7 +34,8 @@ class Device(str, Enum):
 
 
 def load_predictor(
-    checkpoint: Path, device: str, vggish_weights: Optional[str], clip_weights: Optional[str]
+    checkpoint: Path, device: str, vggish_weights: Optional[str], clip_weights: Optional[str],
+    amp: str = "off", sound_gate: Optional[float] = None, max_crops: Optional[int] = None,
 ):
     """The OV-AVSS predictor of `checkpoint` (`models.predictor.AVSegPredictor`), imported lazily."""
     from models.errors import AVSegError
@@ -47,7 +49,8 @@ def load_predictor(
             "this version of avseg has no OV-AVSS predictor yet (models/predictor.py is missing)"
         ) from None
     return AVSegPredictor.from_checkpoint(
-        checkpoint, device=device, vggish_weights=vggish_weights, clip_weights=clip_weights
+        checkpoint, device=device, vggish_weights=vggish_weights, clip_weights=clip_weights, amp=amp,
+        sound_gate=sound_gate, max_crops_per_frame=max_crops,
     )
 
 
@@ -92,6 +95,9 @@ def annotate(
     clip_weights: Optional[str] = typer.Option(
         None, "--clip-weights", help="CLIP weights file (or open_clip folder) for naming the masks (both methods)."
     ),
+    amp: str = AMP_OPTION,
+    sound_gate: Optional[float] = SOUND_GATE_OPTION,
+    max_crops: Optional[int] = MAX_CROPS_OPTION,
     detector: Detector = DETECTOR_OPTION,
     detector_size: Optional[int] = DETECTOR_SIZE_OPTION,
     instance_policy: InstancePolicy = INSTANCE_POLICY_OPTION,
@@ -127,6 +133,8 @@ def annotate(
     avseg annotate "clips/*.mp4" --classes-file classes.txt --checkpoint last.pt --out annotated --skip-existing
 
     avseg annotate long.mkv --classes "acoustic guitar,man" --checkpoint last.pt --analysis-fps 5 --no-masks
+
+    avseg annotate concert.mp4 --classes pipa,violin --checkpoint last.pt --device cpu --max-crops 3
     """
     from avseg_cli.console import err
 
@@ -134,6 +142,7 @@ def annotate(
         _annotate(
             videos, classes, classes_file, checkpoint, out, analysis_fps, no_video, no_masks, no_json,
             skip_existing, json_summary, device.value, vggish_weights, clip_weights, method.value,
+            {"amp": amp, "sound_gate": sound_gate, "max_crops": max_crops},
             ZeroShotChoices(detector.value, instance_policy.value, audio_threshold, box_threshold, no_rescore,
                              clap_weights, detector_weights, sam_weights, detector_size),
         )
@@ -144,7 +153,7 @@ def annotate(
 
 def _annotate(
     videos, classes, classes_file, checkpoint, out, analysis_fps, no_video, no_masks, no_json,
-    skip_existing, json_summary, device, vggish_weights, clip_weights, method, zeroshot,
+    skip_existing, json_summary, device, vggish_weights, clip_weights, method, ovavss, zeroshot,
 ) -> None:
     from rich.markup import escape
 
@@ -180,7 +189,7 @@ def _annotate(
         if checkpoint.is_dir():
             raise UsageError(f"expected a checkpoint file, found a folder: {checkpoint}")
     else:
-        reject_other_method_options(method, {"--vggish-weights": vggish_weights})
+        reject_other_method_options(method, {"--vggish-weights": vggish_weights, **ovavss_only_options(**ovavss)})
     inputs = expand_inputs(videos)
     if json_summary is not None:
         if json_summary.is_dir():
@@ -193,7 +202,7 @@ def _annotate(
 
     if method == "ovavss":
         with err.status(f"loading the model from {checkpoint} ..."):
-            predictor = load_predictor(checkpoint, device, vggish_weights, clip_weights)
+            predictor = load_predictor(checkpoint, device, vggish_weights, clip_weights, **ovavss)
     else:
         # no spinner here: first use downloads the models with their own progress bars
         err.print("loading the zero-shot models (CLAP, detector, SAM, CLIP) ...")

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from avseg_cli.ovavss_options import AMP_OPTION, MAX_CROPS_OPTION, SOUND_GATE_OPTION, ovavss_only_options
 from avseg_cli.zeroshot_options import (
     AUDIO_THRESHOLD_OPTION,
     BOX_THRESHOLD_OPTION,
@@ -73,18 +74,9 @@ def evaluate(
         "+ weights) naming its own architecture (default: inside the checkpoint, else open_clip 'openai'). "
         "Example: --clip-weights ViT-B-16.pt"
     ),
-    amp: str = typer.Option(
-        "off", "--amp", help="With --checkpoint on CUDA: off, fp16 (the official precision regime) or bf16. "
-        "Example: --amp fp16"
-    ),
-    sound_gate: Optional[float] = typer.Option(
-        None, "--sound-gate", min=0.0, max=1.0, help="With --checkpoint: only classify queries whose sound-head "
-        "P(sounding) is at least this (not in the official protocol; faster). Example: --sound-gate 0.5"
-    ),
-    max_crops: Optional[int] = typer.Option(
-        None, "--max-crops", min=1, help="With --checkpoint: per frame, classify only the N most sounding queries "
-        "(not in the official protocol; bounds CLIP work). Example: --max-crops 10"
-    ),
+    amp: str = AMP_OPTION,
+    sound_gate: Optional[float] = SOUND_GATE_OPTION,
+    max_crops: Optional[int] = MAX_CROPS_OPTION,
     method: Method = typer.Option(
         Method.auto, "--method", help="ovavss (with --checkpoint) or zeroshot (the training-free method; no "
         "checkpoint). Example: --method zeroshot"
@@ -125,8 +117,8 @@ def evaluate(
         if checkpoint is not None or predictions is not None:
             raise UsageError("--method zeroshot evaluates the training-free method: drop --checkpoint / --predictions")
         reject_other_method_options("zeroshot", {
-            "--class-agnostic": class_agnostic, "--vggish-weights": vggish_weights, "--sound-gate": sound_gate,
-            "--max-crops": max_crops, "--amp": None if amp == "off" else amp,
+            "--class-agnostic": class_agnostic, "--vggish-weights": vggish_weights,
+            **ovavss_only_options(amp, sound_gate, max_crops),
         })
         from models.zeroshot.predictor import ZeroShotPredictor
 

@@ -33,8 +33,9 @@ def fake(monkeypatch) -> FakePredictor:
     predictor = FakePredictor(fps=10)
     calls = []
 
-    def load(checkpoint, device, vggish_weights, clip_weights):
+    def load(checkpoint, device, vggish_weights, clip_weights, **options):
         calls.append((checkpoint, device, vggish_weights, clip_weights))
+        predictor.load_options = options
         return predictor
 
     monkeypatch.setattr(annotate_cmd, "load_predictor", load)
@@ -160,6 +161,9 @@ def test_without_checkpoint_the_zero_shot_method_runs(monkeypatch, capsys, clip,
         (["--checkpoint", "x.pt", "--no-rescore"], "--no-rescore applies to the zero-shot method only"),
         (["--checkpoint", "x.pt", "--detector-size", "480"], "--detector-size applies to the zero-shot method only"),
         (["--detector", "owlv2", "--detector-size", "480"], "--detector-size applies to --detector grounding-dino only"),
+        (["--max-crops", "3"], "--max-crops applies to the OV-AVSS method only"),
+        (["--method", "zeroshot", "--sound-gate", "0.5"], "--sound-gate applies to the OV-AVSS method only"),
+        (["--amp", "fp16"], "--amp applies to the OV-AVSS method only"),
     ],
 )
 def test_method_option_conflicts_are_usage_errors(monkeypatch, capsys, clip, fake, args, expected):
@@ -170,6 +174,27 @@ def test_method_option_conflicts_are_usage_errors(monkeypatch, capsys, clip, fak
     if "ovavss needs" in expected:
         assert "OV-AVSS README" in line and "Baidu" in line and "avseg train" in line
     assert fake.load_calls == []
+
+
+def test_ovavss_speed_options_reach_the_predictor(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
+    code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", checkpoint,
+                            "--out", tmp_path / "out", "--max-crops", "3", "--sound-gate", "0.25", "--amp", "bf16")
+    assert code == 0, stderr
+    assert fake.load_options == {"amp": "bf16", "sound_gate": 0.25, "max_crops": 3}
+    code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", checkpoint,
+                            "--max-crops", "0")
+    assert code == 2 and "--max-crops" in stderr and "Traceback" not in stderr
+
+
+def test_load_predictor_maps_the_options_onto_from_checkpoint(monkeypatch, tmp_path):
+    from models import predictor as predictor_module
+
+    seen = {}
+    monkeypatch.setattr(predictor_module.AVSegPredictor, "from_checkpoint",
+                        classmethod(lambda cls, checkpoint, **kwargs: seen.update(kwargs, checkpoint=checkpoint)))
+    annotate_cmd.load_predictor(tmp_path / "m.pt", "cpu", "v.pth", "c.pt", amp="fp16", sound_gate=0.5, max_crops=2)
+    assert seen == {"checkpoint": tmp_path / "m.pt", "device": "cpu", "vggish_weights": "v.pth", "clip_weights": "c.pt",
+                    "amp": "fp16", "sound_gate": 0.5, "max_crops_per_frame": 2}
 
 
 def test_zero_shot_offline_without_models_is_one_line(monkeypatch, capsys, clip, tmp_path):
@@ -303,6 +328,20 @@ def test_with_a_tiny_ovavss_checkpoint_end_to_end(monkeypatch, capsys, clip, tmp
     from models.io.video import probe
 
     assert probe(out / "clip.avseg.mp4").num_frames == 10
+    assert data["predictor"]["max_crops_per_frame"] is None and data["predictor"]["sound_gate"] is None
+
+    # The crop cap and the sound gate are recorded in the JSON; AMP on the CPU is refused in one line.
+    code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa,violin,man", "--checkpoint", checkpoint,
+                            "--clip-weights", clip_dir, "--device", "cpu", "--out", tmp_path / "capped",
+                            "--max-crops", "1", "--sound-gate", "0.2")
+    assert code == 0, stderr
+    capped = json.loads((tmp_path / "capped" / "clip.json").read_text())
+    assert capped["predictor"]["max_crops_per_frame"] == 1 and capped["predictor"]["sound_gate"] == 0.2
+    code, stdout, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", checkpoint,
+                                 "--clip-weights", clip_dir, "--device", "cpu", "--out", tmp_path / "amp",
+                                 "--amp", "fp16")
+    assert code != 0 and "needs a CUDA device" in stderr and "Traceback" not in stderr + stdout
+    assert len(error_lines(stderr)) == 1 and not (tmp_path / "amp" / "clip.json").exists()
 
 
 # ------------------------------------------------------------------------------------------------

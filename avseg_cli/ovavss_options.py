@@ -1,0 +1,23 @@
+"""Command-line options of the OV-AVSS predictor shared by `annotate` and `eval` (one definition each)."""
+
+from __future__ import annotations
+
+import typer
+
+AMP_OPTION = typer.Option(
+    "off", "--amp", help="With --checkpoint on CUDA: off, fp16 (the official precision regime) or bf16. "
+    "Example: --amp fp16"
+)
+SOUND_GATE_OPTION = typer.Option(
+    None, "--sound-gate", min=0.0, max=1.0, help="With --checkpoint: only classify queries whose sound-head "
+    "P(sounding) is at least this (not in the official protocol; faster). Example: --sound-gate 0.5"
+)
+MAX_CROPS_OPTION = typer.Option(
+    None, "--max-crops", min=1, help="With --checkpoint: per frame, classify only the N most sounding queries "
+    "(not in the official protocol; bounds the CLIP work, which dominates on the CPU). Example: --max-crops 3"
+)
+
+
+def ovavss_only_options(amp: str, sound_gate: float | None, max_crops: int | None) -> dict[str, object]:
+    """The OV-AVSS-only options a user gave (name -> value or None), for `reject_other_method_options`."""
+    return {"--amp": None if amp == "off" else amp, "--sound-gate": sound_gate, "--max-crops": max_crops}
