@@ -4,6 +4,8 @@ Usage:
     .venv/bin/python benchmarks/bench_annotate.py                       # fake predictor: the I/O part alone
     .venv/bin/python benchmarks/bench_annotate.py --sizes 360 720 --seconds 10
     .venv/bin/python benchmarks/bench_annotate.py --checkpoint model_ov_avss_r50.pth --device cuda
+    .venv/bin/python benchmarks/bench_annotate.py --random-weights r50 --device cpu --sizes 360 --seconds 2 \
+        --max-crops 1
 
 Each size gets a generated 16:9 clip (ffmpeg's testsrc2 at 25 fps with a sine tone, H.264 + AAC).
 Columns: `decode` = frames/s of decoding alone (`iter_frames`); `annotate` = frames/s of the whole
@@ -11,6 +13,9 @@ Columns: `decode` = frames/s of decoding alone (`iter_frames`); `annotate` = fra
 copied, mask PNGs, JSON), one run after a warm-up run on a 1 s clip. Without --checkpoint the predictor
 is a fake that returns, for every frame, three moving elliptical instances (the painting, rendering and
 writing work of a busy real result, none of the network's), so the numbers are the I/O ceiling.
+`--random-weights r50` runs the real OV-AVSS predictor with random weights (r50 network, VGGish, CLIP
+ViT-B-16; the same compute as trained weights, except that how many queries reach CLIP depends on the
+masks, hence the printed crop count and `--max-crops`). `s/analysed` = wall seconds per analysed frame.
 """
 
 from __future__ import annotations
@@ -82,9 +87,10 @@ def decode_fps(path: Path) -> float:
     return count / (time.perf_counter() - start)
 
 
-def annotate_fps(annotator, path: Path) -> tuple[int, float]:
+def annotate_fps(annotator, path: Path) -> tuple[int, float, float]:
+    """(frames, frames per second, seconds per analysed frame) of one `Annotator.annotate` run."""
     result = annotator.annotate(path, warn=lambda message: None)
-    return result.num_frames, result.num_frames / result.seconds
+    return result.num_frames, result.num_frames / result.seconds, result.seconds / max(1, result.num_analysed_frames)
 
 
 def main() -> None:
@@ -101,22 +107,40 @@ def main() -> None:
     parser.add_argument("--no-masks", action="store_true")
     parser.add_argument("--no-json", action="store_true")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--random-weights", choices=["r50", "tiny"],
+                        help="real OV-AVSS predictor with random weights of this config (no checkpoint needed)")
+    parser.add_argument("--max-crops", type=int, help="predictor option max_crops_per_frame")
+    parser.add_argument("--sound-gate", type=float, help="predictor option sound_gate")
     args = parser.parse_args()
 
     from models.pipeline.annotate import AnnotateOptions, Annotator
 
-    if args.threads:
-        import torch
+    import torch
 
+    from models.device import flush_denormals, resolve_device
+
+    flush_denormals()  # as the CLI does, before torch's first parallel operation
+    if args.threads:
         torch.set_num_threads(args.threads)
-    if args.checkpoint is None:
+    crop_counts = None
+    options = {key: value for key, value in (("max_crops_per_frame", args.max_crops), ("sound_gate", args.sound_gate))
+               if value is not None}
+    if args.random_weights:
+        from bench_predictor import build_predictor, count_crops
+
+        predictor, _ = build_predictor(args.random_weights, resolve_device(args.device), "off", options, None)
+        crop_counts = count_crops(predictor)
+        what = (f"random-weight {args.random_weights} predictor on {predictor.device} "
+                f"({torch.get_num_threads()} threads), options {options or 'official'}")
+    elif args.checkpoint is None:
         predictor = EllipsesPredictor()
         what = "fake predictor (I/O only)"
     else:
         from models.predictor import AVSegPredictor
 
         predictor = AVSegPredictor.from_checkpoint(
-            args.checkpoint, device=args.device, vggish_weights=args.vggish_weights, clip_weights=args.clip_weights
+            args.checkpoint, device=args.device, vggish_weights=args.vggish_weights, clip_weights=args.clip_weights,
+            sound_gate=args.sound_gate, max_crops_per_frame=args.max_crops,
         )
         what = f"{args.checkpoint} on {predictor.describe().get('device', args.device)}"
 
@@ -133,15 +157,19 @@ def main() -> None:
         for size in args.sizes:
             clip = make_clip(folder / f"clip{size}p.mp4", size, args.seconds)
             decoded = decode_fps(clip)
-            frames, fps = annotate_fps(annotator, clip)
-            rows.append((f"{size}p", frames, decoded, fps))
+            if crop_counts is not None:
+                crop_counts[0] = 0
+            frames, fps, per_analysed = annotate_fps(annotator, clip)
+            rows.append((f"{size}p", frames, decoded, fps, per_analysed, crop_counts[0] if crop_counts else None))
 
     print(f"avseg annotate, {what}; outputs: "
           + ", ".join(n for n, on in (("video", not args.no_video), ("masks", not args.no_masks),
                                       ("json", not args.no_json)) if on))
-    print(f"{'clip':>6} {'frames':>7} {'decode f/s':>11} {'annotate f/s':>13} {'ms/frame':>9}")
-    for name, frames, decoded, fps in rows:
-        print(f"{name:>6} {frames:>7} {decoded:>11.1f} {fps:>13.1f} {1000 / fps:>9.1f}")
+    print(f"{'clip':>6} {'frames':>7} {'decode f/s':>11} {'annotate f/s':>13} {'ms/frame':>9} {'s/analysed':>11}"
+          + (f" {'CLIP crops':>11}" if crop_counts is not None else ""))
+    for name, frames, decoded, fps, per_analysed, crops in rows:
+        print(f"{name:>6} {frames:>7} {decoded:>11.1f} {fps:>13.1f} {1000 / fps:>9.1f} {per_analysed:>11.2f}"
+              + (f" {crops:>11}" if crops is not None else ""))
 
 
 if __name__ == "__main__":

@@ -33,13 +33,13 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from models.device import resolve_device  # noqa: F401 (re-exported)
 from models.errors import AVSegError, UsageError
 from models.ovavss.classifier import ClassifierConfig, OpenVocabularyClassifier
 from models.ovavss.clip_model import LoadedClip
 from models.ovavss.config import ModelConfig
+from models.ovavss.mask_canvas import MaskCanvas
 from models.ovavss.prompts import VILD_TEMPLATES, resolve_templates, template_set_id, validate_templates
 from models.ovavss.square_crop import CROP_PROTOCOLS
 from models.prediction import ClipInput, FramePrediction, Instance
@@ -565,9 +565,8 @@ class AVSegPredictor:
         with self._autocast():
             outputs = self.model(images.to(device), audio_examples=audio_examples[None].to(device, torch.float32))
             sound_logits = outputs["pred_logits"][0]  # (Q, 2)
-            mask_logits = F.interpolate(
-                outputs["pred_masks"][0], size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False
-            )  # (Q, T, Hp, Wp)
+            # (Q, T, Hp, Wp) logits on the padded canvas, upsampled only for the queries that are read
+            mask_logits = MaskCanvas(outputs["pred_masks"][0], tuple(images.shape[-2:]))
         classified = self.classifier.classify(frames.to(device), mask_logits, sound_logits, self._text_embeddings)
         with self._autocast():
             painted = self.classifier.paint(classified, mask_logits, sizes[0], tuple(original_size))

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.ovavss.clip_model import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, LoadedClip
+from models.ovavss.mask_canvas import MaskCanvas
 from models.ovavss.postprocess import masks_at_output_size, paint_semantic_maps, select_pairs
 from models.ovavss.square_crop import CROP_PROTOCOLS, crop_regions, mask_boxes, square_boxes
 
@@ -144,29 +145,54 @@ class OpenVocabularyClassifier(nn.Module):
         images = (regions.float() / 255.0 - self.clip_mean) / self.clip_std
         return F.normalize(self.clip_model.encode_image(images).float(), dim=-1)
 
-    def select_pairs_to_crop(self, valid: torch.Tensor, sound_logits: torch.Tensor | None) -> torch.Tensor:
-        """(Q, T) bool: the valid pairs left after the optional sound gate and per-frame crop limit."""
+    def pairs_to_crop(
+        self, mask_logits: torch.Tensor | MaskCanvas, sound_logits: torch.Tensor | None, queries_per_chunk: int = 16
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (query, frame) pairs to crop and their tight boxes.
+
+        Official: every valid pair. With the sound gate, only queries whose P(sounding) reaches it; with the
+        crop cap, per frame the `max_crops_per_frame` valid queries with the highest P(sounding) (ties: lower
+        query index first). With either option the queries are examined in descending P(sounding), a chunk at
+        a time, and the search stops once every frame has its quota, so a `MaskCanvas` upsamples only the
+        masks that can matter.
+
+        Returns:
+            valid (Q, T) bool, boxes (Q, T, 4) float32 (zeros where not valid or not examined).
+        """
         cfg = self.config
         if cfg.sound_gate is None and cfg.max_crops_per_frame is None:
-            return valid
+            found = mask_boxes(mask_logits, half_precision=cfg.half_precision_crops)
+            return found.valid, found.boxes
         if sound_logits is None:
             raise ValueError("sound_gate / max_crops_per_frame need the sound-head logits")
-        sounding = sound_logits.float().softmax(dim=-1)[:, 0].to(valid.device)  # (Q,)
-        keep = valid.clone()
+        num_queries, num_frames = mask_logits.shape[:2]
+        device = mask_logits.device
+        sounding = sound_logits.float().softmax(dim=-1)[:, 0].to(device)  # (Q,)
+        order = torch.argsort(sounding, descending=True, stable=True)
         if cfg.sound_gate is not None:
-            keep &= (sounding >= cfg.sound_gate).unsqueeze(1)
-        if cfg.max_crops_per_frame is not None and keep.shape[0] > cfg.max_crops_per_frame:
-            ranking = sounding.unsqueeze(1).expand_as(keep).masked_fill(~keep, float("-inf"))  # (Q, T)
-            top = ranking.topk(cfg.max_crops_per_frame, dim=0).indices  # (n, T)
-            limited = torch.zeros_like(keep).scatter_(0, top, True)
-            keep &= limited
-        return keep
+            order = order[sounding[order] >= cfg.sound_gate]
+        valid = torch.zeros(num_queries, num_frames, dtype=torch.bool, device=device)
+        boxes = torch.zeros(num_queries, num_frames, 4, device=device)
+        cap = cfg.max_crops_per_frame
+        taken = torch.zeros(num_frames, dtype=torch.long, device=device)
+        for start in range(0, order.numel(), queries_per_chunk):
+            queries = order[start : start + queries_per_chunk]
+            found = mask_boxes(mask_logits[queries], half_precision=cfg.half_precision_crops)
+            keep = found.valid
+            if cap is not None:  # the first `cap` valid queries of each frame, in sounding order
+                keep = keep & (taken + keep.long().cumsum(dim=0) <= cap)
+                taken += keep.sum(dim=0)
+            valid[queries] = keep
+            boxes[queries] = found.boxes * keep.unsqueeze(-1)
+            if cap is not None and bool((taken >= cap).all()):
+                break
+        return valid, boxes
 
     @torch.no_grad()
     def classify(
         self,
         frames: torch.Tensor,
-        mask_logits: torch.Tensor,
+        mask_logits: torch.Tensor | MaskCanvas,
         sound_logits: torch.Tensor | None,
         text_embeddings: torch.Tensor,
     ) -> ClassifiedQueries:
@@ -174,7 +200,8 @@ class OpenVocabularyClassifier(nn.Module):
 
         Args:
             frames: (T, 3, H, W) resized, unnormalised, unpadded RGB frames, uint8 or float 0..255.
-            mask_logits: (Q, T, Hp, Wp) mask logits bilinearly upsampled to the padded input size.
+            mask_logits: (Q, T, Hp, Wp) mask logits bilinearly upsampled to the padded input size, or a
+                `MaskCanvas` that upsamples only what is read (same values).
             sound_logits: (Q, 2) sound-head logits (index 0 = sounding), or None (only needed by the
                 optional sound options).
             text_embeddings: (K, D) unit class embeddings (`class_name_embeddings`).
@@ -189,10 +216,9 @@ class OpenVocabularyClassifier(nn.Module):
         if frames.shape[-2] > mask_logits.shape[-2] or frames.shape[-1] > mask_logits.shape[-1]:
             raise ValueError(f"frames {tuple(frames.shape[-2:])} larger than the mask canvas {tuple(mask_logits.shape[-2:])}")
         frames = frames.to(device=mask_logits.device, dtype=torch.float32)
-        boxes = mask_boxes(mask_logits, half_precision=cfg.half_precision_crops)
-        valid = self.select_pairs_to_crop(boxes.valid, sound_logits)
+        valid, boxes = self.pairs_to_crop(mask_logits, sound_logits)
         query_index, frame_index = valid.nonzero(as_tuple=True)  # (M,), query-major
-        squares = square_boxes(boxes.boxes[query_index, frame_index], cfg.crop_protocol)
+        squares = square_boxes(boxes[query_index, frame_index], cfg.crop_protocol)
 
         text = text_embeddings.to(mask_logits.device, torch.float32)
         pair_logits = []
@@ -225,7 +251,7 @@ class OpenVocabularyClassifier(nn.Module):
     def paint(
         self,
         classified: ClassifiedQueries,
-        mask_logits: torch.Tensor,
+        mask_logits: torch.Tensor | MaskCanvas,
         image_size: tuple[int, int],
         output_size: tuple[int, int],
     ) -> PaintedClip:
@@ -233,7 +259,8 @@ class OpenVocabularyClassifier(nn.Module):
 
         Args:
             classified: output of `classify` for this clip.
-            mask_logits: (Q, T, Hp, Wp) mask logits on the padded canvas (the same tensor given to classify).
+            mask_logits: (Q, T, Hp, Wp) mask logits on the padded canvas (the same tensor or `MaskCanvas`
+                given to classify).
             image_size: (h, w) of the resized unpadded frames.
             output_size: (H, W) of the maps to produce (the original frame size).
         """

@@ -70,7 +70,7 @@ def mask_boxes(mask_logits: torch.Tensor, half_precision: bool = False, queries_
     """Validity and tight boxes of all (query, frame) masks, a few queries at a time to bound memory.
 
     Args:
-        mask_logits: (Q, T, Hp, Wp) mask logits upsampled to the padded input size.
+        mask_logits: (Q, T, Hp, Wp) mask logits upsampled to the padded input size (or a `MaskCanvas`).
         half_precision: threshold float16-rounded probabilities (official fp16 behaviour).
         queries_per_chunk: queries binarised at once.
     """
@@ -125,7 +125,7 @@ def crop_regions(
 
     Args:
         frames: (T, 3, H, W) resized, unnormalised, unpadded RGB frames, uint8 or float in 0..255.
-        mask_logits: (Q, T, Hp, Wp) mask logits on the padded canvas (Hp >= H, Wp >= W).
+        mask_logits: (Q, T, Hp, Wp) mask logits on the padded canvas (Hp >= H, Wp >= W), or a `MaskCanvas`.
         query_index: (M,) long, the query of each pair.
         frame_index: (M,) long, the frame of each pair.
         boxes: (M, 4) float square boxes (x1, y1, x2, y2) in canvas pixels (see `square_boxes`).
