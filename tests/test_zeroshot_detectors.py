@@ -404,7 +404,7 @@ def test_options_are_checked():
 def test_grounding_dino_input_short_side_equals_a_processor_of_that_size(gd_folder, gd_raw):
     import copy
 
-    model, processor = gd_raw
+    model, processor = copy.deepcopy(gd_raw[0]), gd_raw[1]  # the detector swaps the model's CPU kernels in place
     resized = copy.deepcopy(processor)
     resized.image_processor.size = {"shortest_edge": 40, "longest_edge": int(round(40 * 1333 / 800))}
     reference = GroundingDinoDetector(model, resized, **ALL)
@@ -426,3 +426,38 @@ def test_grounding_dino_input_short_side_equals_a_processor_of_that_size(gd_fold
     assert found.boxes[:, 2].max() <= LANDSCAPE[1] and found.boxes[:, 3].max() <= LANDSCAPE[0]
     with pytest.raises(ValueError, match="input_short_side"):
         GroundingDinoDetector(model, processor, input_short_side=8)
+
+
+# ---------------------------------------------------------------- deformable attention on the CPU
+
+
+def test_gather_deformable_attention_equals_the_transformers_kernel():
+    from transformers.models.grounding_dino.modeling_grounding_dino import MultiScaleDeformableAttention
+
+    from models.zeroshot.deformable_attention import GatherDeformableAttention
+
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(6, 9), (3, 5), (2, 3), (1, 2)]
+    spatial = torch.tensor(shapes)
+    start = torch.tensor([0, 54, 69, 75])
+    value = torch.randn(2, 77, 4, 5, generator=gen, dtype=torch.float64)
+    locations = torch.rand(2, 13, 4, 4, 3, 2, generator=gen, dtype=torch.float64) * 1.4 - 0.2  # some off the map
+    weights = torch.rand(2, 13, 4, 4, 3, generator=gen, dtype=torch.float64).softmax(-1)
+    args = (value, spatial, shapes, start, locations, weights, 64)
+    want = MultiScaleDeformableAttention()(*args)
+    got = GatherDeformableAttention()(*args)
+    assert got.shape == want.shape == (2, 13, 20)
+    assert (got - want).abs().max().item() < 1e-10
+
+
+def test_grounding_dino_on_the_cpu_uses_the_gather_and_matches_the_plain_model(gd_all, gd_raw):
+    """gd_all (through the detector, on the CPU) runs the gather; gd_raw (loaded plainly) transformers' own
+    kernel, so the comparisons with gd_raw above also check that the swap changes nothing."""
+    from models.zeroshot.deformable_attention import GatherDeformableAttention
+
+    kinds = lambda model: {type(m).__name__ for m in model.modules()}  # noqa: E731
+    assert "GatherDeformableAttention" in kinds(gd_all.model) and "MultiScaleDeformableAttention" not in kinds(gd_all.model)
+    assert "MultiScaleDeformableAttention" in kinds(gd_raw[0]) and "GatherDeformableAttention" not in kinds(gd_raw[0])
+    assert sum(isinstance(m, GatherDeformableAttention) for m in gd_all.model.modules()) == sum(
+        type(m).__name__ == "MultiScaleDeformableAttention" for m in gd_raw[0].modules())
+    assert set(gd_all.model.state_dict()) == set(gd_raw[0].state_dict())

@@ -66,6 +66,9 @@ class TextBoxDetector(Protocol):
 class GroundingDinoDetector:
     """Grounding DINO (`GroundingDinoForObjectDetection` + `GroundingDinoProcessor`) as a `TextBoxDetector`.
 
+    On the CPU the model's deformable-attention kernels are replaced in place by the fused-gather form
+    (`models.zeroshot.deformable_attention`; same values, ~30 % less time per forward).
+
     Args:
         model: a GroundingDinoForObjectDetection in eval mode.
         processor: its GroundingDinoProcessor (image processor + fast BERT tokenizer).
@@ -96,6 +99,11 @@ class GroundingDinoDetector:
         self.model = model
         self.processor = processor
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            # transformers' grid_sample kernel is ~30 % of a CPU forward; the fused gather computes the same
+            from models.zeroshot.deformable_attention import use_gather_deformable_attention
+
+            use_gather_deformable_attention(model)
         self.min_score = float(min_score)
         self.max_boxes = int(max_boxes)
         self.batch_size = int(batch_size)
