@@ -138,7 +138,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-backward", action="store_true")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--sampling", default="auto", choices=["auto", "gather", "grid_sample"],
+    from models.ovavss.deform_sampling import SAMPLING_METHODS
+
+    parser.add_argument("--sampling", default="auto", choices=SAMPLING_METHODS,
                         help="deformable-attention sampling form (auto: gather on the CPU, grid_sample elsewhere)")
     parser.add_argument("--stages", action="store_true", help="also print the forward time of each stage")
     args = parser.parse_args()

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from models.ovavss.deform_sampling import SAMPLING_METHODS, multi_scale_deformable_attn
+from models.ovavss.deform_sampling import check_sampling_method, multi_scale_deformable_attn
 
 __all__ = ["MSDeformAttn", "multi_scale_deformable_attn"]
 
@@ -40,8 +40,7 @@ class MSDeformAttn(nn.Module):
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        if sampling not in SAMPLING_METHODS:
-            raise ValueError(f"unknown sampling method {sampling!r}; choose one of {', '.join(SAMPLING_METHODS)}")
+        check_sampling_method(sampling)
         self.sampling = sampling
         self.d_model = d_model
         self.n_levels = n_levels

@@ -9,8 +9,9 @@ are summed with the attention weights.
   materialises every sample (N * heads, D, Lq, P) before summing.
 - `sample_with_gather`: the four neighbours of every point become rows of one zero-bordered table and the
   bilinear coefficients times the attention weights become per-row weights, so the whole operation is a
-  single `F.embedding_bag(mode="sum")` (a fused weighted gather-sum). About 3x faster on a 2-core CPU at
-  the r50 360p shapes (benchmarks/bench_deform_attn.py); differentiable in values, locations and weights.
+  single `F.embedding_bag(mode="sum")` (a fused weighted gather-sum). About 7x faster on a 2-core CPU at
+  the r50 360p shapes (`benchmarks/bench_model.py --sampling`, RESULTS.md); differentiable in values,
+  locations and weights.
 
 `multi_scale_deformable_attn(..., method="auto")` uses the gather form on the CPU and grid_sample elsewhere.
 """
@@ -21,6 +22,12 @@ import torch
 import torch.nn.functional as F
 
 SAMPLING_METHODS = ("auto", "gather", "grid_sample")
+
+
+def check_sampling_method(method: str) -> None:
+    """ValueError unless `method` is one of `SAMPLING_METHODS`."""
+    if method not in SAMPLING_METHODS:
+        raise ValueError(f"unknown sampling method {method!r}; choose one of {', '.join(SAMPLING_METHODS)}")
 
 
 def _level_sizes(value: torch.Tensor, spatial_shapes: torch.Tensor, num_levels: int) -> list[tuple[int, int]]:
@@ -150,8 +157,7 @@ def multi_scale_deformable_attn(
     Returns:
         (N, Lq, heads * head_dim), heads concatenated in order.
     """
-    if method not in SAMPLING_METHODS:
-        raise ValueError(f"unknown sampling method {method!r}; choose one of {', '.join(SAMPLING_METHODS)}")
+    check_sampling_method(method)
     level_sizes = _level_sizes(value, spatial_shapes, sampling_locations.shape[3])
     if method == "auto":
         method = "gather" if value.device.type == "cpu" else "grid_sample"
