@@ -12,6 +12,7 @@ import json
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
@@ -124,7 +125,12 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
     from models.ovavss.criterion import SetCriterion, default_weight_dict, weighted_total
     from models.ovavss.matcher import HungarianMatcher
     from models.ovavss.model import build_ovavss
-    from models.ovavss.optim import build_optimizer, build_scheduler, clip_full_model_grad_norm
+    from models.ovavss.optim import (
+        build_optimizer,
+        build_scheduler,
+        clip_full_model_grad_norm,
+        regroup_per_parameter_state,
+    )
     from models.pipeline.audio_cache import AudioEmbeddingCache
     from models.pipeline.network import RANDOM_VGGISH_SEED_KEY, setup_audio_encoder
 
@@ -203,7 +209,8 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
                              importance_sample_ratio=train_cfg.importance_sample_ratio).to(device)
     optimizer = build_optimizer(model, train_cfg)
     scheduler = build_scheduler(optimizer, train_cfg)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
+    params = [p for p in model.parameters() if p.requires_grad]  # model order: the clipped norm's summation
+    # order (and so its last bit) does not depend on how the optimizer groups the parameters
     scaler = torch.amp.GradScaler(device.type, enabled=options.amp == "fp16")
 
     start_iter = 0
@@ -213,8 +220,13 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
         if bad or missing.unexpected_keys:
             raise AVSegError(f"{last_path} does not match config {options.config_name} "
                              f"({len(bad)} missing, {len(missing.unexpected_keys)} unexpected keys)")
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
+        try:
+            optimizer_state, scheduler_state = regroup_per_parameter_state(
+                optimizer, resume_state["optimizer"], resume_state["scheduler"])
+        except KeyError as error:
+            raise AVSegError(f"{last_path}: its optimizer state has no entry for parameter {error}") from error
+        optimizer.load_state_dict(optimizer_state)
+        scheduler.load_state_dict(scheduler_state)
         if "scaler" in resume_state and resume_state["scaler"]:
             scaler.load_state_dict(resume_state["scaler"])
         start_iter = int(resume_state["iteration"])
@@ -285,7 +297,11 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
             grad_norm = float(clip_full_model_grad_norm(params, train_cfg.clip_grad_norm))
             scaler.step(optimizer)
             scaler.update()
-            scheduler.step()
+            with warnings.catch_warnings():
+                # with fp16 the GradScaler skips steps whose gradients overflowed (the first ones, while it
+                # calibrates); the schedule still advances by iteration, as in detectron2's AMP trainer
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+                scheduler.step()
             iteration += 1
             lr = _head_lr(optimizer)
             progress.advance(1, loss=total_value, lr=lr)
@@ -310,10 +326,8 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
 
 
 def _head_lr(optimizer: torch.optim.Optimizer) -> float:
-    for group in optimizer.param_groups:
-        if "backbone" not in group.get("name", ""):
-            return float(group["lr"])
-    return float(optimizer.param_groups[0]["lr"])
+    """The learning rate of the head (the backbone's is a fraction of it): the largest of the groups'."""
+    return max(float(group["lr"]) for group in optimizer.param_groups)
 
 
 def _to_float(outputs: dict) -> dict:
