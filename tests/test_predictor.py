@@ -413,3 +413,32 @@ def test_fake_official_r50_checkpoint_loads_and_runs(tmp_path, tiny_files):
     for frame in frames:
         assert frame.label_map.shape == (32, 48) and frame.label_map.max() <= len(VOCABULARY)
         np.testing.assert_array_equal(frame.label_map, paint_reference((32, 48), frame.instances))
+
+
+def test_cast_inference_weights_casts_the_autocast_parts_only():
+    """`amp_weights`: backbone, transformer decoder, VGGish and CLIP image tower in the amp dtype; the pixel
+    decoder, buffers and the CLIP text tower stay float32; the network still runs under autocast and gives
+    what float32 weights give under the same autocast (CPU bf16 standing in for CUDA)."""
+    from models.ovavss.model import build_ovavss
+    from models.predictor import cast_inference_weights
+
+    torch.manual_seed(0)
+    model = build_ovavss(TINY).eval()
+    clip = CLIP(**TINY_CLIP_CONFIG)
+    images, audio = torch.randn(1, 2, 3, 64, 96), torch.randn(1, 2, 128)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = model(images, audio_embeddings=audio)
+    cast_inference_weights(model, clip, torch.bfloat16)
+    for part in (model.backbone, model.sem_seg_head.predictor, model.audio_encoder, clip.visual):
+        assert {p.dtype for p in part.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model.sem_seg_head.pixel_decoder.parameters()} == {torch.float32}
+    r50 = build_ovavss("r50")
+    cast_inference_weights(r50, clip, torch.bfloat16)
+    assert {b.dtype for b in r50.buffers() if b.is_floating_point()} == {torch.float32}  # FrozenBN statistics
+    assert {p.dtype for p in r50.backbone.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in clip.transformer.parameters()} == {torch.float32}  # text tower
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = model(images, audio_embeddings=audio)
+    # matrix products saw the same bf16 operands; only norm scales/shifts were rounded once
+    torch.testing.assert_close(cast["pred_masks"].float(), reference["pred_masks"].float(), rtol=0.05, atol=0.05)
+    assert (cast["pred_masks"].float() - reference["pred_masks"].float()).abs().mean() < 0.01

@@ -118,8 +118,8 @@ def pad_bottom_right(tensor: torch.Tensor, size: tuple[int, int], value: float =
 
 def normalize(frames: torch.Tensor) -> torch.Tensor:
     """(..., 3, H, W) uint8 RGB -> float32 (x - PIXEL_MEAN) / PIXEL_STD, per channel, in float32 arithmetic."""
-    mean = torch.tensor(PIXEL_MEAN, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(PIXEL_STD, dtype=torch.float32).view(3, 1, 1)
+    mean = torch.tensor(PIXEL_MEAN, dtype=torch.float32, device=frames.device).view(3, 1, 1)
+    std = torch.tensor(PIXEL_STD, dtype=torch.float32, device=frames.device).view(3, 1, 1)
     return (frames.to(torch.float32) - mean) / std
 
 
