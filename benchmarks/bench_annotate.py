@@ -65,11 +65,11 @@ class EllipsesPredictor:
 
 
 def make_clip(path: Path, short_side: int, seconds: float) -> Path:
-    import imageio_ffmpeg
+    from models.io.ffmpeg import ffmpeg_exe
 
     width = int(round(short_side * 16 / 9 / 2)) * 2
     command = [
-        imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+        ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
         "-f", "lavfi", "-i", f"testsrc2=duration={seconds}:size={width}x{short_side}:rate=25",
         "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}:sample_rate=44100",
         "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path),
@@ -111,6 +111,7 @@ def main() -> None:
                         help="real OV-AVSS predictor with random weights of this config (no checkpoint needed)")
     parser.add_argument("--max-crops", type=int, help="predictor option max_crops_per_frame")
     parser.add_argument("--sound-gate", type=float, help="predictor option sound_gate")
+    parser.add_argument("--amp", default="off", choices=["off", "fp16", "bf16"], help="predictor autocast (CUDA)")
     args = parser.parse_args()
 
     from models.pipeline.annotate import AnnotateOptions, Annotator
@@ -128,10 +129,10 @@ def main() -> None:
     if args.random_weights:
         from bench_predictor import build_predictor, count_crops
 
-        predictor, _ = build_predictor(args.random_weights, resolve_device(args.device), "off", options, None)
+        predictor, _ = build_predictor(args.random_weights, resolve_device(args.device), args.amp, options, None)
         crop_counts = count_crops(predictor)
         what = (f"random-weight {args.random_weights} predictor on {predictor.device} "
-                f"({torch.get_num_threads()} threads), options {options or 'official'}")
+                f"({torch.get_num_threads()} threads), amp {args.amp}, options {options or 'official'}")
     elif args.checkpoint is None:
         predictor = EllipsesPredictor()
         what = "fake predictor (I/O only)"
@@ -140,7 +141,7 @@ def main() -> None:
 
         predictor = AVSegPredictor.from_checkpoint(
             args.checkpoint, device=args.device, vggish_weights=args.vggish_weights, clip_weights=args.clip_weights,
-            sound_gate=args.sound_gate, max_crops_per_frame=args.max_crops,
+            sound_gate=args.sound_gate, max_crops_per_frame=args.max_crops, amp=args.amp,
         )
         what = f"{args.checkpoint} on {predictor.describe().get('device', args.device)}"
 

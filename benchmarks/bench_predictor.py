@@ -103,7 +103,8 @@ def main() -> None:
     names = [f"{CLASS_NAMES[1 + i % 70]}-{i // 70}" if i >= 70 else CLASS_NAMES[1 + i] for i in range(args.vocabulary)]
     print(f"{args.config} + random CLIP, {args.frames} frames of {width}x{height}, device {device}, amp {args.amp}, "
           f"threads {torch.get_num_threads()}, vocabulary {len(names)}")
-    print(f"{'mode':<18} {'s / frame':>10} {'s / clip':>10} {'crops / clip':>13} {'network s / clip':>17}")
+    print(f"{'mode':<18} {'s / frame':>10} {'frames/s':>9} {'s / clip':>10} {'crops / clip':>13} "
+          f"{'network s / clip':>17}")
     parts = None
     for mode in args.modes:
         predictor, parts = build_predictor(args.config, device, args.amp, parse_mode(mode), parts)
@@ -134,8 +135,8 @@ def main() -> None:
         predictor.model.forward = forward
         clip_s = statistics.median(times)
         network_s = statistics.median(network_times[args.warmup:])
-        print(f"{mode:<18} {clip_s / args.frames:>10.2f} {clip_s:>10.2f} {statistics.median(crops):>13.0f} "
-              f"{network_s:>17.2f}")
+        print(f"{mode:<18} {clip_s / args.frames:>10.4f} {args.frames / clip_s:>9.1f} {clip_s:>10.3f} "
+              f"{statistics.median(crops):>13.0f} {network_s:>17.3f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,217 @@
+"""Where the time goes: the r50 predictor and the r50 training loop, part by part (CUDA or CPU).
+
+Usage:
+    python benchmarks/profile_cuda.py --device cuda --amp fp16 --parts predictor clip train
+
+Each part is timed between device synchronisations, so CPU/GPU overlap is removed and the parts add up to
+a little more than a plain run; "rest" is the remainder of the enclosing call. Weights are random.
+  predictor  predict_clip on a 5-frame 640x360 clip (official protocol), split into network / crop
+             selection / crop_regions / CLIP encode / paint / frame outputs, then torch.profiler's top operators
+  clip       CLIP ViT-B/16 encode_image alone: batch 64 and 256, under autocast and with half weights
+  train      the `avseg train` loop on a synthetic 360x640 dataset: data wait / VGGish / forward / criterion
+             (matcher inside) / backward / clip + step
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+TIMES: dict[str, float] = collections.defaultdict(float)
+CALLS: dict[str, int] = collections.defaultdict(int)
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed(name: str, fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        _sync()
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _sync()
+            TIMES[name] += time.perf_counter() - start
+            CALLS[name] += 1
+
+    return wrapper
+
+
+def patch(owner, attribute: str, name: str) -> None:
+    setattr(owner, attribute, timed(name, getattr(owner, attribute)))
+
+
+def report(title: str, per: float, unit: str, total_key: str | None = None) -> None:
+    print(f"\n{title}")
+    for name, seconds in sorted(TIMES.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:28} {1000 * seconds / per:9.2f} ms/{unit}   ({CALLS[name] / per:.1f} calls/{unit})")
+
+
+def profile_predictor(device: torch.device, amp: str, config: str, clips: int) -> None:
+    import numpy as np
+
+    import models.ovavss.classifier as classifier_module
+    from bench_predictor import build_predictor
+    from models.ovavss.classifier import OpenVocabularyClassifier
+    from models.ovavss.model import OVAVSS
+    from models.prediction import ClipInput
+
+    predictor, _ = build_predictor(config, device, amp, {}, None)
+    predictor.set_vocabulary([f"class {i}" for i in range(70)])
+    rng = np.random.default_rng(0)
+    clip = ClipInput(frames=rng.integers(0, 256, (5, 360, 640, 3), dtype=np.uint8),
+                     audio_examples=rng.standard_normal((5, 1, 96, 64)).astype(np.float32))
+    for _ in range(2):
+        predictor.predict_clip(clip)
+    patch(OVAVSS, "forward", "network")
+    patch(OpenVocabularyClassifier, "pairs_to_crop", "pairs_to_crop (boxes)")
+    patch(classifier_module, "crop_regions", "crop_regions")
+    patch(predictor.classifier, "encode_regions", "CLIP encode")
+    patch(OpenVocabularyClassifier, "paint", "paint")
+    patch(predictor, "_frame_predictions", "frame outputs (to CPU)")
+    patch(OpenVocabularyClassifier, "classify", "classify (all)")
+    whole = timed("predict_clip (all)", predictor.predict_clip)
+    for _ in range(clips):
+        whole(clip)
+    report(f"predictor {config}, amp {amp}, 640x360, official protocol ({device})", clips * 5, "frame")
+    TIMES.clear()
+    CALLS.clear()
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(2):
+            predictor.predict_clip(clip)
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=60))
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=60))
+
+
+def profile_clip(device: torch.device) -> None:
+    from models.ovavss.clip_model import load_clip
+
+    clip = load_clip("ViT-B-16", pretrained=None, device=device, quick_gelu=True)
+    model = clip.model.eval()
+    rows = []
+    for batch in (64, 256):
+        images = torch.randn(batch, 3, 224, 224, device=device)
+        for regime in ("autocast fp16", "half weights", "fp32"):
+            if regime == "half weights":
+                run_model = model.half()
+                inputs = images.half()
+            else:
+                run_model = model.float()
+                inputs = images
+            context = (torch.autocast(device.type, dtype=torch.float16) if regime == "autocast fp16"
+                       else torch.autocast(device.type, enabled=False))
+            times = []
+            with torch.inference_mode(), context:
+                for i in range(13):
+                    _sync()
+                    start = time.perf_counter()
+                    run_model.encode_image(inputs)
+                    _sync()
+                    if i >= 3:
+                        times.append(time.perf_counter() - start)
+            median = statistics.median(times)
+            rows.append((batch, regime, median, batch / median))
+        model.float()
+    print("\nCLIP ViT-B/16 encode_image (random weights)")
+    for batch, regime, median, rate in rows:
+        print(f"  batch {batch:4} {regime:14} {1000 * median:8.2f} ms   {rate:8.0f} crops/s")
+
+
+def profile_train(device: torch.device, amp: str, config: str, iters: int, skip: int) -> None:
+    import models.ovavss.optim as optim_module
+    from models.data.synthetic import make_synthetic_avsbench
+    from models.ovavss.criterion import SetCriterion
+    from models.ovavss.matcher import HungarianMatcher
+    from models.ovavss.model import OVAVSS
+    from models.pipeline.audio_cache import AudioEmbeddingCache
+    from models.pipeline.prepare import prepare_dataset
+    from models.pipeline.train import TrainOptions, train
+
+    patch(OVAVSS, "forward", "forward")
+    patch(SetCriterion, "forward", "criterion (all)")
+    patch(HungarianMatcher, "forward", "matcher")
+    patch(AudioEmbeddingCache, "embed", "VGGish")
+    patch(torch.Tensor, "backward", "backward")
+    patch(optim_module, "clip_full_model_grad_norm", "grad clip")
+    patch(torch.amp.GradScaler, "step", "optimizer step")
+
+    marks = {}
+
+    class Marks:
+        iteration = 0
+
+        def start(self, *_a, **_k):
+            pass
+
+        def finish(self):
+            pass
+
+        def advance(self, steps=1, **_status):
+            _sync()
+            self.iteration += steps
+            if self.iteration == skip:
+                TIMES.clear()
+                CALLS.clear()
+                marks["start"] = time.perf_counter()
+            marks["end"] = time.perf_counter()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        make_synthetic_avsbench(root / "avs", num_train=8, num_val=1, num_test=1, seed=0, size=(360, 640))
+        prepare_dataset(root / "avs", root / "data")
+        train(TrainOptions(data_dir=root / "data", config_name=config, out_dir=root / "run", device=str(device),
+                           max_iters=iters, amp=amp, checkpoint_period=10**9, num_workers=8,
+                           vggish_weights="random"), progress=Marks(), warn=lambda *_: None)
+    measured = iters - skip
+    wall = marks["end"] - marks["start"]
+    TIMES["(iteration, all)"] = wall
+    CALLS["(iteration, all)"] = measured
+    report(f"train loop {config}, amp {amp} ({device}): {measured / wall:.2f} it/s with synchronised parts",
+           measured, "iteration")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--amp", default="fp16", choices=["off", "fp16", "bf16"])
+    parser.add_argument("--train-amp", default="off", choices=["off", "fp16", "bf16"])
+    parser.add_argument("--parts", nargs="+", default=["predictor", "clip", "train"])
+    parser.add_argument("--iters", type=int, default=40)
+    parser.add_argument("--config", default="r50", choices=["r50", "swinb", "tiny"])
+    parser.add_argument("--clips", type=int, default=10, help="predictor clips timed")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    for part in args.parts:
+        TIMES.clear()
+        CALLS.clear()
+        if part == "predictor":
+            profile_predictor(device, args.amp, args.config, args.clips)
+        elif part == "clip":
+            profile_clip(device)
+        elif part == "train":
+            profile_train(device, args.train_amp, args.config, args.iters, skip=min(10, args.iters // 2))
+        else:
+            raise SystemExit(f"unknown part {part}")
+
+
+if __name__ == "__main__":
+    main()

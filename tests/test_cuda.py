@@ -1,0 +1,230 @@
+"""The CUDA paths compute what the CPU paths compute (skipped without a GPU; run on a lent GPU machine).
+
+Each check compares a CUDA result with a float64 CPU computation of the same function on fresh random
+inputs, by relative error ||cuda - ref|| / ||ref||. Bounds: float32 kernels land far below 1e-4; cuDNN
+convolutions use TF32 by default (about 3e-4 per product), which a 50-layer backbone compounds; bf16
+autocast has 8 mantissa bits (about 4e-3 per rounding), fp16 10.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.ovavss.deform_attn import MSDeformAttn, multi_scale_deformable_attn
+from models.ovavss.model import build_ovavss
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+CUDA = torch.device("cuda")
+
+
+def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
+    value = value.detach().double().cpu()
+    reference = reference.detach().double().cpu()
+    assert torch.isfinite(value).all()
+    return float((value - reference).norm() / reference.norm())
+
+
+def _perturb(model: torch.nn.Module, seed: int) -> None:
+    """Spread the random init so sampling offsets, attention weights and masks are far from their defaults.
+
+    The backbone keeps its init: perturbing all 50 ResNet layers grows activations to ~1e8 (fp16 overflows),
+    which no trained network does.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" not in name and param.dim() >= 1 and not name.startswith("backbone."):
+                param.add_(0.05 * torch.randn(param.shape, generator=gen, dtype=param.dtype))
+
+
+@pytest.mark.parametrize("method", ["gather", "grid_sample", "auto"])
+def test_deformable_sampling_on_cuda_matches_float64(method):
+    gen = torch.Generator().manual_seed(5)
+    shapes = [(23, 41), (12, 21), (6, 11), (3, 6)]
+    total = sum(h * w for h, w in shapes)
+    value = torch.randn(2, total, 8, 32, generator=gen, dtype=torch.float64)
+    locations = torch.rand(2, 300, 8, 4, 4, 2, generator=gen, dtype=torch.float64) * 1.4 - 0.2
+    weights = torch.rand(2, 300, 8, 4, 4, generator=gen, dtype=torch.float64)
+    spatial = torch.tensor(shapes)
+    reference = multi_scale_deformable_attn(value, spatial, locations, weights, "grid_sample")
+    out = multi_scale_deformable_attn(value.float().to(CUDA), spatial.to(CUDA), locations.float().to(CUDA),
+                                      weights.float().to(CUDA), method)
+    assert out.device.type == "cuda" and out.shape == (2, 300, 256)
+    assert relative_error(out, reference) < 1e-5
+
+    # gradients of all three differentiable inputs agree too
+    grads = {}
+    for name, device, dtype in (("ref", "cpu", torch.float64), ("cuda", CUDA, torch.float32)):
+        inputs = [t.detach().to(device, dtype).clone().requires_grad_() for t in (value, locations, weights)]
+        result = multi_scale_deformable_attn(inputs[0], spatial.to(device), inputs[1], inputs[2],
+                                             "grid_sample" if name == "ref" else method)
+        result.backward(torch.ones_like(result))
+        grads[name] = [t.grad for t in inputs]
+    for got, want in zip(grads["cuda"], grads["ref"]):
+        assert relative_error(got, want) < 1e-4
+
+
+def test_auto_sampling_is_grid_sample_on_cuda(monkeypatch):
+    from models.ovavss import deform_sampling
+
+    called = []
+    monkeypatch.setattr(deform_sampling, "sample_with_grid_sample",
+                        lambda *args: called.append("grid_sample") or torch.zeros(1))
+    monkeypatch.setattr(deform_sampling, "sample_with_gather", lambda *args: called.append("gather") or torch.zeros(1))
+    value = torch.randn(1, 4, 1, 2, device=CUDA)
+    deform_sampling.multi_scale_deformable_attn(value, torch.tensor([[2, 2]], device=CUDA),
+                                                torch.rand(1, 3, 1, 1, 2, 2, device=CUDA),
+                                                torch.rand(1, 3, 1, 1, 2, device=CUDA))
+    assert called == ["grid_sample"]
+
+
+@pytest.mark.parametrize("config,size,amp,mask_bound,sound_bound", [
+    ("tiny", (96, 160), "off-no-tf32", 1e-4, 1e-4),
+    ("tiny", (96, 160), "off", 1e-2, 1e-2),
+    ("tiny", (96, 160), "bf16", 1e-1, 1e-1),
+    ("tiny", (96, 160), "fp16", 2e-2, 3e-2),
+    ("r50", (192, 320), "off-no-tf32", 1e-4, 1e-4),
+    ("r50", (192, 320), "off", 1e-2, 1e-2),
+    ("r50", (192, 320), "bf16", 1e-1, 1e-1),
+    ("r50", (192, 320), "fp16", 3e-2, 3e-2),
+])
+def test_network_forward_on_cuda_matches_float64_cpu(config, size, amp, mask_bound, sound_bound, monkeypatch):
+    """Masks by relative error; the sound head by P(sounding) (its two logits are close, so their relative
+    error says little). "off" is float32 with PyTorch's defaults (cuDNN convolutions in TF32, measured
+    ~1e-3); "off-no-tf32" turns TF32 off, which must bring float32 close to float64."""
+    if amp == "off-no-tf32":
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+        amp = "off"
+    from models.pipeline.train import _autocast
+
+    torch.manual_seed(0)
+    model = build_ovavss(config).double().eval()
+    _perturb(model, seed=1)
+    gen = torch.Generator().manual_seed(2)
+    images = torch.randn(1, 5, 3, *size, generator=gen, dtype=torch.float64)
+    audio = torch.randn(1, 5, 128, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        reference = model(images, audio_embeddings=audio)
+        model.float().to(CUDA)
+        with _autocast(CUDA, amp):
+            out = model(images.float().to(CUDA), audio_embeddings=audio.float().to(CUDA))
+    masks = relative_error(out["pred_masks"], reference["pred_masks"])
+    sound = out["pred_logits"].float().softmax(-1)[..., 0].double().cpu()
+    sound_error = float((sound - reference["pred_logits"].softmax(-1)[..., 0]).abs().max())
+    print(f"{config} amp={amp}: relative error of masks {masks:.2e}, largest P(sounding) error {sound_error:.2e}")
+    assert masks < mask_bound and sound_error < sound_bound
+    assert reference["pred_masks"].std() > 0.1  # not a degenerate case
+    assert reference["pred_logits"].softmax(-1)[..., 0].std() > 0.01
+
+
+@pytest.mark.parametrize("amp", ["off", "bf16", "fp16"])
+def test_training_on_cuda_runs_checkpoints_and_resumes(tmp_path: Path, amp: str, recwarn):
+    from models.data.synthetic import make_synthetic_avsbench
+    from models.pipeline.prepare import prepare_dataset
+    from models.pipeline.train import TrainOptions, train
+
+    make_synthetic_avsbench(tmp_path / "root", num_train=4, num_val=1, num_test=1, seed=3)
+    prepare_dataset(tmp_path / "root", tmp_path / "data")
+
+    def options(max_iters: int, resume: bool = False) -> TrainOptions:
+        return TrainOptions(data_dir=tmp_path / "data", config_name="tiny", out_dir=tmp_path / "run",
+                            device="cuda", max_iters=max_iters, resume=resume, amp=amp, checkpoint_period=3,
+                            log_period=1, vggish_weights="random", overrides={"train_num_points": 256})
+
+    first = train(options(3), warn=lambda *_: None)
+    assert first.iterations == 3
+    after_three = torch.load(tmp_path / "run" / "last.pt", weights_only=True, map_location="cpu")
+    resumed = train(options(6, resume=True), warn=lambda *_: None)
+    assert resumed.iterations == 6
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in rows)
+    final = torch.load(tmp_path / "run" / "last.pt", weights_only=True, map_location="cpu")
+    assert final["iteration"] == 6
+    assert all(t.device.type == "cpu" for t in final["model"].values())
+    changed = [k for k in final["model"] if not torch.equal(final["model"][k], after_three["model"][k])]
+    assert changed  # the resumed iterations updated the weights
+    assert all(torch.isfinite(t).all() for t in final["model"].values() if t.is_floating_point())
+    # fp16's GradScaler skips the first steps; the schedule's PyTorch warning about it is not shown to users
+    assert not [w for w in recwarn if "lr_scheduler.step" in str(w.message)]
+
+
+def test_predictor_on_cuda_matches_the_cpu_predictor(tmp_path: Path, monkeypatch):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_predictor import VOCABULARY, make_tiny_checkpoint, make_tiny_clip_dir, random_clip_input
+
+    from models.predictor import AVSegPredictor
+
+    monkeypatch.setenv("AVSEG_CACHE", str(tmp_path / "cache"))
+    make_tiny_checkpoint(tmp_path / "tiny.pt")
+    clip_dir = make_tiny_clip_dir(tmp_path / "clip")
+    clip = random_clip_input(5, 72, 128, seed=4)
+    results = {}
+    for device in ("cpu", "cuda"):
+        predictor = AVSegPredictor.from_checkpoint(tmp_path / "tiny.pt", device=device, clip_weights=clip_dir)
+        predictor.set_vocabulary(VOCABULARY)
+        results[device] = predictor.predict_clip(clip)
+    agree = [float((a.label_map == b.label_map).mean()) for a, b in zip(results["cpu"], results["cuda"])]
+    assert min(agree) > 0.99, agree
+    assert sum(len(f.instances) for f in results["cpu"]) > 0
+    for a, b in zip(results["cpu"], results["cuda"]):
+        sound_cpu = sorted(round(i.sound_score, 3) for i in a.instances)
+        sound_cuda = sorted(round(i.sound_score, 3) for i in b.instances)
+        assert len(sound_cpu) == len(sound_cuda)
+        np.testing.assert_allclose(sound_cuda, sound_cpu, atol=2e-3)
+
+
+def test_msdeformattn_module_on_cuda_uses_grid_sample_and_matches_gather():
+    torch.manual_seed(3)
+    module = MSDeformAttn(d_model=64, n_levels=3, n_heads=4, n_points=4).to(CUDA)
+    shapes = torch.tensor([[16, 24], [8, 12], [4, 6]], device=CUDA)
+    starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
+    total = int((shapes[:, 0] * shapes[:, 1]).sum())
+    query = torch.randn(2, 50, 64, device=CUDA)
+    inputs = torch.randn(2, total, 64, device=CUDA)
+    points = torch.rand(2, 50, 3, 2, device=CUDA)
+    with torch.no_grad():
+        auto = module(query, points, inputs, shapes, starts)
+        module.sampling = "gather"
+        gathered = module(query, points, inputs, shapes, starts)
+    assert relative_error(auto, gathered) < 1e-5
+
+
+@pytest.mark.parametrize("amp", ["fp16", "bf16"])
+def test_predictor_amp_weights_change_speed_not_results(tmp_path: Path, monkeypatch, amp):
+    """Weights stored in the amp dtype (the default) against float32 weights under the same autocast."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_predictor import VOCABULARY, make_tiny_checkpoint, make_tiny_clip_dir, random_clip_input
+
+    from models.predictor import AVSegPredictor
+
+    monkeypatch.setenv("AVSEG_CACHE", str(tmp_path / "cache"))
+    make_tiny_checkpoint(tmp_path / "tiny.pt")
+    clip_dir = make_tiny_clip_dir(tmp_path / "clip")
+    clip = random_clip_input(5, 72, 128, seed=6)
+    results = {}
+    for amp_weights in (False, True):
+        predictor = AVSegPredictor.from_checkpoint(tmp_path / "tiny.pt", device="cuda", clip_weights=clip_dir,
+                                                   amp=amp, amp_weights=amp_weights)
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[amp] if amp_weights else torch.float32
+        assert next(predictor.model.backbone.parameters()).dtype == dtype
+        assert next(predictor.model.sem_seg_head.predictor.parameters()).dtype == dtype
+        assert next(predictor.clip.model.visual.parameters()).dtype == dtype
+        assert next(predictor.model.sem_seg_head.pixel_decoder.parameters()).dtype == torch.float32
+        assert predictor.clip.model.token_embedding.weight.dtype == torch.float32
+        predictor.set_vocabulary(VOCABULARY)
+        results[amp_weights] = predictor.predict_clip(clip)
+    agree = [float((a.label_map == b.label_map).mean()) for a, b in zip(results[False], results[True])]
+    assert min(agree) > 0.98, agree
+    assert sum(len(f.instances) for f in results[False]) > 0
