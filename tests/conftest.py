@@ -21,3 +21,20 @@ def real_metadata_csv() -> Path:
     if not METADATA_FIXTURE.is_file():
         pytest.skip("../shared/fixtures/avsbench-semantic-metadata.csv not available")
     return METADATA_FIXTURE
+
+
+@pytest.fixture(autouse=True)
+def wide_cli_consoles():
+    """The CLI's rich consoles are made at import, so they keep the width of whichever test imported them
+    first (80 columns without a terminal); tables in the tests' output must not depend on test order."""
+    try:
+        from avseg_cli import console
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    saved = [(c, c._width) for c in (console.out, console.err)]
+    for c, _ in saved:
+        c.width = 300
+    yield
+    for c, width in saved:
+        c._width = width

@@ -9,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-import httpx2
+try:  # huggingface_hub 2.x is built on httpx2, 1.x on httpx
+    import httpx2
+except ImportError:  # pragma: no cover
+    import httpx as httpx2
 import huggingface_hub
 import huggingface_hub.constants
 import pytest
