@@ -17,6 +17,8 @@ import torch
 
 from models.ovavss.deform_attn import MSDeformAttn, multi_scale_deformable_attn
 from models.ovavss.model import build_ovavss
+from models.predictor import AVSegPredictor
+from test_predictor import VOCABULARY, make_tiny_checkpoint, make_tiny_clip_dir, random_clip_input
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -124,6 +126,14 @@ def test_network_forward_on_cuda_matches_float64_cpu(config, size, amp, mask_bou
     assert reference["pred_logits"].softmax(-1)[..., 0].std() > 0.01
 
 
+@pytest.fixture
+def tiny_files(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    """A tiny avseg checkpoint and a tiny open_clip folder (the helpers of test_predictor)."""
+    monkeypatch.setenv("AVSEG_CACHE", str(tmp_path / "cache"))
+    make_tiny_checkpoint(tmp_path / "tiny.pt")
+    return tmp_path / "tiny.pt", make_tiny_clip_dir(tmp_path / "clip")
+
+
 @pytest.mark.parametrize("amp", ["off", "bf16", "fp16"])
 def test_training_on_cuda_runs_checkpoints_and_resumes(tmp_path: Path, amp: str, recwarn):
     from models.data.synthetic import make_synthetic_avsbench
@@ -156,21 +166,12 @@ def test_training_on_cuda_runs_checkpoints_and_resumes(tmp_path: Path, amp: str,
     assert not [w for w in recwarn if "lr_scheduler.step" in str(w.message)]
 
 
-def test_predictor_on_cuda_matches_the_cpu_predictor(tmp_path: Path, monkeypatch):
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_predictor import VOCABULARY, make_tiny_checkpoint, make_tiny_clip_dir, random_clip_input
-
-    from models.predictor import AVSegPredictor
-
-    monkeypatch.setenv("AVSEG_CACHE", str(tmp_path / "cache"))
-    make_tiny_checkpoint(tmp_path / "tiny.pt")
-    clip_dir = make_tiny_clip_dir(tmp_path / "clip")
+def test_predictor_on_cuda_matches_the_cpu_predictor(tiny_files):
+    checkpoint, clip_dir = tiny_files
     clip = random_clip_input(5, 72, 128, seed=4)
     results = {}
     for device in ("cpu", "cuda"):
-        predictor = AVSegPredictor.from_checkpoint(tmp_path / "tiny.pt", device=device, clip_weights=clip_dir)
+        predictor = AVSegPredictor.from_checkpoint(checkpoint, device=device, clip_weights=clip_dir)
         predictor.set_vocabulary(VOCABULARY)
         results[device] = predictor.predict_clip(clip)
     agree = [float((a.label_map == b.label_map).mean()) for a, b in zip(results["cpu"], results["cuda"])]
@@ -200,22 +201,13 @@ def test_msdeformattn_module_on_cuda_uses_grid_sample_and_matches_gather():
 
 
 @pytest.mark.parametrize("amp", ["fp16", "bf16"])
-def test_predictor_amp_weights_change_speed_not_results(tmp_path: Path, monkeypatch, amp):
+def test_predictor_amp_weights_change_speed_not_results(tiny_files, amp):
     """Weights stored in the amp dtype (the default) against float32 weights under the same autocast."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_predictor import VOCABULARY, make_tiny_checkpoint, make_tiny_clip_dir, random_clip_input
-
-    from models.predictor import AVSegPredictor
-
-    monkeypatch.setenv("AVSEG_CACHE", str(tmp_path / "cache"))
-    make_tiny_checkpoint(tmp_path / "tiny.pt")
-    clip_dir = make_tiny_clip_dir(tmp_path / "clip")
+    checkpoint, clip_dir = tiny_files
     clip = random_clip_input(5, 72, 128, seed=6)
     results = {}
     for amp_weights in (False, True):
-        predictor = AVSegPredictor.from_checkpoint(tmp_path / "tiny.pt", device="cuda", clip_weights=clip_dir,
+        predictor = AVSegPredictor.from_checkpoint(checkpoint, device="cuda", clip_weights=clip_dir,
                                                    amp=amp, amp_weights=amp_weights)
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[amp] if amp_weights else torch.float32
         assert next(predictor.model.backbone.parameters()).dtype == dtype
