@@ -19,7 +19,9 @@ Checkpoints: avseg training checkpoints, `avseg weights convert` outputs, and th
 `model_ov_avss_{r50,swinb}.pth` (detectron2 layout, `module.` prefixes allowed, CLIP / VGGish used when
 inside). Precision: float32; on CUDA `amp="fp16"` runs the network, the CLIP image tower and the painting
 under fp16 autocast like the official test (and rounds crops through fp16); the per-query logit mean stays
-float32 (the official code keeps it in fp16), which can only move probabilities in the last fp16 digit.
+float32 (the official code keeps it in fp16), which can only move probabilities in the last fp16 digit. By
+default the autocast parts also keep their weights in fp16 (`PredictorOptions.amp_weights`: the same matrix
+operands, norm scales rounded once; `amp_weights=False` is the official regime bit for bit).
 """
 
 from __future__ import annotations
