@@ -52,11 +52,24 @@ def timed(name: str, fn):
     return wrapper
 
 
+PATCHES: list[tuple[object, str, object]] = []
+
+
 def patch(owner, attribute: str, name: str) -> None:
-    setattr(owner, attribute, timed(name, getattr(owner, attribute)))
+    """Time `owner.attribute` under `name` until `unpatch_all`."""
+    original = getattr(owner, attribute)
+    PATCHES.append((owner, attribute, original))
+    setattr(owner, attribute, timed(name, original))
 
 
-def report(title: str, per: float, unit: str, total_key: str | None = None) -> None:
+def unpatch_all() -> None:
+    """Undo every `patch`, so a later part (or the profiler) runs without the synchronising wrappers."""
+    while PATCHES:
+        owner, attribute, original = PATCHES.pop()
+        setattr(owner, attribute, original)
+
+
+def report(title: str, per: float, unit: str) -> None:
     print(f"\n{title}")
     for name, seconds in sorted(TIMES.items(), key=lambda kv: -kv[1]):
         print(f"  {name:28} {1000 * seconds / per:9.2f} ms/{unit}   ({CALLS[name] / per:.1f} calls/{unit})")
@@ -89,8 +102,7 @@ def profile_predictor(device: torch.device, amp: str, config: str, clips: int) -
     for _ in range(clips):
         whole(clip)
     report(f"predictor {config}, amp {amp}, 640x360, official protocol ({device})", clips * 5, "frame")
-    TIMES.clear()
-    CALLS.clear()
+    unpatch_all()
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -203,14 +215,17 @@ def main() -> None:
     for part in args.parts:
         TIMES.clear()
         CALLS.clear()
-        if part == "predictor":
-            profile_predictor(device, args.amp, args.config, args.clips)
-        elif part == "clip":
-            profile_clip(device)
-        elif part == "train":
-            profile_train(device, args.train_amp, args.config, args.iters, skip=min(10, args.iters // 2))
-        else:
-            raise SystemExit(f"unknown part {part}")
+        try:
+            if part == "predictor":
+                profile_predictor(device, args.amp, args.config, args.clips)
+            elif part == "clip":
+                profile_clip(device)
+            elif part == "train":
+                profile_train(device, args.train_amp, args.config, args.iters, skip=min(10, args.iters // 2))
+            else:
+                raise SystemExit(f"unknown part {part}")
+        finally:
+            unpatch_all()
 
 
 if __name__ == "__main__":
