@@ -15,12 +15,15 @@ from models.ovavss.deform_attn import MSDeformAttn
 from models.ovavss.model import build_ovavss
 
 
-def _perturb(model: torch.nn.Module, seed: int) -> None:
-    """Spread the random init so sampling offsets, attention weights and masks are far from their defaults."""
+def perturb(model: torch.nn.Module, seed: int, keep: tuple[str, ...] = ()) -> None:
+    """Spread the random init so sampling offsets, attention weights and masks are far from their defaults.
+
+    Norm parameters and those whose names start with a prefix in `keep` keep their init.
+    """
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if "norm" not in name and param.dim() >= 1:
+            if "norm" not in name and param.dim() >= 1 and not name.startswith(keep):
                 param.add_(0.05 * torch.randn(param.shape, generator=gen, dtype=param.dtype))
 
 
@@ -44,7 +47,7 @@ def _plain_forward(model, images, audio):
 def test_model_forward_equals_the_plain_computation(config, size, tol):
     torch.manual_seed(0)
     model = build_ovavss(config).double().eval()
-    _perturb(model, seed=1)
+    perturb(model, seed=1)
     gen = torch.Generator().manual_seed(2)
     images = torch.randn(1, 3, 3, *size, generator=gen, dtype=torch.float64)
     audio = torch.randn(1, 3, 128, generator=gen, dtype=torch.float64)
