@@ -118,9 +118,9 @@ def main() -> None:
 
     import torch
 
-    from models.device import flush_denormals, resolve_device
+    from models.device import prepare_cpu, resolve_device
 
-    flush_denormals()  # as the CLI does, before torch's first parallel operation
+    prepare_cpu()  # as the CLI does (subnormals off, freed memory kept), before the first parallel op
     if args.threads:
         torch.set_num_threads(args.threads)
     crop_counts = None

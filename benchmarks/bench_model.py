@@ -144,9 +144,9 @@ def main() -> None:
                         help="deformable-attention sampling form (auto: gather on the CPU, grid_sample elsewhere)")
     parser.add_argument("--stages", action="store_true", help="also print the forward time of each stage")
     args = parser.parse_args()
-    from models.device import flush_denormals
+    from models.device import prepare_cpu
 
-    flush_denormals()  # as the CLI does (resolve_device), before torch's first parallel operation
+    prepare_cpu()  # as the CLI does (resolve_device), before torch's first parallel operation
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

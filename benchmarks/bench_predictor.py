@@ -11,12 +11,17 @@ Weights are random (r50 network, VGGish and CLIP ViT-B-16; swinb uses ViT-L-14-3
 have a non-empty mask in most frames, so the official protocol's CLIP cost is of the same order.
 Frames: a random 16:9 clip at --short-side (original size = network size, so no extra resize cost).
 Modes: official (no sound options), gate<p> (sound_gate=p), crops<n> (max_crops_per_frame=n),
-gate<p>+crops<n>. Times are medians over --repeat clips after --warmup clips.
+gate<p>+crops<n>. Times are medians over --repeat clips after --warmup clips. The last columns give the
+process's resident memory after the first and after the last timed clip (it must not grow from clip to clip)
+and its peak. `AVSEG_MALLOC=system` in the environment measures with the C library's allocator defaults
+(see `models.cpu_allocator`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import time
 
@@ -57,6 +62,12 @@ def build_predictor(config_name: str, device: torch.device, amp: str, options: d
     return predictor, parts
 
 
+def resident_gb() -> float:
+    """The process's current resident set (VmRSS), in GB."""
+    with open(f"/proc/{os.getpid()}/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+
+
 def count_crops(predictor) -> list[int]:
     """Wrap the classifier's CLIP image encoder to count the crops it encodes."""
     counts = [0]
@@ -83,9 +94,9 @@ def main() -> None:
     parser.add_argument("--vocabulary", type=int, default=70, help="number of class names")
     parser.add_argument("--modes", nargs="+", default=["official", "gate0.5", "crops5", "gate0.5+crops5"])
     args = parser.parse_args()
-    from models.device import flush_denormals
+    from models.device import prepare_cpu
 
-    flush_denormals()  # as the CLI does (resolve_device), before torch's first parallel operation
+    prepare_cpu()  # as the CLI does (resolve_device), before torch's first parallel operation
     if args.threads:
         torch.set_num_threads(args.threads)
     from models.data.classes import CLASS_NAMES
@@ -104,7 +115,7 @@ def main() -> None:
     print(f"{args.config} + random CLIP, {args.frames} frames of {width}x{height}, device {device}, amp {args.amp}, "
           f"threads {torch.get_num_threads()}, vocabulary {len(names)}")
     print(f"{'mode':<18} {'s / frame':>10} {'frames/s':>9} {'s / clip':>10} {'crops / clip':>13} "
-          f"{'network s / clip':>17}")
+          f"{'network s / clip':>17} {'RSS first/last/peak GB':>23}")
     parts = None
     for mode in args.modes:
         predictor, parts = build_predictor(args.config, device, args.amp, parse_mode(mode), parts)
@@ -122,7 +133,7 @@ def main() -> None:
             return out
 
         predictor.model.forward = timed_forward
-        times, crops = [], []
+        times, crops, resident = [], [], []
         for index, clip in enumerate(clips):
             counts[0] = 0
             start = time.perf_counter()
@@ -132,11 +143,13 @@ def main() -> None:
             if index >= args.warmup:
                 times.append(time.perf_counter() - start)
                 crops.append(counts[0])
+                resident.append(resident_gb())
         predictor.model.forward = forward
         clip_s = statistics.median(times)
         network_s = statistics.median(network_times[args.warmup:])
         print(f"{mode:<18} {clip_s / args.frames:>10.4f} {args.frames / clip_s:>9.1f} {clip_s:>10.3f} "
-              f"{statistics.median(crops):>13.0f} {network_s:>17.3f}")
+              f"{statistics.median(crops):>13.0f} {network_s:>17.3f} "
+              f"{resident[0]:>9.2f}/{resident[-1]:.2f}/{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f}")
 
 
 if __name__ == "__main__":

@@ -105,9 +105,9 @@ def main() -> None:
     parser.add_argument("--detector-size", type=int, default=None, help="Grounding DINO input short side")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
-    from models.device import flush_denormals
+    from models.device import prepare_cpu
 
-    flush_denormals()  # before torch's first parallel operation, like the CLI (resolve_device)
+    prepare_cpu()  # before torch's first parallel operation, like the CLI (resolve_device)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from models.cpu_allocator import keep_freed_memory
 from models.errors import AVSegError, UsageError
 
 
@@ -19,12 +20,19 @@ def flush_denormals() -> bool:
     return bool(torch.set_flush_denormal(True))
 
 
+def prepare_cpu() -> None:
+    """The process-wide CPU settings every avseg command runs with: `flush_denormals` and
+    `models.cpu_allocator.keep_freed_memory`. Call before torch's first parallel operation."""
+    flush_denormals()
+    keep_freed_memory()
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """"auto" -> CUDA when available, else CPU; asking for CUDA without a GPU is a user error.
 
-    Also switches subnormal floats off on the CPU (`flush_denormals`).
+    Also applies the process-wide CPU settings (`prepare_cpu`): subnormal floats off, freed memory kept.
     """
-    flush_denormals()
+    prepare_cpu()
     if isinstance(device, torch.device):
         name = str(device)
     else:

@@ -657,6 +657,8 @@ _MEMORY_SCRIPT = textwrap.dedent(
     import resource, sys
     sys.path.insert(0, sys.argv[3])
     from pathlib import Path
+    from models.device import prepare_cpu
+    prepare_cpu()  # as the CLI does (resolve_device): freed memory is kept for reuse
     from test_annotate import FakePredictor, VOCABULARY
     from models.pipeline.annotate import AnnotateOptions, Annotator
     predictor = FakePredictor(fps=5, keep_clips=False)
