@@ -66,10 +66,7 @@ def _avseg_cache_folder(weight: "WeightFile") -> Path:
 
 def _hf_cache_snapshot(weight: "WeightFile") -> Path | None:
     """The snapshot folder of the pinned commit in the Hugging Face cache, never touching the network."""
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:  # pragma: no cover - huggingface_hub comes with open_clip and transformers
-        return None
+    snapshot_download = _snapshot_download()
     try:
         folder = snapshot_download(weight.repo_id, revision=weight.revision, local_files_only=True,
                                    allow_patterns=list(HF_ALLOW_PATTERNS))
@@ -78,10 +75,26 @@ def _hf_cache_snapshot(weight: "WeightFile") -> Path | None:
     return Path(folder) if model_folder_problem(Path(folder)) is None else None
 
 
+def _snapshot_download():
+    """huggingface_hub's `snapshot_download`; a one-line `AVSegError` when the installed library cannot import.
+
+    A broken installation (e.g. a missing dependency of huggingface_hub) must not pass for "not cached".
+    """
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as error:
+        raise AVSegError(
+            f"huggingface_hub cannot be imported ({_first_line(error)}): reinstall it "
+            "(pip install --force-reinstall huggingface_hub)"
+        ) from error
+    return snapshot_download
+
+
 def cached_hub_model(weight: "WeightFile") -> Path | None:
     """The model folder if it is on this machine (avseg cache first, then the Hugging Face cache), or None.
 
-    Never downloads and never raises for a missing or broken cache.
+    Never downloads and never raises for a missing or broken cache (only for a huggingface_hub that cannot
+    be imported).
     """
     own = _avseg_cache_folder(weight)
     if model_folder_problem(own) is None:
@@ -149,10 +162,9 @@ def download_hub_model(weight: "WeightFile", *, force: bool = False) -> Path:
 
     Raises:
         AVSegError: one line for no network, an unknown revision, a gated / private / missing repository, an
-            HTTP error or an unwritable cache.
+            HTTP error or an unwritable cache; a huggingface_hub that cannot be imported.
     """
-    from huggingface_hub import snapshot_download
-
+    snapshot_download = _snapshot_download()
     try:
         folder = Path(snapshot_download(weight.repo_id, revision=weight.revision,
                                         allow_patterns=list(HF_ALLOW_PATTERNS), force_download=force))

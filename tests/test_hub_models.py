@@ -388,3 +388,30 @@ def test_fetch_zeroshot_expands_to_the_default_models_and_checks_names_first(mon
     fetched.clear()
     bad = CliRunner().invoke(weights_app, ["fetch", "zeroshot", "nope"], env={"COLUMNS": "300"})
     assert bad.exit_code != 0 and fetched == [] and "nope" in str(bad.exception or bad.output)
+
+
+def test_a_huggingface_hub_that_cannot_import_is_not_reported_as_not_cached(hub_env, monkeypatch, capsys):
+    """A broken installation (here: a dependency of huggingface_hub's snapshot module missing) is named, in one
+    line, by the lookup, the download and `avseg weights list`; it never reads as "not cached"."""
+    from avseg_cli.main import run
+
+    hf_cache_snapshot(hub_env / "hf", "facebook/sam-vit-base", weights.SAM_VIT_BASE.revision)
+    # huggingface_hub loads its attributes lazily, through the module's __getattr__
+    if "snapshot_download" in vars(huggingface_hub):
+        monkeypatch.delitem(vars(huggingface_hub), "snapshot_download")
+
+    def broken(name):
+        raise ModuleNotFoundError("No module named 'certifi'")
+
+    monkeypatch.setattr(huggingface_hub, "__getattr__", broken)
+    expected = "huggingface_hub cannot be imported (No module named 'certifi'): reinstall it"
+    with pytest.raises(AVSegError, match=re.escape(expected)):
+        hub_models.cached_hub_model(weights.SAM_VIT_BASE)
+    with pytest.raises(AVSegError, match=re.escape(expected)):
+        hub_models.download_hub_model(weights.SAM_VIT_BASE)
+    monkeypatch.setattr(sys, "argv", ["avseg", "weights", "list"])
+    with pytest.raises(SystemExit) as exit_info:
+        run()
+    assert exit_info.value.code == 1
+    captured = capsys.readouterr()
+    assert expected in " ".join(captured.err.split()) and "Traceback" not in captured.err
