@@ -350,3 +350,34 @@ def test_bad_targets_are_rejected():
     with pytest.raises(ValueError, match="pred_logits"):
         criterion({"pred_logits": torch.zeros(1, 2, 3), "pred_masks": outputs["pred_masks"]},
                   [target(torch.ones(1, 1, 8, 8))])
+
+
+def test_final_and_aux_predictions_scored_together_equal_each_scored_alone(monkeypatch):
+    """With the Hungarian matcher (matching all predictions with one read-back of the costs) and the points
+    fixed, every prediction's three losses are those it gets alone, and the match differs per prediction."""
+    outputs, targets, _ = _two_clip_problem(seed=3, pred_size=(10, 10), target_size=(40, 40))
+    generator = torch.Generator().manual_seed(12)
+    aux = [{"pred_logits": torch.randn(outputs["pred_logits"].shape, generator=generator),
+            "pred_masks": torch.randn(outputs["pred_masks"].shape, generator=generator) * 3} for _ in range(2)]
+    loss_points = torch.rand(64, 2, generator=generator)
+    monkeypatch.setattr(criterion_module, "get_uncertain_point_coords_with_randomness",
+                        lambda logits, *args: loss_points[None].expand(logits.shape[0], -1, -1))
+    match_points = torch.rand(2, 3, 50, 2, generator=generator)
+    matcher = HungarianMatcher(num_points=50)
+    alone_index = [None]
+
+    def fixed_points(num_clips, num_outputs, device):
+        return match_points if alone_index[0] is None else match_points[:, alone_index[0]:alone_index[0] + 1]
+
+    monkeypatch.setattr(matcher, "sample_points", fixed_points)
+    criterion = SetCriterion(matcher=matcher, weight_dict=default_weight_dict(2), num_points=64)
+    together = criterion(dict(outputs, aux_outputs=aux), targets)
+    assert set(together) == {f"{name}{suffix}" for name in ("loss_ce", "loss_mask", "loss_dice")
+                             for suffix in ("", "_0", "_1")}
+    for index, (prediction, suffix) in enumerate(((outputs, ""), (aux[0], "_0"), (aux[1], "_1"))):
+        alone_index[0] = index
+        alone = criterion({"pred_logits": prediction["pred_logits"], "pred_masks": prediction["pred_masks"]},
+                          targets)
+        for name in ("loss_ce", "loss_mask", "loss_dice"):
+            assert float(together[f"{name}{suffix}"]) == pytest.approx(float(alone[name]), rel=1e-6, abs=1e-7)
+    assert float(together["loss_ce_0"]) != pytest.approx(float(together["loss_ce"]), rel=1e-3)

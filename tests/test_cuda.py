@@ -212,3 +212,40 @@ def test_predictor_amp_weights_change_speed_not_results(tiny_files, amp):
     agree = [float((a.label_map == b.label_map).mean()) for a, b in zip(results[False], results[True])]
     assert min(agree) > 0.98, agree
     assert sum(len(f.instances) for f in results[False]) > 0
+
+
+def test_criterion_waits_for_the_gpu_once_per_training_step():
+    """The losses of the final and the 9 aux predictions read the device back once (the matcher's cost
+    tables, which scipy needs on the host); nothing else in the criterion synchronises. (Written without a
+    GPU at hand, 2026-12-07: first to run on the next lent machine.)"""
+    import warnings
+
+    from models.ovavss.criterion import SetCriterion, default_weight_dict
+    from models.ovavss.matcher import HungarianMatcher
+
+    gen = torch.Generator().manual_seed(3)
+    masks = torch.zeros(2, 5, 96, 160)
+    masks[0, :, 10:50, 20:90] = 1
+    masks[1, :, 40:90, 100:150] = 1
+    frames = torch.arange(5)
+    predictions = [{"pred_logits": torch.randn(1, 100, 2, generator=gen),
+                    "pred_masks": torch.randn(1, 100, 5, 24, 40, generator=gen)} for _ in range(10)]
+    outputs = dict(predictions[0], aux_outputs=predictions[1:])
+    moved = {"pred_logits": outputs["pred_logits"].to(CUDA), "pred_masks": outputs["pred_masks"].to(CUDA),
+             "aux_outputs": [{k: v.to(CUDA) for k, v in aux.items()} for aux in outputs["aux_outputs"]]}
+    targets = [{"labels": torch.zeros(2, dtype=torch.long, device=CUDA), "masks": masks.to(CUDA),
+                "frame_indices": frames}]  # as `train` passes them: frame indices stay on the host
+    criterion = SetCriterion(matcher=HungarianMatcher(num_points=500), weight_dict=default_weight_dict(9),
+                             num_points=500).to(CUDA)
+    criterion(moved, targets)  # warm-up (first-call allocations)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = criterion(moved, targets)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+    assert len(syncs) == 1, syncs
+    assert len(result) == 30 and all(torch.isfinite(v) for v in result.values())

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from models.errors import AVSegError
-from models.ovavss.matcher import HungarianMatcher
+from models.ovavss.matcher import HungarianMatcher, pairwise_dice_loss, pairwise_sigmoid_ce
 from models.ovavss.point_sample import (
     calculate_uncertainty,
     get_uncertain_point_coords_with_randomness,
@@ -201,7 +201,8 @@ def test_matcher_finds_the_brute_force_optimum(num_queries, num_targets, frame_i
     torch.manual_seed(123)
     indices = matcher(outputs, targets)
     torch.manual_seed(123)
-    points = [torch.rand(1, num_points, 2)[0].double().numpy() for _ in batch]  # one draw per clip, in order
+    drawn = torch.rand(len(batch), 1, num_points, 2)  # `sample_points`: (clips, predictions, P, 2) in one draw
+    points = [drawn[b, 0].double().numpy() for b in range(len(batch))]
 
     for (logits, pred_masks, target), (pred_idx, tgt_idx), clip_points in zip(batch, indices, points):
         pred_tubes = pred_masks[:, target["frame_indices"]].double().numpy()
@@ -265,3 +266,86 @@ def test_matcher_rejects_non_finite_predictions_and_bad_frames():
         HungarianMatcher(num_points=10)(outputs, [dict(target, frame_indices=torch.tensor([0, 2]))])
     with pytest.raises(ValueError, match="one frame per target mask frame"):
         HungarianMatcher(num_points=10)(outputs, [dict(target, frame_indices=torch.tensor([0]))])
+
+
+def test_pairwise_bce_identity_matches_the_definition_in_float64():
+    """softplus(x)·1 − x·t summed = Σ [t·BCE(x, 1) + (1 − t)·BCE(x, 0)], also for fractional targets and large
+    logits; leading (batch) dimensions are carried through."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 40, generator=generator, dtype=torch.float64) * 8
+    logits[0, 0, :4] = torch.tensor([40.0, -40.0, 90.0, -90.0], dtype=torch.float64)
+    targets = torch.rand(3, 4, 40, generator=generator, dtype=torch.float64)
+    targets[1] = (targets[1] > 0.5).double()
+    x, t = logits.numpy(), targets.numpy()
+    positive, negative = np.logaddexp(0, -x), np.logaddexp(0, x)
+    expected = (np.einsum("lqm,lnm->lqn", positive, t) + np.einsum("lqm,lnm->lqn", negative, 1 - t)) / x.shape[-1]
+    # the identity subtracts two sums of up to 90 per value: float64 cancellation leaves ~1e-11
+    np.testing.assert_allclose(pairwise_sigmoid_ce(logits, targets).numpy(), expected, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(pairwise_sigmoid_ce(logits[2], targets[2]).numpy(), expected[2], rtol=1e-10,
+                               atol=1e-10)
+    sig = 1 / (1 + np.exp(-x))
+    dice = 1 - (2 * np.einsum("lqm,lnm->lqn", sig, t) + 1) / (sig.sum(-1)[:, :, None] + t.sum(-1)[:, None, :] + 1)
+    np.testing.assert_allclose(pairwise_dice_loss(logits, targets).numpy(), dice, rtol=1e-12, atol=1e-12)
+
+
+def test_matching_several_predictions_at_once_equals_matching_each_alone(monkeypatch):
+    """`match_predictions` (deep supervision: one read-back for all) = `forward` of every prediction with the
+    same points; its stacked costs equal `cost_matrix` per prediction and the float64 reference."""
+    generator = torch.Generator().manual_seed(21)
+    num_outputs, num_points = 3, 48
+    frame_indices = [[0, 2], [1]]
+    clips = [[_random_problem(generator, 6, n, 3, frames) for _ in range(num_outputs)]
+             for n, frames in zip((3, 2), frame_indices)]
+    empty = {"labels": torch.zeros(0, dtype=torch.long), "masks": torch.zeros(0, 1, 12, 12),
+             "frame_indices": torch.tensor([0])}
+    targets = [clips[0][0][2], empty, clips[1][0][2]]  # the middle clip has nothing to match
+    predictions = []
+    for output in range(num_outputs):
+        logits = [clips[0][output][0], torch.randn(6, 2, generator=generator), clips[1][output][0]]
+        masks = [clips[0][output][1], torch.randn(6, 3, 6, 6, generator=generator), clips[1][output][1]]
+        predictions.append({"pred_logits": torch.stack(logits), "pred_masks": torch.stack(masks)})
+    points = torch.rand(2, num_outputs, num_points, 2, generator=generator)  # 2 annotated clips
+    matcher = HungarianMatcher(num_points=num_points)
+    current = [0]  # the prediction matched alone
+
+    def fixed_points(num_clips, outputs_, device):
+        assert num_clips == 2  # only annotated clips get points
+        return points if outputs_ == num_outputs else points[:, current[0]:current[0] + 1]
+
+    monkeypatch.setattr(matcher, "sample_points", fixed_points)
+    together = matcher.match_predictions(predictions, targets)
+    assert len(together) == num_outputs and all(len(matches) == 3 for matches in together)
+    for output, prediction in enumerate(predictions):
+        current[0] = output
+        alone = matcher(prediction, targets)
+        for (p1, t1), (p2, t2) in zip(together[output], alone):
+            assert torch.equal(p1, p2) and torch.equal(t1, t2)
+        assert together[output][1][0].numel() == 0
+        for slot, b in enumerate((0, 2)):
+            target = targets[b]
+            selected = prediction["pred_masks"][b][:, target["frame_indices"]]
+            reference = reference_cost(prediction["pred_logits"][b].numpy(), selected.double().numpy(),
+                                       target["labels"].numpy(), target["masks"].double().numpy(),
+                                       points[slot, output].double().numpy())
+            single = matcher.cost_matrix(prediction["pred_logits"][b], selected, target["labels"], target["masks"],
+                                         points[slot, output])
+            np.testing.assert_allclose(single.double().numpy(), reference, rtol=1e-5, atol=1e-5)
+            best_total, best = brute_force_assignment(reference)
+            pred_idx, tgt_idx = together[output][b]
+            assert {int(n): int(q) for q, n in zip(pred_idx, tgt_idx)} == best
+    stacked = matcher.stacked_cost_matrices(
+        torch.stack([p["pred_logits"][0] for p in predictions]),
+        [p["pred_masks"][0][:, [0, 2]] for p in predictions], targets[0]["labels"], targets[0]["masks"], points[0])
+    for output, prediction in enumerate(predictions):
+        single = matcher.cost_matrix(prediction["pred_logits"][0], prediction["pred_masks"][0][:, [0, 2]],
+                                     targets[0]["labels"], targets[0]["masks"], points[0, output])
+        torch.testing.assert_close(stacked[output], single, rtol=1e-6, atol=1e-6)
+
+
+def test_matching_predictions_of_different_shapes_is_refused():
+    target = {"labels": torch.zeros(1, dtype=torch.long), "masks": torch.ones(1, 1, 8, 8),
+              "frame_indices": torch.tensor([0])}
+    first = {"pred_logits": torch.zeros(1, 3, 2), "pred_masks": torch.zeros(1, 3, 1, 4, 4)}
+    second = {"pred_logits": torch.zeros(1, 3, 2), "pred_masks": torch.zeros(1, 3, 1, 2, 2)}
+    with pytest.raises(ValueError, match="same shapes"):
+        HungarianMatcher(num_points=10).match_predictions([first, second], [target])

@@ -25,13 +25,13 @@ with n_b instances (when every clip has at least one instance).
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.ovavss.matcher import HungarianMatcher, frames_of_target
+from models.ovavss.matcher import HungarianMatcher, select_frames, target_frame_indices
 from models.ovavss.point_sample import (
     calculate_uncertainty,
     get_uncertain_point_coords_with_randomness,
@@ -73,6 +73,19 @@ def weighted_total(losses: Mapping[str, torch.Tensor], weight_dict: Mapping[str,
     return sum(weight_dict[name] * value for name, value in losses.items())
 
 
+def sigmoid_ce_per_mask(point_logits: torch.Tensor, point_labels: torch.Tensor) -> torch.Tensor:
+    """(M, P) logits and labels of M masks at P points -> (M,) mean BCE-with-logits of each mask."""
+    return F.binary_cross_entropy_with_logits(point_logits, point_labels, reduction="none").mean(1)
+
+
+def dice_per_mask(point_logits: torch.Tensor, point_labels: torch.Tensor) -> torch.Tensor:
+    """(M, P) logits and labels -> (M,) dice losses 1 − (2Σσ(p)t + 1) / (Σσ(p) + Σt + 1)."""
+    probs = point_logits.sigmoid()
+    numerator = 2 * (probs * point_labels).sum(-1)
+    denominator = probs.sum(-1) + point_labels.sum(-1)
+    return 1 - (numerator + 1) / (denominator + 1)
+
+
 def sigmoid_ce_loss(point_logits: torch.Tensor, point_labels: torch.Tensor, num_masks: float) -> torch.Tensor:
     """Σ_masks mean_points BCE-with-logits / num_masks.
 
@@ -81,25 +94,25 @@ def sigmoid_ce_loss(point_logits: torch.Tensor, point_labels: torch.Tensor, num_
         point_labels: (M, P) target values in [0, 1] at the same points.
         num_masks: normaliser (number of target instances).
     """
-    loss = F.binary_cross_entropy_with_logits(point_logits, point_labels, reduction="none")
-    return loss.mean(1).sum() / num_masks
+    return sigmoid_ce_per_mask(point_logits, point_labels).sum() / num_masks
 
 
 def dice_loss(point_logits: torch.Tensor, point_labels: torch.Tensor, num_masks: float) -> torch.Tensor:
     """Σ_masks [1 − (2Σσ(p)t + 1) / (Σσ(p) + Σt + 1)] / num_masks for (M, P) logits and labels."""
-    probs = point_logits.sigmoid()
-    numerator = 2 * (probs * point_labels).sum(-1)
-    denominator = probs.sum(-1) + point_labels.sum(-1)
-    return (1 - (numerator + 1) / (denominator + 1)).sum() / num_masks
+    return dice_per_mask(point_logits, point_labels).sum() / num_masks
 
 
 def count_target_instances(targets: list[dict], device: torch.device) -> float:
-    """Number of target instances in the batch, averaged over processes if distributed, clamped ≥ 1."""
-    count = torch.tensor(float(sum(int(t["labels"].shape[0]) for t in targets)), device=device)
+    """Number of target instances in the batch, averaged over processes if distributed, clamped ≥ 1.
+
+    Counted on the host (shapes only); only the distributed average goes through the device.
+    """
+    count = float(sum(int(t["labels"].shape[0]) for t in targets))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(count)
-        count = count / torch.distributed.get_world_size()
-    return max(float(count), 1.0)
+        total = torch.tensor(count, device=device)
+        torch.distributed.all_reduce(total)
+        count = float(total) / torch.distributed.get_world_size()
+    return max(count, 1.0)
 
 
 Matcher = Callable[[dict, list], list]
@@ -150,39 +163,71 @@ class SetCriterion(nn.Module):
         self.register_buffer("empty_weight", empty_weight)
 
     def loss_labels(
-        self, pred_logits: torch.Tensor, targets: list[dict], indices: list[tuple[torch.Tensor, torch.Tensor]]
+        self,
+        pred_logits: Sequence[torch.Tensor],
+        targets: list[dict],
+        indices: Sequence[list[tuple[torch.Tensor, torch.Tensor]]],
     ) -> torch.Tensor:
-        """Weighted cross-entropy of (B, Q, num_classes + 1) logits; unmatched queries target no-object."""
-        pred_logits = pred_logits.float()
-        target_classes = torch.full(
-            pred_logits.shape[:2], self.num_classes, dtype=torch.int64, device=pred_logits.device
-        )
-        for b, (target, (pred_idx, tgt_idx)) in enumerate(zip(targets, indices)):
-            if pred_idx.numel():
-                labels = target["labels"].to(pred_logits.device)[tgt_idx.to(pred_logits.device)]
-                target_classes[b, pred_idx.to(pred_logits.device)] = labels
-        return F.cross_entropy(pred_logits.transpose(1, 2), target_classes, weight=self.empty_weight)
+        """Weighted cross-entropy of L predictions: L tensors (B, Q, num_classes + 1) and their matches -> (L,).
+
+        Unmatched queries target no-object. The target classes of all predictions are scattered with one
+        index built on the host; the weighted mean of each prediction is PyTorch's: Σ w[y]·nll / Σ w[y] over
+        its B·Q queries.
+        """
+        logits = torch.stack([p.float() for p in pred_logits])  # (L, B, Q, C)
+        num_outputs, batch, num_queries, num_classes = logits.shape
+        device = logits.device
+        target_classes = torch.full((num_outputs * batch * num_queries,), self.num_classes, dtype=torch.int64,
+                                    device=device)
+        offsets = [0]
+        for target in targets:
+            offsets.append(offsets[-1] + int(target["labels"].shape[0]))
+        positions, sources = [], []
+        for output, matches in enumerate(indices):
+            for b, (pred_idx, tgt_idx) in enumerate(matches):
+                if pred_idx.numel():
+                    positions.append((output * batch + b) * num_queries + pred_idx.cpu())
+                    sources.append(offsets[b] + tgt_idx.cpu())
+        if positions:
+            all_labels = torch.cat([target["labels"] for target in targets]).to(device)
+            target_classes[torch.cat(positions).to(device, non_blocking=True)] = \
+                all_labels[torch.cat(sources).to(device, non_blocking=True)]
+        nll = F.cross_entropy(logits.reshape(-1, num_classes), target_classes, weight=self.empty_weight,
+                              reduction="none")
+        weights = self.empty_weight[target_classes]
+        return nll.reshape(num_outputs, -1).sum(1) / weights.reshape(num_outputs, -1).sum(1)
 
     def matched_frame_masks(
-        self, pred_masks: torch.Tensor, targets: list[dict], indices: list[tuple[torch.Tensor, torch.Tensor]]
-    ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Matched prediction/target pairs as separate frame-masks.
+        self,
+        pred_masks: Sequence[torch.Tensor],
+        targets: list[dict],
+        indices: Sequence[list[tuple[torch.Tensor, torch.Tensor]]],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """Matched prediction/target pairs of L predictions as separate frame-masks.
 
         Args:
-            pred_masks: (B, Q, T, h, w) mask logits.
+            pred_masks: L tensors (B, Q, T, h, w) of mask logits.
 
         Returns:
-            (pred (M, 1, h, w), target (M, 1, H, W)) with M = Σ_b K_b · T_t(b), ordered clip, matched pair,
-            frame; the target in the prediction's dtype. None when nothing is matched.
+            (pred (M, 1, h, w), target (M, 1, H, W), output (M,) long) with M = Σ_l Σ_b K_b · T_t(b) rows
+            ordered clip, prediction, matched pair, frame; the target in the prediction's dtype; `output[m]`
+            is the prediction row m belongs to (on the device). None when nothing is matched.
         """
-        preds, tgts = [], []
-        for b, (target, (pred_idx, tgt_idx)) in enumerate(zip(targets, indices)):
-            if pred_idx.numel() == 0:
-                continue
-            clip = frames_of_target(pred_masks[b], target)  # (Q, T_t, h, w)
-            preds.append(clip[pred_idx.to(clip.device)].flatten(0, 1))
-            masks = target["masks"]
-            tgts.append(masks[tgt_idx.to(masks.device)].flatten(0, 1))
+        preds, tgts, owners = [], [], []
+        for b, target in enumerate(targets):
+            frame_indices = target_frame_indices(target, pred_masks[0].shape[2])
+            chosen = []
+            for output, (masks, matches) in enumerate(zip(pred_masks, indices)):
+                pred_idx, tgt_idx = matches[b]
+                if pred_idx.numel() == 0:
+                    continue
+                clip = select_frames(masks[b], frame_indices)  # (Q, T_t, h, w)
+                preds.append(clip[pred_idx.to(clip.device, non_blocking=True)].flatten(0, 1))
+                chosen.append(tgt_idx.cpu())
+                owners.append(torch.full((pred_idx.numel() * clip.shape[1],), output, dtype=torch.int64))
+            if chosen:
+                masks = target["masks"]
+                tgts.append(masks[torch.cat(chosen).to(masks.device, non_blocking=True)].flatten(0, 1))
         if not preds:
             return None
         sizes = {tuple(t.shape[-2:]) for t in tgts}
@@ -190,39 +235,57 @@ class SetCriterion(nn.Module):
             raise ValueError(f"target masks of one batch must share the padded size, got {sorted(sizes)}")
         pred = torch.cat(preds)[:, None]
         tgt = torch.cat(tgts)[:, None].to(device=pred.device, dtype=pred.dtype)
-        return pred, tgt
+        return pred, tgt, torch.cat(owners).to(pred.device, non_blocking=True)
 
     def loss_masks(
         self,
-        pred_masks: torch.Tensor,
+        pred_masks: Sequence[torch.Tensor],
         targets: list[dict],
-        indices: list[tuple[torch.Tensor, torch.Tensor]],
+        indices: Sequence[list[tuple[torch.Tensor, torch.Tensor]]],
         num_masks: float,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss_mask, loss_dice) of (B, Q, T, h, w) mask logits on importance-sampled points."""
-        pairs = self.matched_frame_masks(pred_masks, targets, indices)
-        if pairs is None:
-            zero = pred_masks.sum() * 0.0  # keeps the graph connected
-            return zero, zero.clone()
-        pred, tgt = pairs
+        """(loss_mask, loss_dice) of L predictions on importance-sampled points -> two (L,) tensors.
+
+        All matched frame-masks of all predictions are importance-sampled, sampled and scored together;
+        each prediction's per-mask losses are then summed into its own entry.
+        """
+        rows = self.matched_frame_masks(pred_masks, targets, indices)
+        num_outputs = len(pred_masks)
+        if rows is None:
+            zero = sum(masks.sum() for masks in pred_masks) * 0.0  # keeps the graph connected
+            return zero.expand(num_outputs).clone(), zero.expand(num_outputs).clone()
+        pred, tgt, owner = rows
         with torch.no_grad():
             point_coords = get_uncertain_point_coords_with_randomness(
                 pred, calculate_uncertainty, self.num_points, self.oversample_ratio, self.importance_sample_ratio
             )
             point_labels = point_sample(tgt, point_coords, align_corners=False)[:, 0]  # (M, P)
         point_logits = point_sample(pred, point_coords, align_corners=False)[:, 0]  # (M, P)
-        return sigmoid_ce_loss(point_logits, point_labels, num_masks), dice_loss(point_logits, point_labels, num_masks)
+        per_output = pred.new_zeros((2, num_outputs))
+        per_mask = torch.stack((sigmoid_ce_per_mask(point_logits, point_labels),
+                                dice_per_mask(point_logits, point_labels)))  # (2, M)
+        per_output = per_output.index_add(1, owner, per_mask) / num_masks
+        return per_output[0], per_output[1]
 
-    def losses_for_prediction(self, outputs: dict, targets: list[dict], num_masks: float) -> dict[str, torch.Tensor]:
-        """Match one prediction (`pred_logits`, `pred_masks`) and return its three unsuffixed losses."""
-        prediction = {"pred_logits": outputs["pred_logits"], "pred_masks": outputs["pred_masks"]}
-        indices = self.matcher(prediction, targets)
-        loss_mask, loss_dice = self.loss_masks(outputs["pred_masks"], targets, indices, num_masks)
-        return {
-            "loss_ce": self.loss_labels(outputs["pred_logits"], targets, indices),
-            "loss_mask": loss_mask,
-            "loss_dice": loss_dice,
-        }
+    def losses_for_predictions(
+        self, predictions: Sequence[dict], targets: list[dict], num_masks: float
+    ) -> list[dict[str, torch.Tensor]]:
+        """Match L predictions of the batch and return each one's three unsuffixed losses.
+
+        A matcher with `match_predictions` (`HungarianMatcher`) matches them all with one read-back of
+        the costs; any other matcher is called once per prediction. The losses of all predictions are
+        computed together (a few dozen operations per training step instead of a few dozen per prediction).
+        """
+        plain = [{"pred_logits": p["pred_logits"], "pred_masks": p["pred_masks"]} for p in predictions]
+        if hasattr(self.matcher, "match_predictions"):
+            indices = self.matcher.match_predictions(plain, targets)
+        else:
+            indices = [self.matcher(prediction, targets) for prediction in plain]
+        loss_ce = self.loss_labels([p["pred_logits"] for p in plain], targets, indices)
+        loss_mask, loss_dice = self.loss_masks([p["pred_masks"] for p in plain], targets, indices,
+                                                       num_masks)
+        return [{"loss_ce": loss_ce[i], "loss_mask": loss_mask[i], "loss_dice": loss_dice[i]}
+                for i in range(len(plain))]
 
     def forward(self, outputs: dict, targets: list[dict]) -> dict[str, torch.Tensor]:
         """Unweighted losses of a batch.
@@ -236,12 +299,15 @@ class SetCriterion(nn.Module):
 
         Returns:
             {"loss_ce", "loss_mask", "loss_dice"} and `_{i}` copies for every aux output: scalar tensors.
+            The final prediction and all aux predictions are matched and scored together
+            (`losses_for_predictions`); each prediction still has its own matching and its own points.
         """
         self._check(outputs, targets)
         num_masks = count_target_instances(targets, outputs["pred_logits"].device)
-        losses = self.losses_for_prediction(outputs, targets, num_masks)
-        for i, aux in enumerate(outputs.get("aux_outputs") or []):
-            aux_losses = self.losses_for_prediction(aux, targets, num_masks)
+        predictions = [outputs, *(outputs.get("aux_outputs") or [])]
+        per_prediction = self.losses_for_predictions(predictions, targets, num_masks)
+        losses = dict(per_prediction[0])
+        for i, aux_losses in enumerate(per_prediction[1:]):
             losses.update({f"{name}_{i}": value for name, value in aux_losses.items()})
         return losses
 
@@ -264,7 +330,10 @@ class SetCriterion(nn.Module):
                     f"target {b}: labels must be (N,) and masks (N, T_t, H, W), got {tuple(labels.shape)} "
                     f"and {tuple(masks.shape)}"
                 )
-            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            # checked where they are on the host (`train` moves targets to the device after the data loader
+            # built them): reading them back from a GPU would make every training step wait for it here
+            if labels.numel() and labels.device.type == "cpu" and \
+                    (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
                 raise ValueError(f"target {b}: labels must be in [0, {self.num_classes}), got {labels.tolist()}")
 
     def extra_repr(self) -> str:

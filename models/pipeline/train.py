@@ -108,7 +108,9 @@ def _autocast(device: torch.device, amp: str):
 
 
 def _targets_to(targets: list[dict], device: torch.device) -> list[dict]:
-    return [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+    """Targets on the device, except `frame_indices`: the criterion checks them on the host."""
+    return [{k: (v.to(device) if torch.is_tensor(v) and k != "frame_indices" else v) for k, v in t.items()}
+            for t in targets]
 
 
 def train(options: TrainOptions, progress: Progress | None = None, warn=print) -> TrainResult:
@@ -294,7 +296,8 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
             scaler.unscale_(optimizer)
-            grad_norm = float(clip_full_model_grad_norm(params, train_cfg.clip_grad_norm))
+            # a tensor, read only when logged: reading it every step would wait for the backward on a GPU
+            grad_norm = clip_full_model_grad_norm(params, train_cfg.clip_grad_norm)
             scaler.step(optimizer)
             scaler.update()
             with warnings.catch_warnings():
@@ -306,7 +309,7 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
             lr = _head_lr(optimizer)
             progress.advance(1, loss=total_value, lr=lr)
             if iteration % train_cfg.log_period == 0 or iteration == train_cfg.max_iter:
-                row = {"iteration": iteration, "loss": total_value, "lr": lr, "grad_norm": grad_norm,
+                row = {"iteration": iteration, "loss": total_value, "lr": lr, "grad_norm": float(grad_norm),
                        "time": round(time.perf_counter() - started, 3)}
                 row.update({k: float(v.detach()) for k, v in losses.items() if not k[-1].isdigit()})
                 with open(log_path, "a", encoding="utf-8") as handle:
