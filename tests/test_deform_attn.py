@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models.ovavss import deform_sampling
-from models.ovavss.deform_attn import MSDeformAttn, multi_scale_deformable_attn
+from models.ovavss.deform_attn import MSDeformAttn, multi_scale_deformable_attn, softmax_over_samples
 
 METHODS = ["gather", "grid_sample"]
 
@@ -232,3 +232,25 @@ def test_module_forward_matches_reference_composition(method):
     # A padding mask zeroes the masked values: masking everything leaves only the output bias.
     masked = attn(query, ref, src, spatial, start, torch.ones(2, total, dtype=torch.bool))
     assert torch.allclose(masked, attn.output_proj.bias.expand_as(masked), atol=1e-12)
+
+
+def test_cpu_softmax_over_samples_equals_torch_softmax_in_value_and_gradient():
+    """The written-out CPU softmax (short rows) is torch.softmax: values, large and -inf logits, gradients."""
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 7, 8, 12, generator=gen, dtype=torch.float64) * 5
+    logits[0, 0, 0] = torch.linspace(-1e4, 1e4, 12, dtype=torch.float64)  # exp would overflow unshifted
+    logits[0, 0, 1, :5] = float("-inf")
+    ours = softmax_over_samples(logits)
+    torch.testing.assert_close(ours, torch.softmax(logits, dim=-1), rtol=1e-12, atol=1e-15)
+    assert torch.allclose(ours.sum(-1), torch.ones(3, 7, 8, dtype=torch.float64))
+    assert torch.autograd.gradcheck(softmax_over_samples, (torch.randn(2, 3, 12, generator=gen, dtype=torch.float64,
+                                                                      requires_grad=True),))
+    upstream = torch.randn(3, 7, 8, 12, generator=gen, dtype=torch.float64)
+    finite = logits.clone()
+    finite[0, 0, 1, :5] = -30.0
+    grads = []
+    for function in (softmax_over_samples, lambda x: torch.softmax(x, dim=-1)):
+        leaf = finite.clone().requires_grad_()
+        (function(leaf) * upstream).sum().backward()
+        grads.append(leaf.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-12)
