@@ -111,7 +111,7 @@ def main() -> None:
                         help="real OV-AVSS predictor with random weights of this config (no checkpoint needed)")
     parser.add_argument("--max-crops", type=int, help="predictor option max_crops_per_frame")
     parser.add_argument("--sound-gate", type=float, help="predictor option sound_gate")
-    parser.add_argument("--amp", default="off", choices=["off", "fp16", "bf16"], help="predictor autocast (CUDA)")
+    parser.add_argument("--amp", default="off", choices=["off", "fp16", "bf16"], help="predictor autocast (fp16: CUDA; bf16: CUDA or a CPU with bfloat16 instructions)")
     args = parser.parse_args()
 
     from models.pipeline.annotate import AnnotateOptions, Annotator

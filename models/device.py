@@ -20,6 +20,15 @@ def flush_denormals() -> bool:
     return bool(torch.set_flush_denormal(True))
 
 
+def cpu_supports_bf16() -> bool:
+    """True when oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 or AMX; e.g. Intel Xeon since Cooper
+    Lake, AMD Zen 4). Elsewhere bfloat16 is emulated and slower than float32."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - builds without oneDNN
+        return False
+
+
 def prepare_cpu() -> None:
     """The process-wide CPU settings every avseg command runs with: `flush_denormals` and
     `models.cpu_allocator.keep_freed_memory`. Call before torch's first parallel operation."""

@@ -21,7 +21,8 @@ inside). Precision: float32; on CUDA `amp="fp16"` runs the network, the CLIP ima
 under fp16 autocast like the official test (and rounds crops through fp16); the per-query logit mean stays
 float32 (the official code keeps it in fp16), which can only move probabilities in the last fp16 digit. By
 default the autocast parts also keep their weights in fp16 (`PredictorOptions.amp_weights`: the same matrix
-operands, norm scales rounded once; `amp_weights=False` is the official regime bit for bit).
+operands, norm scales rounded once; `amp_weights=False` is the official regime bit for bit). `amp="bf16"`
+also runs on CPUs with native bfloat16 (AMX / AVX512-BF16), where it is faster than float32.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from models.device import resolve_device  # noqa: F401 (re-exported)
+from models.device import cpu_supports_bf16, resolve_device  # noqa: F401 (resolve_device re-exported)
 from models.errors import AVSegError, UsageError
 from models.ovavss.classifier import ClassifierConfig, OpenVocabularyClassifier
 from models.ovavss.clip_model import LoadedClip
@@ -62,7 +63,8 @@ class PredictorOptions:
         top_k: (query, class) pairs considered per clip (official 10).
         sound_gate: None (official) or p in [0, 1]: queries with P(sounding) < p are not classified.
         max_crops_per_frame: None (official) or n >= 1: per frame only the n most sounding valid queries.
-        amp: "off" (float32), "fp16" (official regime, CUDA only) or "bf16" (CUDA only).
+        amp: "off" (float32), "fp16" (official regime, CUDA only) or "bf16" (CUDA, or a CPU with native
+            bfloat16: AMX / AVX512-BF16).
         templates: prompt templates (ViLD's 14 by default).
         short_side: resize short side; None = the config's `test_short_side` (360 for r50 / swinb).
         crop_batch_size: CLIP crops per forward pass (bounds memory, not results).
@@ -114,6 +116,20 @@ class PredictorOptions:
 
 
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def check_amp_device(amp: str, device: torch.device) -> None:
+    """fp16 needs CUDA; bf16 runs on CUDA and on CPUs with native bfloat16 (`cpu_supports_bf16`), where it is
+    faster than float32 (AMX / AVX512-BF16); one-line `AVSegError` otherwise."""
+    if amp == "off" or device.type == "cuda":
+        return
+    if amp == "bf16" and device.type == "cpu":
+        if cpu_supports_bf16():
+            return
+        raise AVSegError("--amp bf16 on the CPU needs bfloat16 instructions (AVX512-BF16 or AMX), which this CPU "
+                         "lacks (use --amp off)")
+    raise AVSegError(f"--amp {amp} needs a CUDA device; on the CPU avseg runs in float32 or, with bfloat16 "
+                     "instructions, --amp bf16 (use --amp off)")
 
 
 def cast_inference_weights(model: torch.nn.Module, clip_model: torch.nn.Module, dtype: torch.dtype) -> None:
@@ -430,10 +446,7 @@ class AVSegPredictor:
         sources: dict | None = None,
     ) -> None:
         self.device = resolve_device(device)
-        if options.amp != "off" and self.device.type != "cuda":
-            raise AVSegError(
-                f"--amp {options.amp} needs a CUDA device; on the CPU avseg runs in float32 (use --amp off)"
-            )
+        check_amp_device(options.amp, self.device)
         self.model = model.to(self.device).eval()
         self.clip = clip
         self.config = config
@@ -504,8 +517,7 @@ class AVSegPredictor:
             amp_weights=amp_weights,
         )
         torch_device = resolve_device(device)
-        if amp != "off" and torch_device.type != "cuda":
-            raise AVSegError(f"--amp {amp} needs a CUDA device; on the CPU avseg runs in float32 (use --amp off)")
+        check_amp_device(amp, torch_device)
         path = Path(checkpoint).expanduser()
         parts = read_checkpoint_parts(path)
         model = build_network(parts, str(path))

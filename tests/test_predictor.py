@@ -442,3 +442,35 @@ def test_cast_inference_weights_casts_the_autocast_parts_only():
     # matrix products saw the same bf16 operands; only norm scales/shifts were rounded once
     torch.testing.assert_close(cast["pred_masks"].float(), reference["pred_masks"].float(), rtol=0.05, atol=0.05)
     assert (cast["pred_masks"].float() - reference["pred_masks"].float()).abs().mean() < 0.01
+
+
+def test_bf16_on_a_cpu_without_bfloat16_instructions_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr("models.predictor.cpu_supports_bf16", lambda: False)
+    with pytest.raises(AVSegError, match=r"--amp bf16 on the CPU needs bfloat16 instructions .* \(use --amp off\)"):
+        AVSegPredictor.from_checkpoint(tmp_path / "not-there.pt", device="cpu", amp="bf16")
+
+
+@pytest.mark.skipif(not __import__("models.device").device.cpu_supports_bf16(),
+                    reason="this CPU has no native bfloat16 (AVX512-BF16 / AMX)")
+def test_bf16_on_the_cpu_keeps_the_results_of_float32(tmp_path, monkeypatch):
+    """--amp bf16 on a CPU with bfloat16 instructions: bf16 weights in the autocast parts, float32 pixel
+    decoder and text tower, and the label maps of float32 on nearly every pixel."""
+    monkeypatch.setenv("AVSEG_CACHE", str(tmp_path / "cache"))
+    make_tiny_checkpoint(tmp_path / "tiny.pt")
+    clip_dir = make_tiny_clip_dir(tmp_path / "clip")
+    clip = random_clip_input(5, 72, 128, seed=6)
+    results = {}
+    for amp in ("off", "bf16"):
+        predictor = AVSegPredictor.from_checkpoint(tmp_path / "tiny.pt", device="cpu", clip_weights=clip_dir, amp=amp)
+        dtype = torch.bfloat16 if amp == "bf16" else torch.float32
+        assert next(predictor.model.backbone.parameters()).dtype == dtype
+        assert next(predictor.clip.model.visual.parameters()).dtype == dtype
+        assert next(predictor.model.sem_seg_head.pixel_decoder.parameters()).dtype == torch.float32
+        assert predictor.clip.model.token_embedding.weight.dtype == torch.float32
+        assert predictor.describe()["amp"] == amp
+        predictor.set_vocabulary(VOCABULARY)
+        results[amp] = predictor.predict_clip(clip)
+    agree = [float((a.label_map == b.label_map).mean()) for a, b in zip(results["off"], results["bf16"])]
+    print("label agreement bf16 vs float32:", agree)
+    assert min(agree) > 0.97, agree
+    assert sum(len(f.instances) for f in results["off"]) > 0
