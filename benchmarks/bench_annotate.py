@@ -45,7 +45,15 @@ class EllipsesPredictor:
     def describe(self) -> dict:
         return {"method": "benchmark-ellipses"}
 
+    def __init__(self, busy_ms: float = 0.0) -> None:
+        self.busy_ms = busy_ms
+
     def predict_clip(self, clip: ClipInput) -> list[FramePrediction]:
+        if self.busy_ms:
+            # hold the GIL as a launch-bound GPU predictor does (Python-side work per frame)
+            deadline = time.perf_counter() + self.busy_ms / 1000 * len(clip.frames)
+            while time.perf_counter() < deadline:
+                pass
         height, width = clip.frames.shape[1:3]
         rows = np.arange(height, dtype=np.float32)[:, None]
         cols = np.arange(width, dtype=np.float32)[None, :]
@@ -111,6 +119,9 @@ def main() -> None:
                         help="real OV-AVSS predictor with random weights of this config (no checkpoint needed)")
     parser.add_argument("--max-crops", type=int, help="predictor option max_crops_per_frame")
     parser.add_argument("--sound-gate", type=float, help="predictor option sound_gate")
+    parser.add_argument("--fake-busy-ms", type=float, default=0.0,
+                        help="fake predictor: also hold the GIL this many ms per frame (simulates the Python-side "
+                             "cost of a launch-bound GPU predictor; shows how well rendering overlaps it)")
     parser.add_argument("--amp", default="off", choices=["off", "fp16", "bf16"], help="predictor autocast (fp16: CUDA; bf16: CUDA or a CPU with bfloat16 instructions)")
     args = parser.parse_args()
 
@@ -134,8 +145,9 @@ def main() -> None:
         what = (f"random-weight {args.random_weights} predictor on {predictor.device} "
                 f"({torch.get_num_threads()} threads), amp {args.amp}, options {options or 'official'}")
     elif args.checkpoint is None:
-        predictor = EllipsesPredictor()
-        what = "fake predictor (I/O only)"
+        predictor = EllipsesPredictor(args.fake_busy_ms)
+        what = ("fake predictor (I/O only)" if not args.fake_busy_ms
+                else f"fake predictor holding the GIL {args.fake_busy_ms:g} ms per frame")
     else:
         from models.predictor import AVSegPredictor
 

@@ -66,6 +66,12 @@ PALETTE: np.ndarray = palette(NUM_CLASSES)
 """(71, 3) uint8 colours of the AVSBench-semantic classes."""
 
 
+_FLAT_PALETTE: tuple[int, ...] = tuple(palette(256).reshape(-1).tolist())
+
+
 def flat_palette() -> list[int]:
-    """768 ints (256 RGB triples) for `PIL.Image.putpalette`, so index PNGs show the AVSBench colours."""
-    return palette(256).reshape(-1).tolist()
+    """768 ints (256 RGB triples) for `PIL.Image.putpalette`, so index PNGs show the AVSBench colours.
+
+    Computed once at import (every mask PNG needs it; building it is 256 Python-level colour computations).
+    """
+    return list(_FLAT_PALETTE)
