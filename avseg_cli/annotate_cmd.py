@@ -27,6 +27,11 @@ from avseg_cli.zeroshot_options import (
     load_zeroshot_predictor,
 )
 
+class RenderWorkers(str, Enum):
+    threads = "threads"
+    processes = "processes"
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -89,6 +94,11 @@ def annotate(
         "Example: --json-summary summary.json"
     ),
     device: Device = typer.Option(Device.auto, "--device", help="Where the model runs. Example: --device cpu"),
+    render_workers: RenderWorkers = typer.Option(
+        RenderWorkers.threads, "--render-workers", help="Draw the overlays and write the masks in threads, or in "
+        "worker processes (these do not compete with the predictor for Python's GIL; for fast GPU predictors). "
+        "Example: --render-workers processes"
+    ),
     vggish_weights: Optional[str] = typer.Option(
         None, "--vggish-weights", help="VGGish weights file (vggish-10086976.pth) for the predictor."
     ),
@@ -142,7 +152,7 @@ def annotate(
         _annotate(
             videos, classes, classes_file, checkpoint, out, analysis_fps, no_video, no_masks, no_json,
             skip_existing, json_summary, device.value, vggish_weights, clip_weights, method.value,
-            {"amp": amp, "sound_gate": sound_gate, "max_crops": max_crops},
+            {"amp": amp, "sound_gate": sound_gate, "max_crops": max_crops}, render_workers.value,
             ZeroShotChoices(detector.value, instance_policy.value, audio_threshold, box_threshold, no_rescore,
                              clap_weights, detector_weights, sam_weights, detector_size),
         )
@@ -153,7 +163,7 @@ def annotate(
 
 def _annotate(
     videos, classes, classes_file, checkpoint, out, analysis_fps, no_video, no_masks, no_json,
-    skip_existing, json_summary, device, vggish_weights, clip_weights, method, ovavss, zeroshot,
+    skip_existing, json_summary, device, vggish_weights, clip_weights, method, ovavss, render_workers, zeroshot,
 ) -> None:
     from rich.markup import escape
 
@@ -178,6 +188,7 @@ def _annotate(
         write_masks=not no_masks,
         write_json=not no_json,
         skip_existing=skip_existing,
+        render_workers=render_workers,
     )
     from models.pipeline.methods import choose_method, reject_other_method_options
 

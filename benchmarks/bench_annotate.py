@@ -122,6 +122,8 @@ def main() -> None:
     parser.add_argument("--fake-busy-ms", type=float, default=0.0,
                         help="fake predictor: also hold the GIL this many ms per frame (simulates the Python-side "
                              "cost of a launch-bound GPU predictor; shows how well rendering overlaps it)")
+    parser.add_argument("--render-workers", default="threads", choices=["threads", "processes"],
+                        help="AnnotateOptions.render_workers")
     parser.add_argument("--amp", default="off", choices=["off", "fp16", "bf16"], help="predictor autocast (fp16: CUDA; bf16: CUDA or a CPU with bfloat16 instructions)")
     args = parser.parse_args()
 
@@ -162,7 +164,7 @@ def main() -> None:
         folder = Path(folder)
         options = AnnotateOptions(
             out_dir=folder / "out", analysis_fps=args.analysis_fps, write_video=not args.no_video,
-            write_masks=not args.no_masks, write_json=not args.no_json,
+            write_masks=not args.no_masks, write_json=not args.no_json, render_workers=args.render_workers,
         )
         annotator = Annotator(predictor, [name.strip() for name in args.classes.split(",")], options)
         warmup = make_clip(folder / "warmup.mp4", min(args.sizes), 1.0)
@@ -175,7 +177,7 @@ def main() -> None:
             frames, fps, per_analysed = annotate_fps(annotator, clip)
             rows.append((f"{size}p", frames, decoded, fps, per_analysed, crop_counts[0] if crop_counts else None))
 
-    print(f"avseg annotate, {what}; outputs: "
+    print(f"avseg annotate, {what}; render workers: {args.render_workers}; outputs: "
           + ", ".join(n for n, on in (("video", not args.no_video), ("masks", not args.no_masks),
                                       ("json", not args.no_json)) if on))
     print(f"{'clip':>6} {'frames':>7} {'decode f/s':>11} {'annotate f/s':>13} {'ms/frame':>9} {'s/analysed':>11}"

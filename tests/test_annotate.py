@@ -185,6 +185,7 @@ def test_output_names(tmp_path):
     ({"write_video": False, "write_masks": False, "write_json": False}, "nothing to write"),
     ({"analysis_fps": 0}, "positive"),
     ({"analysis_fps": float("nan")}, "positive"),
+    ({"render_workers": "fibers"}, "--render-workers must be threads or processes"),
 ])
 def test_bad_options_are_usage_errors(kwargs, expected):
     with pytest.raises(UsageError, match=expected):
@@ -475,17 +476,21 @@ def test_matroska_odd_size_ntsc_rate_and_pcm_audio(tmp_path):
         assert image.size == (33, 25)
 
 
-def test_outputs_do_not_depend_on_the_worker_threads(media, tmp_path):
+def test_outputs_do_not_depend_on_the_workers(media, tmp_path):
+    """One thread, three threads and two worker processes write the same masks, JSON and video frames."""
     outputs = {}
-    for workers in (1, 3):
-        out = tmp_path / f"w{workers}"
-        options = AnnotateOptions(out_dir=out, workers=workers)
+    for workers, kind in ((1, "threads"), (3, "threads"), (2, "processes")):
+        out = tmp_path / f"{kind}{workers}"
+        options = AnnotateOptions(out_dir=out, workers=workers, render_workers=kind)
         Annotator(FakePredictor(fps=10), VOCABULARY, options).annotate(media["main"])
         masks = {p.name: p.read_bytes() for p in (out / "main.masks").iterdir()}
-        outputs[workers] = (masks, (out / "main.json").read_bytes(), reference_frames(out / "main.avseg.mp4"))
-    assert outputs[1][0] == outputs[3][0] and len(outputs[1][0]) == 65
-    assert outputs[1][1] == outputs[3][1]
-    np.testing.assert_array_equal(outputs[1][2], outputs[3][2])
+        outputs[kind, workers] = (masks, (out / "main.json").read_bytes(), reference_frames(out / "main.avseg.mp4"))
+    reference = outputs["threads", 1]
+    assert len(reference[0]) == 65
+    for key in (("threads", 3), ("processes", 2)):
+        assert outputs[key][0] == reference[0], key
+        assert outputs[key][1] == reference[1], key
+        np.testing.assert_array_equal(outputs[key][2], reference[2])
 
 
 def test_only_requested_outputs_are_written_next_to_the_input(media, tmp_path):
@@ -632,12 +637,13 @@ def test_batch_refuses_colliding_output_names(media, tmp_path):
     assert "would overwrite those of" in result.outcomes[1].error and str(first) in result.outcomes[1].error
 
 
-def test_ctrl_c_removes_the_partial_video_and_keeps_finished_ones(media, tmp_path):
+@pytest.mark.parametrize("render_workers", ["threads", "processes"])
+def test_ctrl_c_removes_the_partial_video_and_keeps_finished_ones(media, tmp_path, render_workers):
     videos = copies(media["main"], tmp_path / "in", ["one.mp4", "two.mp4", "three.mp4"])
     out = tmp_path / "out"
     # one.mp4 takes 20 predictor calls (10 + 10); interrupt in the middle of two.mp4
     fake = FakePredictor(fps=10, interrupt_on_call=20 + 3)
-    annotator = Annotator(fake, VOCABULARY, AnnotateOptions(out_dir=out))
+    annotator = Annotator(fake, VOCABULARY, AnnotateOptions(out_dir=out, render_workers=render_workers))
     with pytest.raises(BatchInterrupted) as caught:
         annotate_batch(annotator, videos)
     assert isinstance(caught.value, KeyboardInterrupt)

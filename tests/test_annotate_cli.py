@@ -410,3 +410,30 @@ def test_batch_script_with_a_tiny_checkpoint(clip, tmp_path):
     assert second.returncode == 0, second.stderr
     assert "all 2 videos annotated" in second.stdout
     assert [f["status"] for f in json.loads((out / "summary.json").read_text())["files"]] == ["skipped", "skipped"]
+
+
+def test_render_workers_option_reaches_the_annotator(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
+    """--render-workers processes: the same outputs as the default threads, drawn in worker processes."""
+    from models.pipeline import annotate as annotate_module
+
+    seen = []
+    real = annotate_module.render_pool
+
+    def spy(workers, kind="threads"):
+        seen.append(kind)
+        return real(workers, kind)
+
+    monkeypatch.setattr(annotate_module, "render_pool", spy)
+    results = {}
+    for kind in ("threads", "processes"):
+        out = tmp_path / kind
+        code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa,violin", "--checkpoint", checkpoint,
+                                "--out", out, "--render-workers", kind)
+        assert code == 0, stderr
+        masks = {p.name: p.read_bytes() for p in (out / f"{clip.stem}.masks").iterdir()}
+        results[kind] = (masks, json.loads((out / f"{clip.stem}.json").read_text())["frames"])
+    assert seen == ["threads", "processes"]
+    assert results["threads"] == results["processes"] and len(results["threads"][0]) == 10
+    code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", checkpoint,
+                            "--render-workers", "fibers")
+    assert code == 2 and "fibers" in stderr and "Traceback" not in stderr

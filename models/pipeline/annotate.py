@@ -4,9 +4,13 @@ One video, start to end (every arrow streams; only one block of frames is in mem
 
     probe -> decode_audio_16k -> FrameAudio (log-mel of the whole sound, once)
           -> iter_frames (the video's own rate) -> blocks of T seconds -> clips -> predictor.predict_clip
-          -> per frame: render_overlay -> VideoWriter (original audio copied)
+          -> per frame (`frame_outputs.finish_frame`, in worker threads or processes):
+                        render_overlay -> BackgroundFrameWriter -> VideoWriter (original audio copied)
                         write_index_mask -> <stem>.masks/<frame:06d>.png
                         instance records -> <stem>.json (streamed)
+
+The workers finish a block's frames while the predictor runs its next clips; a background thread feeds
+the finished frames to the encoder while the next block is decoded and predicted.
 
 **Which frames go together (the clip scheme).** The model was trained on clips of T = `clip_len` (5)
 frames taken one second apart. Let the analysed frames be numbered 0, 1, 2, ... at the analysis rate F
@@ -28,8 +32,9 @@ their source frame index.
 (`models.pipeline.frame_audio`); a video without an audio track is analysed as silence, with a warning.
 
 **Memory** is bounded whatever the length: one block (T seconds of decoded frames, e.g. 86 MB at
-640x360 25 fps, 1.1 GB at 1920x1080 30 fps), the current block's JSON records, and the sound of the whole
-video (about 330 MB per hour; see `frame_audio`).
+640x360 25 fps, 1.1 GB at 1920x1080 30 fps), at most 256 MB of finished frames waiting for the encoder,
+the current block's JSON records, and the sound of the whole video (about 330 MB per hour; see
+`frame_audio`).
 
 **Outputs** of `<dir>/<stem>.<ext>` (dir = `out_dir`, default the input's folder):
 
@@ -56,7 +61,7 @@ import sys
 import tempfile
 import time
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, Future
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -67,6 +72,8 @@ import numpy as np
 from models.atomic import atomic_dir, atomic_open
 from models.errors import AVSegError, UsageError
 from models.prediction import ClipInput, FramePrediction, VideoPredictor
+from models.pipeline.background_writer import BackgroundFrameWriter
+from models.pipeline.frame_outputs import POOL_KINDS, FrameJob, FrameResult, finish_frame, render_pool
 from models.progress import NullProgress, Progress
 
 VIDEO_SUFFIX = ".avseg.mp4"
@@ -197,9 +204,12 @@ class AnnotateOptions:
         skip_existing: `annotate_batch` skips a video whose requested outputs all exist.
         alpha: opacity of the mask fill in the overlay video.
         crf, preset: libx264 quality and speed of the overlay video.
-        workers: threads that render, paint and encode the results of a block while the predictor
-            runs its next clips (None: min(8, CPU count); 1: everything in the calling thread). The
-            outputs do not depend on it.
+        workers: threads or processes that render, paint and encode the results of a block while the
+            predictor runs its next clips (None: min(8, CPU count); 1 thread: everything in the calling
+            thread). The outputs do not depend on it.
+        render_workers: "threads" or "processes". Processes do not compete with the predictor for the GIL
+            (a CUDA predictor's Python side holds it, and so does most rendering); see
+            `models.pipeline.frame_outputs`.
     """
 
     out_dir: Path | None = None
@@ -212,6 +222,7 @@ class AnnotateOptions:
     crf: int = 20
     preset: str = "veryfast"
     workers: int | None = None
+    render_workers: str = "threads"
 
     def __post_init__(self) -> None:
         fps = self.analysis_fps
@@ -225,6 +236,8 @@ class AnnotateOptions:
             raise UsageError(f"alpha must be in [0, 1], got {self.alpha}")
         if self.workers is not None and (isinstance(self.workers, bool) or self.workers < 1):
             raise UsageError(f"workers must be at least 1, got {self.workers!r}")
+        if self.render_workers not in POOL_KINDS:
+            raise UsageError(f"--render-workers must be threads or processes, got {self.render_workers!r}")
 
     def worker_count(self) -> int:
         """The number of threads `workers` means here."""
@@ -386,46 +399,8 @@ class _FramesJson:
         return bool(stack.__exit__(exc_type, exc, traceback))
 
 
-def _finite_or_none(value: float) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def instance_records(prediction: FramePrediction) -> list[dict]:
-    """The JSON records of a frame's instances (see `models.io.rle.instance_record`) plus sound score and query."""
-    from models.io.rle import instance_record
-
-    records = []
-    for instance in prediction.instances:
-        base = instance_record(instance.label, 0.0, instance.mask, class_id=instance.class_index + 1)
-        records.append({
-            "label": base["label"],
-            "class_id": base["class_id"],
-            "score": _finite_or_none(instance.score),
-            "sound_score": _finite_or_none(instance.sound_score),
-            "query": int(instance.query),
-            "bbox": base["bbox"],
-            "area": base["area"],
-            "segmentation": base["segmentation"],
-        })
-    return records
-
-
 # --------------------------------------------------------------------------------------------------
 # One video
-
-
-@contextlib.contextmanager
-def _worker_pool(workers: int) -> Iterator[ThreadPoolExecutor | None]:
-    """A thread pool of `workers` threads (None for 1); on exit, waits for running tasks, cancels queued ones."""
-    if workers <= 1:
-        yield None
-        return
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="avseg-annotate")
-    try:
-        yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _BlockRunner:
@@ -441,7 +416,7 @@ class _BlockRunner:
         masks_dir: Path | None,
         frames_json: _FramesJson | None,
         progress: Progress,
-        pool: ThreadPoolExecutor | None = None,
+        pool: Executor | None = None,
     ) -> None:
         from models.io.render import OverlayInstance  # noqa: F401  (import once, early)
 
@@ -505,46 +480,39 @@ class _BlockRunner:
             for position, source, timestamp, prediction in zip(positions, sources, times, predictions):
                 self._check(prediction)
                 held_until = self.analysed[position + 1][0] if position + 1 < len(self.analysed) else end_source
-                job = (position, source, timestamp, held_until, prediction, records)
+                shown = range(source, held_until) if self.writer is not None else range(0)
+                job = FrameJob(
+                    position=position, source=source, timestamp=timestamp, frames=[self.frames[s] for s in shown],
+                    prediction=prediction,
+                    mask_path=self.masks_dir / f"{source:06d}.png" if self.masks_dir is not None else None,
+                    want_record=self.frames_json is not None, class_names=self.class_names,
+                    alpha=self.annotator.options.alpha,
+                )
                 if self.pool is None:
-                    self._finish_frame(*job)
+                    self._store(source, finish_frame(job), records)
                 else:
-                    pending.append(self.pool.submit(self._finish_frame, *job))
-        for future in pending:
-            future.result()  # re-raises the first failure; the rest are cancelled by the pool's shutdown
+                    pending.append((source, self.pool.submit(finish_frame, job)))
+        for source, future in pending:
+            # re-raises the first failure; the rest are cancelled by the pool's shutdown
+            self._store(source, _pool_result(future), records)
         if self.frames_json is not None:
             for position in sorted(records):
                 self.frames_json.add(records[position])
         if self.writer is not None:
             for s in range(first_source, end_source):
-                self.writer.write(self.frames[s])
+                self.writer.put(self.frames[s])  # written by the background thread, in order
         self.progress.advance(self.block_sources)
         self.num_analysed += len(self.analysed)
         self.frames.clear()
         self.analysed.clear()
         self.block_sources = 0
 
-    def _finish_frame(
-        self, position: int, source: int, timestamp: float, held_until: int, prediction: FramePrediction,
-        records: dict[int, dict],
-    ) -> None:
-        """Render the frames showing one analysed frame's result, write its PNG, make its JSON record.
-
-        Touches only its own entries of `self.frames` and `records`, so frames can be finished in parallel.
-        """
-        if self.writer is not None:
-            for s in range(source, held_until):
-                self.frames[s] = self._render(self.frames[s], prediction)
-        if self.masks_dir is not None:
-            from models.io.masks import write_index_mask
-
-            write_index_mask(self.masks_dir / f"{source:06d}.png", prediction.label_map)
-        if self.frames_json is not None:
-            records[position] = {
-                "frame": int(source),
-                "time": round(float(timestamp), 6),
-                "instances": instance_records(prediction),
-            }
+    def _store(self, source: int, result: FrameResult, records: dict[int, dict]) -> None:
+        """Put a finished frame's rendered frames in place of the source frames and keep its JSON record."""
+        for offset, rendered in enumerate(result.rendered):
+            self.frames[source + offset] = rendered
+        if result.record is not None:
+            records[result.position] = result.record
 
     def _check(self, prediction: FramePrediction) -> None:
         label_map = np.asarray(prediction.label_map)
@@ -557,20 +525,14 @@ class _BlockRunner:
                 f"{len(self.annotator.vocabulary)} names"
             )
 
-    def _render(self, frame: np.ndarray, prediction: FramePrediction) -> np.ndarray:
-        from models.io.render import OverlayInstance, render_overlay
 
-        instances = [
-            OverlayInstance(item.label, float(item.score), int(item.class_index) + 1, item.mask)
-            for item in prediction.instances
-        ]
-        return render_overlay(
-            frame,
-            np.asarray(prediction.label_map),
-            instances,
-            class_names=self.class_names,
-            alpha=self.annotator.options.alpha,
-        )
+def _pool_result(future: Future) -> FrameResult:
+    """A job's result; a worker process that died (e.g. killed for memory) is one clear error."""
+    try:
+        return future.result()
+    except BrokenExecutor as error:
+        raise AVSegError(f"a render worker process stopped unexpectedly ({error}); try --render-workers threads") \
+            from error
 
 
 class Annotator:
@@ -661,7 +623,7 @@ class Annotator:
                 # entered first, exited (renamed) last: the JSON appears only when everything else did
                 frames_json = stack.enter_context(_FramesJson(outputs.json, header)) if outputs.json else None
                 masks_dir = stack.enter_context(atomic_dir(outputs.masks)) if outputs.masks else None
-                writer = None
+                writer = frame_queue = None
                 if outputs.video is not None:
                     writer = stack.enter_context(
                         VideoWriter(outputs.video, info.fps, (info.width, info.height), audio_source=video,
@@ -669,9 +631,12 @@ class Annotator:
                     )
                     if writer.audio.mode == "aac":
                         note(f"{video}: {writer.audio.note}")
+                    # exited before the writer: every queued frame is written before ffmpeg is closed
+                    frame_queue = stack.enter_context(BackgroundFrameWriter(writer, info.width * info.height * 3))
                 # exited first: running tasks end and queued ones are dropped before any output is removed
-                pool = stack.enter_context(_worker_pool(self.options.worker_count()))
-                runner = _BlockRunner(self, info, analysis_rate, audio, writer, masks_dir, frames_json, progress, pool)
+                pool = stack.enter_context(render_pool(self.options.worker_count(), self.options.render_workers))
+                runner = _BlockRunner(self, info, analysis_rate, audio, frame_queue, masks_dir, frames_json, progress,
+                                      pool)
                 progress.start(video.name, total=total)
                 try:
                     with contextlib.closing(iter_frames(video, info)) as frames:
