@@ -11,7 +11,10 @@
 #              gather vs grid_sample sampling, per-stage forward times
 #   predictor  bench_predictor.py: whole r50 predictor (network + CLIP) per 360p frame, fp16/off, crop cap, gate
 #   train      bench_train.py: the whole `avseg train` loop (data, VGGish, matcher, losses, AdamW) in it/s
-#   annotate   bench_annotate.py: end-to-end annotate frames/s at 360p and 720p, every frame analysed
+#   annotate   bench_annotate.py: end-to-end annotate frames/s at 360p and 720p, every frame analysed (render
+#              threads and render processes)
+#   render     bench_annotate.py with fake predictors (I/O only; holding the GIL 16 ms per frame), threads and
+#              processes: how rendering overlaps a GPU predictor's Python side on this host
 #   zeroshot   bench_zeroshot.py on CUDA, 360p and 720p
 #   profile    profile_cuda.py: predictor and training loop part by part, CLIP batch sizes and precisions
 #   suite      the whole test suite (pytest -n 8) on the GPU machine
@@ -63,6 +66,15 @@ for stage in "$@"; do
     annotate)
       step annotate-r50-fp16 300 "$PY" benchmarks/bench_annotate.py --random-weights r50 --device cuda --amp fp16 --sizes 360 720 --seconds 10
       step annotate-r50-fp16-crops3 240 "$PY" benchmarks/bench_annotate.py --random-weights r50 --device cuda --amp fp16 --max-crops 3 --sizes 360 720 --seconds 10
+      step annotate-r50-fp16-processes 300 "$PY" benchmarks/bench_annotate.py --random-weights r50 --device cuda --amp fp16 --render-workers processes --sizes 360 720 --seconds 10
+      step annotate-r50-fp16-crops3-processes 240 "$PY" benchmarks/bench_annotate.py --random-weights r50 --device cuda --amp fp16 --max-crops 3 --render-workers processes --sizes 360 720 --seconds 10
+      ;;
+    render)
+      # no GPU needed: how much of the rendering overlaps a GIL-bound predictor on this host's cores
+      for kind in threads processes; do
+        step "render-io-$kind" 120 "$PY" benchmarks/bench_annotate.py --sizes 360 720 --seconds 8 --render-workers "$kind"
+        step "render-busy16-$kind" 120 "$PY" benchmarks/bench_annotate.py --sizes 360 720 --seconds 8 --fake-busy-ms 16 --render-workers "$kind"
+      done
       ;;
     zeroshot)
       step zeroshot-360p 240 "$PY" benchmarks/bench_zeroshot.py --device cuda --size 640x360 --clips 2
