@@ -124,7 +124,8 @@ def main() -> None:
                              "cost of a launch-bound GPU predictor; shows how well rendering overlaps it)")
     parser.add_argument("--render-workers", default="threads", choices=["threads", "processes"],
                         help="AnnotateOptions.render_workers")
-    parser.add_argument("--amp", default="off", choices=["off", "fp16", "bf16"], help="predictor autocast (fp16: CUDA; bf16: CUDA or a CPU with bfloat16 instructions)")
+    parser.add_argument("--amp", default="off", choices=["off", "fp16", "bf16"],
+                        help="predictor autocast (fp16: CUDA; bf16: CUDA or a CPU with bfloat16 instructions)")
     args = parser.parse_args()
 
     from models.pipeline.annotate import AnnotateOptions, Annotator

@@ -68,6 +68,11 @@ def resident_gb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
 
 
+def peak_resident_gb() -> float:
+    """The process's peak resident set so far, in GB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def count_crops(predictor) -> list[int]:
     """Wrap the classifier's CLIP image encoder to count the crops it encodes."""
     counts = [0]
@@ -149,7 +154,7 @@ def main() -> None:
         network_s = statistics.median(network_times[args.warmup:])
         print(f"{mode:<18} {clip_s / args.frames:>10.4f} {args.frames / clip_s:>9.1f} {clip_s:>10.3f} "
               f"{statistics.median(crops):>13.0f} {network_s:>17.3f} "
-              f"{resident[0]:>9.2f}/{resident[-1]:.2f}/{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f}")
+              f"{resident[0]:>9.2f}/{resident[-1]:.2f}/{peak_resident_gb():.2f}")
 
 
 if __name__ == "__main__":
