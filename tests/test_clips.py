@@ -449,3 +449,29 @@ def test_synthetic_dataset_end_to_end(tmp_path):
     assert test_video.clips[0].original_size == (32, 48) and test_video.clips[0].image_size == (360, 540)
     gt = gt_index_maps(test_video.record, data.root)
     assert all(np.array_equal(gt[k], truth.label_index(k)) for k in range(10))
+
+
+def test_train_batch_pin_memory_pins_what_training_copies_to_the_gpu(monkeypatch):
+    """`DataLoader(pin_memory=True)` calls `TrainBatch.pin_memory`: images, audio, labels and masks are pinned
+    (values unchanged), frame indices and the bookkeeping fields are left as they are."""
+    from models.data.clips import TrainBatch
+
+    pinned = []
+
+    def fake_pin(tensor):  # pinning needs a GPU; record which tensors would be pinned
+        pinned.append(tensor)
+        return tensor.clone()
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
+    frames = torch.arange(2)
+    batch = TrainBatch(images=torch.rand(1, 2, 3, 32, 32), audio_examples=torch.rand(1, 2, 1, 96, 64),
+                       targets=[{"labels": torch.zeros(1, dtype=torch.long), "masks": torch.rand(1, 2, 32, 32),
+                                 "frame_indices": frames}],
+                       image_sizes=[(30, 31)], uids=["v"], frame_ids=torch.tensor([[0, 1]]))
+    result = batch.pin_memory()
+    assert isinstance(result, TrainBatch) and len(pinned) == 4
+    assert {id(t) for t in pinned} == {id(batch.images), id(batch.audio_examples), id(batch.targets[0]["labels"]),
+                                       id(batch.targets[0]["masks"])}
+    assert torch.equal(result.images, batch.images) and result.images is not batch.images
+    assert torch.equal(result.targets[0]["masks"], batch.targets[0]["masks"])
+    assert result.targets[0]["frame_indices"] is frames and result.uids == ["v"] and result.frame_ids is batch.frame_ids

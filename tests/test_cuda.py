@@ -249,3 +249,19 @@ def test_criterion_waits_for_the_gpu_once_per_training_step():
     syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
     assert len(syncs) == 1, syncs
     assert len(result) == 30 and all(torch.isfinite(v) for v in result.values())
+
+
+def test_train_batches_are_pinned_for_asynchronous_copies():
+    """(Written without a GPU at hand, 2026-12-07.) `TrainBatch.pin_memory` gives page-locked tensors, which
+    `train`'s non_blocking copies need to not wait for the GPU."""
+    from models.data.clips import TrainBatch
+
+    batch = TrainBatch(images=torch.rand(1, 2, 3, 32, 32), audio_examples=torch.rand(1, 2, 1, 96, 64),
+                       targets=[{"labels": torch.zeros(1, dtype=torch.long), "masks": torch.rand(1, 2, 32, 32),
+                                 "frame_indices": torch.arange(2)}],
+                       image_sizes=[(32, 32)], uids=["v"], frame_ids=torch.tensor([[0, 1]])).pin_memory()
+    assert batch.images.is_pinned() and batch.audio_examples.is_pinned()
+    assert batch.targets[0]["labels"].is_pinned() and batch.targets[0]["masks"].is_pinned()
+    copied = batch.images.to(CUDA, non_blocking=True)
+    torch.cuda.synchronize()
+    assert torch.equal(copied.cpu(), batch.images)

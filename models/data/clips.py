@@ -21,7 +21,7 @@ drawn in this order: frames, short side, flip. The same (video, seed) always giv
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +194,17 @@ class TrainBatch:
     uids: list[str]
     frame_ids: torch.Tensor
     class_ids: list[torch.Tensor] = field(default_factory=list)
+
+    def pin_memory(self) -> "TrainBatch":
+        """The batch with the tensors training copies to the GPU in page-locked memory (called by a
+        `DataLoader(pin_memory=True)`), so those copies run asynchronously instead of waiting for the GPU."""
+        return replace(
+            self,
+            images=self.images.pin_memory(),
+            audio_examples=self.audio_examples.pin_memory(),
+            targets=[{key: (value.pin_memory() if key in ("labels", "masks") else value) for key, value in t.items()}
+                     for t in self.targets],
+        )
 
 
 class TrainClipDataset(torch.utils.data.Dataset):

@@ -38,7 +38,9 @@ class AudioEmbeddingCache:
             cached = self._store.get(key)
             if cached is None:
                 self.misses += 1
-                cached = self.audio_encoder(example[None].to(device)).float()[0]
+                # one example at a time, so an embedding never depends on which others missed with it
+                # (bit-for-bit resume); the copy does not wait for the GPU
+                cached = self.audio_encoder(example[None].to(device, non_blocking=True)).float()[0]
                 if len(self._store) < self.max_entries:
                     self._store[key] = cached
             else:

@@ -108,9 +108,10 @@ def _autocast(device: torch.device, amp: str):
 
 
 def _targets_to(targets: list[dict], device: torch.device) -> list[dict]:
-    """Targets on the device, except `frame_indices`: the criterion checks them on the host."""
-    return [{k: (v.to(device) if torch.is_tensor(v) and k != "frame_indices" else v) for k, v in t.items()}
-            for t in targets]
+    """Targets on the device (asynchronous copies), except `frame_indices`: the criterion checks them on the
+    host."""
+    return [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) and k != "frame_indices" else v)
+             for k, v in t.items()} for t in targets]
 
 
 def train(options: TrainOptions, progress: Progress | None = None, warn=print) -> TrainResult:
@@ -241,6 +242,9 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, collate_fn=collate_train_clips, num_workers=options.num_workers,
         persistent_workers=False,
+        # page-locked batches: their copies to the GPU (non_blocking below) do not make each step wait for the
+        # previous one to finish on the GPU
+        pin_memory=device.type == "cuda",
         # A private generator: creating the loader's iterator must not draw from the global torch RNG,
         # or a resumed run would see a different random stream than an uninterrupted one.
         generator=torch.Generator().manual_seed(train_cfg.seed),
