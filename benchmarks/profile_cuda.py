@@ -160,7 +160,7 @@ def profile_train(device: torch.device, amp: str, config: str, iters: int, skip:
 
     patch(OVAVSS, "forward", "forward")
     patch(SetCriterion, "forward", "criterion (all)")
-    patch(HungarianMatcher, "forward", "matcher")
+    patch(HungarianMatcher, "match_predictions", "matcher (all predictions)")
     patch(AudioEmbeddingCache, "embed", "VGGish")
     patch(torch.Tensor, "backward", "backward")
     patch(optim_module, "clip_full_model_grad_norm", "grad clip")
