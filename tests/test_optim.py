@@ -145,3 +145,35 @@ def test_train_resumes_a_run_saved_with_one_group_per_parameter(tmp_path: Path, 
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert straight.final_loss == resumed.final_loss
+
+
+def test_fused_adamw_makes_the_same_updates_up_to_rounding_and_is_the_cuda_default():
+    """`build_optimizer(fused=True)` (the default when the parameters are on CUDA) updates like the plain loop;
+    on the CPU the default stays the plain loop; a fused run's state resumes in a plain optimizer."""
+    torch.manual_seed(2)
+    plain_model = build_ovavss("tiny")
+    fused_model = copy.deepcopy(plain_model)
+    plain = build_optimizer(plain_model, CFG)
+    assert plain.defaults["fused"] is False  # CPU parameters
+    fused = build_optimizer(fused_model, CFG, fused=True)
+    assert fused.defaults["fused"] is True
+    plain_schedule, fused_schedule = build_scheduler(plain, CFG), build_scheduler(fused, CFG)
+    start = copy.deepcopy(plain_model)
+    for seed in range(6):
+        _step(plain_model, plain, plain_schedule, seed)
+        _step(fused_model, fused, fused_schedule, seed)
+    moved = 0
+    for (name, a), b, s in zip(plain_model.named_parameters(), fused_model.parameters(), start.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
+        moved += int(not torch.equal(a, s))
+    assert moved > 10
+    resumed_model = copy.deepcopy(fused_model)
+    resumed = build_optimizer(resumed_model, CFG)
+    resumed_schedule = build_scheduler(resumed, CFG)  # then the states, in `train`'s order
+    # copies, as from a checkpoint file (a live state dict shares its moment tensors with the optimizer)
+    resumed.load_state_dict(copy.deepcopy(fused.state_dict()))
+    resumed_schedule.load_state_dict(copy.deepcopy(fused_schedule.state_dict()))
+    _step(resumed_model, resumed, resumed_schedule, 7)
+    _step(fused_model, fused, fused_schedule, 7)
+    for a, b in zip(resumed_model.parameters(), fused_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
