@@ -22,7 +22,7 @@ import torch
 
 from models.device import resolve_device  # noqa: F401 (used by the CLI)
 from models.errors import AVSegError, UsageError
-from models.ovavss.config import TRAIN_CONFIGS, ModelConfig, TrainConfig, get_config
+from models.ovavss.config import TRAIN_CONFIGS, TrainConfig, get_config
 from models.progress import NullProgress, Progress
 
 
