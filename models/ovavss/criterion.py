@@ -86,22 +86,6 @@ def dice_per_mask(point_logits: torch.Tensor, point_labels: torch.Tensor) -> tor
     return 1 - (numerator + 1) / (denominator + 1)
 
 
-def sigmoid_ce_loss(point_logits: torch.Tensor, point_labels: torch.Tensor, num_masks: float) -> torch.Tensor:
-    """Σ_masks mean_points BCE-with-logits / num_masks.
-
-    Args:
-        point_logits: (M, P) predicted logits of M masks at P points.
-        point_labels: (M, P) target values in [0, 1] at the same points.
-        num_masks: normaliser (number of target instances).
-    """
-    return sigmoid_ce_per_mask(point_logits, point_labels).sum() / num_masks
-
-
-def dice_loss(point_logits: torch.Tensor, point_labels: torch.Tensor, num_masks: float) -> torch.Tensor:
-    """Σ_masks [1 − (2Σσ(p)t + 1) / (Σσ(p) + Σt + 1)] / num_masks for (M, P) logits and labels."""
-    return dice_per_mask(point_logits, point_labels).sum() / num_masks
-
-
 def count_target_instances(targets: list[dict], device: torch.device) -> float:
     """Number of target instances in the batch, averaged over processes if distributed, clamped ≥ 1.
 
@@ -282,8 +266,7 @@ class SetCriterion(nn.Module):
         else:
             indices = [self.matcher(prediction, targets) for prediction in plain]
         loss_ce = self.loss_labels([p["pred_logits"] for p in plain], targets, indices)
-        loss_mask, loss_dice = self.loss_masks([p["pred_masks"] for p in plain], targets, indices,
-                                                       num_masks)
+        loss_mask, loss_dice = self.loss_masks([p["pred_masks"] for p in plain], targets, indices, num_masks)
         return [{"loss_ce": loss_ce[i], "loss_mask": loss_mask[i], "loss_dice": loss_dice[i]}
                 for i in range(len(plain))]
 
