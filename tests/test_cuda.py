@@ -265,3 +265,31 @@ def test_train_batches_are_pinned_for_asynchronous_copies():
     copied = batch.images.to(CUDA, non_blocking=True)
     torch.cuda.synchronize()
     assert torch.equal(copied.cpu(), batch.images)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_the_network_forward_never_waits_for_the_gpu(training):
+    """No host read in the forward (tests/test_host_reads.py checks it with TorchDynamo on the CPU); here the
+    CUDA runtime's own count: the level sizes' divisor goes up without a sync. (Written without a GPU at hand,
+    2026-12-07.)"""
+    import warnings
+
+    from test_host_reads import tiny_inputs
+
+    config, images, audio = tiny_inputs()
+    torch.manual_seed(0)
+    model = build_ovavss(config).to(CUDA).train(training)
+    images, audio = images.to(CUDA), audio.to(CUDA)
+    with torch.set_grad_enabled(training):
+        model(images, audio_examples=audio)  # warm-up (first-call allocations, cuDNN plans)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                outputs = model(images, audio_examples=audio)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+    assert syncs == []
+    assert outputs["pred_masks"].shape[:3] == (1, config.num_queries, 3)

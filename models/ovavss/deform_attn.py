@@ -15,7 +15,12 @@ import math
 import torch
 from torch import nn
 
-from models.ovavss.deform_sampling import check_sampling_method, multi_scale_deformable_attn
+from models.ovavss.deform_sampling import (
+    SpatialShapes,
+    as_level_sizes,
+    check_sampling_method,
+    multi_scale_deformable_attn,
+)
 
 __all__ = ["MSDeformAttn", "multi_scale_deformable_attn"]
 
@@ -89,8 +94,8 @@ class MSDeformAttn(nn.Module):
         query: torch.Tensor,
         reference_points: torch.Tensor,
         input_flatten: torch.Tensor,
-        spatial_shapes: torch.Tensor,
-        level_start_index: torch.Tensor,
+        spatial_shapes: SpatialShapes,
+        level_start_index: torch.Tensor | None = None,
         input_padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attend from each query to P points per head on every level around its reference point.
@@ -99,9 +104,10 @@ class MSDeformAttn(nn.Module):
             query: (N, Lq, C) (positional embedding already added by the caller).
             reference_points: (N, Lq, L, 2) normalised (x, y) per level, in [0, 1].
             input_flatten: (N, S, C) the levels flattened row-major and concatenated.
-            spatial_shapes: (L, 2) long [h_l, w_l].
-            level_start_index: (L,) long, offset of each level in S (kept for API compatibility; the split
-                is derived from `spatial_shapes`).
+            spatial_shapes: [h_l, w_l] per level: Python pairs (what the model passes: no host read), or an
+                (L, 2) integer tensor as in the official code (its values are read on the host).
+            level_start_index: (L,) long, offset of each level in S, or None (kept for API compatibility; the
+                split is derived from `spatial_shapes`).
             input_padding_mask: optional (N, S) bool, True where the input is padding (its value is zeroed).
 
         Returns:
@@ -120,8 +126,11 @@ class MSDeformAttn(nn.Module):
         weights = self.attention_weights(query).view(batch, num_queries, self.n_heads, self.n_levels * self.n_points)
         weights = softmax_over_samples(weights).view(batch, num_queries, self.n_heads, self.n_levels, self.n_points)
 
-        # Offsets are in pixels of each level: divide by (w_l, h_l) to get normalised (x, y).
-        size_xy = spatial_shapes.flip(-1).to(offsets.dtype)  # (L, 2) as (w, h)
+        # Offsets are in pixels of each level: divide by (w_l, h_l) to get normalised (x, y). The (L, 2) divisor
+        # goes to the device without waiting (non_blocking: a pageable source is staged at once, so no sync).
+        level_sizes = as_level_sizes(spatial_shapes)
+        size_xy = torch.tensor([(w, h) for h, w in level_sizes], dtype=offsets.dtype).to(
+            offsets.device, non_blocking=True)
         locations = reference_points[:, :, None, :, None, :] + offsets / size_xy[None, None, None, :, None, :]
-        output = multi_scale_deformable_attn(value, spatial_shapes, locations, weights, self.sampling)
+        output = multi_scale_deformable_attn(value, level_sizes, locations, weights, self.sampling)
         return self.output_proj(output)

@@ -18,6 +18,8 @@ are summed with the attention weights.
 
 from __future__ import annotations
 
+from typing import Sequence, Tuple, Union
+
 import torch
 import torch.nn.functional as F
 
@@ -30,8 +32,24 @@ def check_sampling_method(method: str) -> None:
         raise ValueError(f"unknown sampling method {method!r}; choose one of {', '.join(SAMPLING_METHODS)}")
 
 
-def _level_sizes(value: torch.Tensor, spatial_shapes: torch.Tensor, num_levels: int) -> list[tuple[int, int]]:
-    level_sizes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+SpatialShapes = Union[torch.Tensor, Sequence[Tuple[int, int]]]
+
+
+def as_level_sizes(spatial_shapes: SpatialShapes) -> list[tuple[int, int]]:
+    """[(h_l, w_l), ...] as Python ints from an (L, 2) integer tensor or a sequence of (h, w) pairs.
+
+    The model passes Python pairs (taken from the maps' shapes): reading a tensor's values is a host read,
+    which on CUDA waits for the GPU and stops `torch.compile` from capturing one graph.
+    """
+    if isinstance(spatial_shapes, torch.Tensor):
+        if spatial_shapes.dim() != 2 or spatial_shapes.shape[1] != 2:
+            raise ValueError(f"spatial_shapes must be (L, 2), got {tuple(spatial_shapes.shape)}")
+        return [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    return [(int(h), int(w)) for h, w in spatial_shapes]
+
+
+def _level_sizes(value: torch.Tensor, spatial_shapes: SpatialShapes, num_levels: int) -> list[tuple[int, int]]:
+    level_sizes = as_level_sizes(spatial_shapes)
     if len(level_sizes) != num_levels:
         raise ValueError(f"spatial_shapes has {len(level_sizes)} levels but sampling_locations has {num_levels}")
     covered = sum(h * w for h, w in level_sizes)
@@ -139,7 +157,7 @@ def sample_with_gather(
 
 def multi_scale_deformable_attn(
     value: torch.Tensor,
-    spatial_shapes: torch.Tensor,
+    spatial_shapes: SpatialShapes,
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
     method: str = "auto",
@@ -148,7 +166,8 @@ def multi_scale_deformable_attn(
 
     Args:
         value: (N, S, heads, head_dim), the levels flattened row-major and concatenated, S = sum h_l * w_l.
-        spatial_shapes: (L, 2) integer [h_l, w_l] per level, in the order the levels appear in `value`.
+        spatial_shapes: [h_l, w_l] per level, in the order the levels appear in `value`: Python pairs, or an
+            (L, 2) integer tensor (its values are read on the host).
         sampling_locations: (N, Lq, heads, L, P, 2) normalised (x, y); (0, 0) is the top-left corner of the
             map, (1, 1) the bottom-right corner. Locations outside [0, 1] are allowed (they read zeros).
         attention_weights: (N, Lq, heads, L, P), used as given (normalise them beforehand).

@@ -21,6 +21,7 @@ from torch import nn
 
 from models.ovavss.conv import Conv2dNorm, c2_xavier_fill
 from models.ovavss.deform_attn import MSDeformAttn
+from models.ovavss.deform_sampling import SpatialShapes
 from models.ovavss.fusion import AudioVisualFusion
 from models.ovavss.position_encoding import PositionEmbeddingSine
 
@@ -72,8 +73,8 @@ class MSDeformAttnEncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, reference_points: torch.Tensor,
-                spatial_shapes: torch.Tensor, level_start_index: torch.Tensor) -> torch.Tensor:
-        """x, pos: (N, S, C); reference_points: (N, S, L, 2); spatial_shapes: (L, 2) -> (N, S, C)."""
+                spatial_shapes: SpatialShapes, level_start_index: torch.Tensor | None = None) -> torch.Tensor:
+        """x, pos: (N, S, C); reference_points: (N, S, L, 2); spatial_shapes: [(h_l, w_l)] -> (N, S, C)."""
         attended = self.self_attn(x + pos, reference_points, x, spatial_shapes, level_start_index)
         x = self.norm1(x + self.dropout1(attended))
         hidden = self.dropout2(F.relu(self.linear1(x)))
@@ -89,28 +90,29 @@ class FusionEncoder(nn.Module):
         self.layers = nn.ModuleList(layers)
 
     @staticmethod
-    def reference_points(spatial_shapes: torch.Tensor, batch: int, device: torch.device,
+    def reference_points(level_sizes: Sequence[tuple[int, int]], batch: int, device: torch.device,
                          dtype: torch.dtype) -> torch.Tensor:
         """Pixel centres ((j + 0.5) / w_l, (i + 0.5) / h_l) of every token, the same point on every level.
 
         Returns (batch, S, L, 2) (an expanded view; no padding, so all valid ratios are 1).
         """
         points = []
-        for height, width in spatial_shapes.tolist():
+        for height, width in level_sizes:
             ys = (torch.arange(height, dtype=dtype, device=device) + 0.5) / height
             xs = (torch.arange(width, dtype=dtype, device=device) + 0.5) / width
             grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
             points.append(torch.stack((grid_x.reshape(-1), grid_y.reshape(-1)), dim=-1))
         flat = torch.cat(points, dim=0)  # (S, 2)
-        return flat[None, :, None, :].expand(batch, -1, spatial_shapes.shape[0], -1)
+        return flat[None, :, None, :].expand(batch, -1, len(level_sizes), -1)
 
-    def forward(self, visual: torch.Tensor, audio: torch.Tensor, pos: torch.Tensor, spatial_shapes: torch.Tensor,
-                level_start_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """visual (N, S, C) without positions, audio (N, A, Ca), pos (N, S, C) -> (visual (N, S, C), audio)."""
+    def forward(self, visual: torch.Tensor, audio: torch.Tensor, pos: torch.Tensor,
+                level_sizes: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """visual (N, S, C) without positions, audio (N, A, Ca), pos (N, S, C), level_sizes [(h_l, w_l)] Python
+        ints -> (visual (N, S, C), audio)."""
         visual, audio = self.vl_layer(visual, audio)
-        reference = self.reference_points(spatial_shapes, visual.shape[0], visual.device, visual.dtype)
+        reference = self.reference_points(level_sizes, visual.shape[0], visual.device, visual.dtype)
         for layer in self.layers:
-            visual = layer(visual, pos, reference, spatial_shapes, level_start_index)
+            visual = layer(visual, pos, reference, level_sizes)
         return visual, audio
 
 
@@ -152,7 +154,7 @@ class MSDeformAttnTransformerEncoder(nn.Module):
         nn.init.normal_(self.level_embed)
 
     def forward(self, sources: Sequence[torch.Tensor], positions: Sequence[torch.Tensor],
-                audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
         """Encode the levels jointly.
 
         Args:
@@ -161,15 +163,15 @@ class MSDeformAttnTransformerEncoder(nn.Module):
             audio: (N, A, Ca).
 
         Returns:
-            tokens (N, S, C) in the flattened level order, audio (N, A, Ca), spatial_shapes (L, 2) long.
+            tokens (N, S, C) in the flattened level order, audio (N, A, Ca), level sizes [(h_l, w_l)] as Python
+            ints (taken from the shapes, so nothing is read back from the device).
         """
         tokens = torch.cat([src.flatten(2).transpose(1, 2) for src in sources], dim=1)
         pos = torch.cat([p.flatten(2).transpose(1, 2) + self.level_embed[level][None, None, :]
                          for level, p in enumerate(positions)], dim=1)
-        spatial_shapes = torch.tensor([src.shape[-2:] for src in sources], dtype=torch.long, device=tokens.device)
-        level_start_index = torch.cat((spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1]))
-        tokens, audio = self.encoder(tokens, audio, pos, spatial_shapes, level_start_index)
-        return tokens, audio, spatial_shapes
+        level_sizes = [(int(src.shape[-2]), int(src.shape[-1])) for src in sources]
+        tokens, audio = self.encoder(tokens, audio, pos, level_sizes)
+        return tokens, audio, level_sizes
 
 
 class MSDeformAttnPixelDecoder(nn.Module):
@@ -283,12 +285,11 @@ class MSDeformAttnPixelDecoder(nn.Module):
             sources.append(source)
             positions.append(self.pe_layer(source))
 
-        tokens, fused_audio, spatial_shapes = self.transformer(sources, positions, audio.to(dtype)[:, None, :])
+        tokens, fused_audio, level_sizes = self.transformer(sources, positions, audio.to(dtype)[:, None, :])
 
         batch = tokens.shape[0]
-        sizes = [h * w for h, w in spatial_shapes.tolist()]
         outputs = [level.transpose(1, 2).reshape(batch, -1, h, w)
-                   for level, (h, w) in zip(tokens.split(sizes, dim=1), spatial_shapes.tolist())]
+                   for level, (h, w) in zip(tokens.split([h * w for h, w in level_sizes], dim=1), level_sizes)]
 
         # Top-down FPN steps from the finest transformer level to common_stride (coarse to fine).
         for index in range(len(self.fpn_features), 0, -1):

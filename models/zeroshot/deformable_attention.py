@@ -33,9 +33,10 @@ class GatherDeformableAttention(nn.Module):
         im2col_step: int,
     ) -> torch.Tensor:
         """value (N, S, heads, D), sampling_locations (N, Lq, heads, L, P, 2), attention_weights
-        (N, Lq, heads, L, P) -> (N, Lq, heads * D); the other arguments are implied by these."""
-        del value_spatial_shapes_list, level_start_index, im2col_step
-        return multi_scale_deformable_attn(value, value_spatial_shapes, sampling_locations, attention_weights,
+        (N, Lq, heads, L, P) -> (N, Lq, heads * D); the level sizes are taken from the Python list (no read
+        of the tensor), the other arguments are implied by these."""
+        del value_spatial_shapes, level_start_index, im2col_step
+        return multi_scale_deformable_attn(value, value_spatial_shapes_list, sampling_locations, attention_weights,
                                            method="gather")
 
 

@@ -1,0 +1,67 @@
+"""The network forward never reads a tensor's value back to the host.
+
+On CUDA such a read (`.item()`, `.tolist()`, `bool(tensor)`, a data-dependent shape) makes the CPU wait for
+the GPU, so the launch queue runs dry at every one; it also splits what `torch.compile` can capture into
+several graphs (and rules out CUDA graphs). TorchDynamo finds every such read without a GPU: each one is a
+graph break. The level sizes of the deformable attention used to be a device tensor read back 9 times per
+forward (14 graph breaks, 15 graphs).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.data.transforms import normalize_and_pad
+from models.ovavss.config import get_config
+from models.ovavss.deform_attn import MSDeformAttn
+from models.ovavss.deform_sampling import as_level_sizes
+from models.ovavss.model import build_ovavss
+
+
+def tiny_inputs(num_frames: int = 3, height: int = 96, width: int = 160):
+    config = get_config("tiny")
+    gen = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (num_frames, 3, height, width), dtype=torch.uint8, generator=gen)
+    images, _ = normalize_and_pad([frames], config.size_divisibility)
+    audio = torch.randn(1, num_frames, 1, 96, 64, generator=gen)
+    return config, images, audio
+
+
+@pytest.mark.parametrize("mode", ["inference", "training"])
+def test_the_network_forward_is_one_graph_without_host_reads(mode):
+    config, images, audio = tiny_inputs()
+    torch.manual_seed(0)
+    model = build_ovavss(config).train(mode == "training")
+    torch._dynamo.reset()
+    with torch.inference_mode(mode == "inference"):
+        explanation = torch._dynamo.explain(model)(images, audio_examples=audio)
+    reasons = [f"{b.reason.splitlines()[0]} at {b.user_stack[-1] if b.user_stack else '?'}"
+               for b in explanation.break_reasons]
+    assert explanation.graph_break_count == 0, reasons
+    assert explanation.graph_count == 1
+
+
+def test_deformable_attention_takes_python_sizes_or_the_official_tensor():
+    torch.manual_seed(1)
+    attention = MSDeformAttn(d_model=16, n_levels=2, n_heads=2, n_points=3).double()
+    with torch.no_grad():  # move the points off their initial rays so every level is really sampled
+        attention.sampling_offsets.weight.normal_(0, 0.5)
+        attention.attention_weights.weight.normal_(0, 0.5)
+    sizes = [(5, 7), (3, 4)]
+    tokens = torch.randn(2, 35 + 12, 16, dtype=torch.float64)
+    reference = torch.rand(2, 47, 2, 2, dtype=torch.float64)
+    starts = torch.tensor([0, 35])
+    from_tensor = attention(tokens, reference, tokens, torch.tensor(sizes), starts)
+    from_pairs = attention(tokens, reference, tokens, sizes)
+    assert torch.equal(from_tensor, from_pairs)
+    swapped = attention(tokens[:, :47], reference, tokens, [(7, 5), (4, 3)])  # same counts, other layout
+    assert not torch.allclose(swapped, from_pairs)
+
+
+def test_level_sizes_from_tensors_and_pairs():
+    assert as_level_sizes(torch.tensor([[12, 20], [6, 10]])) == [(12, 20), (6, 10)]
+    assert as_level_sizes([(12, 20), (6, 10)]) == [(12, 20), (6, 10)]
+    assert all(type(v) is int for pair in as_level_sizes(torch.tensor([[3, 4]])) for v in pair)
+    with pytest.raises(ValueError, match=r"must be \(L, 2\)"):
+        as_level_sizes(torch.tensor([12, 20]))
