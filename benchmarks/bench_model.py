@@ -13,7 +13,9 @@ CPU time of a forward and the CPU time the hypervisor stole from this machine me
 on a shared virtual machine wall times vary with the neighbours' load.
 
 --sampling picks the deformable-attention sampling form (compare gather and grid_sample); --stages adds the
-forward time of each stage (backbone, VGGish, pixel decoder, mask decoder).
+forward time of each stage (backbone, VGGish, pixel decoder, mask decoder). --runner graphs replays the forward
+as CUDA graphs (`models.ovavss.graphed_network`), --runner compile[-MODE] runs it through torch.compile; their
+first call (capture or compilation) is reported on its own.
 """
 
 from __future__ import annotations
@@ -75,8 +77,11 @@ def _stage_timer(model: torch.nn.Module, device: torch.device) -> dict[str, list
     return times
 
 
+RUNNERS = ("eager", "graphs", "compile", "compile-reduce-overhead", "compile-max-autotune")
+
+
 def bench(config: str, device: torch.device, short_side: int, frames: int, amp: str, warmup: int, repeat: int,
-          backward: bool, sampling: str = "auto", stages: bool = False) -> dict:
+          backward: bool, sampling: str = "auto", stages: bool = False, runner: str = "eager") -> dict:
     from models.ovavss.deform_attn import MSDeformAttn
     from models.ovavss.model import build_ovavss
     from models.pipeline.train import _autocast
@@ -94,22 +99,38 @@ def bench(config: str, device: torch.device, short_side: int, frames: int, amp: 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
+    network = model
+    if runner == "graphs":
+        from models.ovavss.graphed_network import GraphedNetwork
+
+        model.eval()
+        graphed = GraphedNetwork(model, {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp])
+        network = lambda x, audio_examples: graphed(x, audio_examples)  # noqa: E731 (train steps run eagerly)
+    elif runner.startswith("compile"):
+        mode = runner.removeprefix("compile").removeprefix("-") or None
+        network = torch.compile(model, mode=mode)
+
     def forward():
         with torch.inference_mode(), _autocast(device, amp):
             model.eval()
-            model(images, audio_examples=audio)
+            network(images, audio_examples=audio)
 
     def train_step():
         model.train()
         with _autocast(device, amp):
-            out = model(images, audio_examples=audio)
+            out = (model if runner == "graphs" else network)(images, audio_examples=audio)
         loss = out["pred_masks"].float().mean() + out["pred_logits"].float().mean()
         for aux in out["aux_outputs"]:
             loss = loss + aux["pred_masks"].float().mean()
         loss.backward()
         model.zero_grad(set_to_none=True)
 
-    row = {"config": config, "device": str(device), "input": f"{frames}x3x{hp}x{wp}", "amp": amp}
+    row = {"config": config, "device": str(device), "input": f"{frames}x3x{hp}x{wp}", "amp": amp, "runner": runner}
+    if runner != "eager":  # the first call captures or compiles: timed on its own
+        start = time.perf_counter()
+        forward()
+        _sync(device)
+        row["first_forward_s"] = time.perf_counter() - start
     steal_before = _steal_ticks()
     row["forward_s"], row["forward_cpu_s"] = _median_time(forward, device, warmup, repeat)
     if steal_before is not None:
@@ -143,6 +164,9 @@ def main() -> None:
     parser.add_argument("--sampling", default="auto", choices=SAMPLING_METHODS,
                         help="deformable-attention sampling form (auto: gather on the CPU, grid_sample elsewhere)")
     parser.add_argument("--stages", action="store_true", help="also print the forward time of each stage")
+    parser.add_argument("--runner", default="eager", choices=RUNNERS,
+                        help="eager; graphs: the forward as CUDA graphs (GraphedNetwork; train steps stay eager); "
+                        "compile[-MODE]: torch.compile with that mode, forward and train step")
     args = parser.parse_args()
     from models.device import prepare_cpu
 
@@ -154,10 +178,12 @@ def main() -> None:
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     for config in args.configs:
         row = bench(config, device, args.short_side, args.frames, args.amp, args.warmup, args.repeat,
-                    not args.no_backward, args.sampling, args.stages)
+                    not args.no_backward, args.sampling, args.stages, args.runner)
         per_frame = row["forward_s"] / args.frames
-        text = (f"{row['config']:6s} {row['input']:16s} amp={row['amp']:4s} sampling={args.sampling} forward {row['forward_s']:.3f} s/clip "
-                f"({per_frame:.3f} s/frame)")
+        text = (f"{row['config']:6s} {row['input']:16s} amp={row['amp']:4s} sampling={args.sampling} "
+                f"runner={args.runner} forward {row['forward_s']:.3f} s/clip ({per_frame:.3f} s/frame)")
+        if "first_forward_s" in row:
+            text += f" (first call, capture/compile: {row['first_forward_s']:.1f} s)"
         if "train_step_s" in row:
             text += f", train step {row['train_step_s']:.3f} s ({1 / row['train_step_s']:.2f} it/s)"
         text += f", peak {row.get('peak_mem_gb', row.get('peak_rss_gb')):.2f} GB"

@@ -10,8 +10,9 @@ Weights are random (r50 network, VGGish and CLIP ViT-B-16; swinb uses ViT-L-14-3
 / clip") because the CLIP time is proportional to it. With trained weights most of the 100 queries also
 have a non-empty mask in most frames, so the official protocol's CLIP cost is of the same order.
 Frames: a random 16:9 clip at --short-side (original size = network size, so no extra resize cost).
-Modes: official (no sound options), gate<p> (sound_gate=p), crops<n> (max_crops_per_frame=n),
-gate<p>+crops<n>. Times are medians over --repeat clips after --warmup clips. The last columns give the
+Modes: official (no sound options), gate<p> (sound_gate=p), crops<n> (max_crops_per_frame=n), and any of
+them joined by "+", e.g. gate<p>+crops<n>; "+graphs" runs the network as CUDA graphs (`cuda_graphs`; the
+first clip of a shape captures, so keep --warmup >= 1). Times are medians over --repeat clips after --warmup clips. The last columns give the
 process's resident memory after the first and after the last timed clip (it must not grow from clip to clip)
 and its peak. `AVSEG_MALLOC=system` in the environment measures with the C library's allocator defaults
 (see `models.cpu_allocator`).
@@ -38,8 +39,11 @@ def parse_mode(mode: str) -> dict:
             options["sound_gate"] = float(part[4:])
         elif part.startswith("crops"):
             options["max_crops_per_frame"] = int(part[5:])
+        elif part == "graphs":
+            options["cuda_graphs"] = True
         else:
-            raise SystemExit(f"unknown mode {mode!r}: official, gate<p>, crops<n> or gate<p>+crops<n>")
+            raise SystemExit(f"unknown mode {mode!r}: official, gate<p>, crops<n>, graphs, joined by + "
+                             "(e.g. gate0.5+crops3, official+graphs)")
     return options
 
 
@@ -127,17 +131,17 @@ def main() -> None:
         predictor.set_vocabulary(names)
         counts = count_crops(predictor)
         network_times: list[float] = []
-        forward = predictor.model.forward
+        network = predictor._network  # the model, or its CUDA-graph runner
 
-        def timed_forward(*a, **k):
+        def timed_network(*a, **k):
             start = time.perf_counter()
-            out = forward(*a, **k)
+            out = network(*a, **k)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             network_times.append(time.perf_counter() - start)
             return out
 
-        predictor.model.forward = timed_forward
+        predictor._network = timed_network
         times, crops, resident = [], [], []
         for index, clip in enumerate(clips):
             counts[0] = 0
@@ -149,7 +153,7 @@ def main() -> None:
                 times.append(time.perf_counter() - start)
                 crops.append(counts[0])
                 resident.append(resident_gb())
-        predictor.model.forward = forward
+        predictor._network = network
         clip_s = statistics.median(times)
         network_s = statistics.median(network_times[args.warmup:])
         print(f"{mode:<18} {clip_s / args.frames:>10.4f} {args.frames / clip_s:>9.1f} {clip_s:>10.3f} "

@@ -75,6 +75,9 @@ class PredictorOptions:
             scales and shifts are rounded once (at most 2^-11 relative). False keeps float32 weights: the
             official regime bit for bit, but a cast of every weight on every call (measured on an H100:
             CLIP ViT-B/16 encodes 4,600 crops/s that way, 7,700 with half weights).
+        cuda_graphs: on CUDA, replay the network's forward as a CUDA graph per input shape
+            (`models.ovavss.graphed_network`): the same computation without launching its ~4,000 kernels
+            one by one. Costs one capture per new clip shape and the memory of one forward per kept graph.
     """
 
     protocol: str = "official"
@@ -87,6 +90,7 @@ class PredictorOptions:
     short_side: int | None = None
     crop_batch_size: int = 64
     amp_weights: bool = True
+    cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
         if self.protocol not in CROP_PROTOCOLS:
@@ -130,6 +134,12 @@ def check_amp_device(amp: str, device: torch.device) -> None:
                          "lacks (use --amp off)")
     raise AVSegError(f"--amp {amp} needs a CUDA device; on the CPU avseg runs in float32 or, with bfloat16 "
                      "instructions, --amp bf16 (use --amp off)")
+
+
+def check_cuda_graphs_device(cuda_graphs: bool, device: torch.device) -> None:
+    """One-line `AVSegError` when CUDA graphs are asked for on a device other than CUDA."""
+    if cuda_graphs and device.type != "cuda":
+        raise AVSegError(f"CUDA graphs need a CUDA device, the predictor runs on {device} (leave them off)")
 
 
 def cast_inference_weights(model: torch.nn.Module, clip_model: torch.nn.Module, dtype: torch.dtype) -> None:
@@ -447,6 +457,7 @@ class AVSegPredictor:
     ) -> None:
         self.device = resolve_device(device)
         check_amp_device(options.amp, self.device)
+        check_cuda_graphs_device(options.cuda_graphs, self.device)
         self.model = model.to(self.device).eval()
         self.clip = clip
         self.config = config
@@ -463,6 +474,11 @@ class AVSegPredictor:
                 return encode_regions(regions)
 
         self.classifier.encode_regions = encode_regions_with_amp
+        self._network = self.model
+        if options.cuda_graphs:
+            from models.ovavss.graphed_network import GraphedNetwork
+
+            self._network = GraphedNetwork(self.model, AMP_DTYPES.get(options.amp))
         self.clip_len = int(config.clip_len)
         self.sources = dict(sources or {})
         self.vocabulary: tuple[str, ...] = ()
@@ -488,6 +504,7 @@ class AVSegPredictor:
         clip_model: str | None = None,
         short_side: int | None = None,
         amp_weights: bool = True,
+        cuda_graphs: bool = False,
     ) -> "AVSegPredictor":
         """Load a predictor from an avseg checkpoint, a converted one, or an official OV-AVSS `.pth`.
 
@@ -497,8 +514,8 @@ class AVSegPredictor:
             vggish_weights: VGGish file, "random", or None (inside the checkpoint, else the cache).
             clip_weights: CLIP weights file, an open_clip folder (open_clip_config.json + weights; it names the
                 architecture), "random", or None (inside the checkpoint, else open_clip `openai`).
-            protocol, sound_gate, max_crops_per_frame, amp, score_threshold, top_k, amp_weights: see
-                `PredictorOptions`.
+            protocol, sound_gate, max_crops_per_frame, amp, score_threshold, top_k, amp_weights, cuda_graphs:
+                see `PredictorOptions`.
             templates: None (ViLD), a built-in set name, a template file path, or a list of templates.
             offline: never download (also AVSEG_OFFLINE=1 / HF_HUB_OFFLINE=1).
             clip_model: open_clip architecture overriding the config's (e.g. for a CLIP weights file of
@@ -514,10 +531,11 @@ class AVSegPredictor:
         options = PredictorOptions(
             protocol=protocol, score_threshold=score_threshold, top_k=top_k, sound_gate=sound_gate,
             max_crops_per_frame=max_crops_per_frame, amp=amp, templates=template_set, short_side=short_side,
-            amp_weights=amp_weights,
+            amp_weights=amp_weights, cuda_graphs=cuda_graphs,
         )
         torch_device = resolve_device(device)
         check_amp_device(amp, torch_device)
+        check_cuda_graphs_device(cuda_graphs, torch_device)
         path = Path(checkpoint).expanduser()
         parts = read_checkpoint_parts(path)
         model = build_network(parts, str(path))
@@ -605,7 +623,7 @@ class AVSegPredictor:
         frames = frames.to(device)  # uint8 to the device, then normalised there (4x fewer bytes to copy)
         images, sizes = normalize_and_pad([frames], self.config.size_divisibility)
         with self._autocast():
-            outputs = self.model(images, audio_examples=audio_examples[None].to(device, torch.float32))
+            outputs = self._network(images, audio_examples=audio_examples[None].to(device, torch.float32))
             sound_logits = outputs["pred_logits"][0]  # (Q, 2)
             # (Q, T, Hp, Wp) logits on the padded canvas, upsampled only for the queries that are read
             mask_logits = MaskCanvas(outputs["pred_masks"][0], tuple(images.shape[-2:]))
@@ -646,6 +664,7 @@ class AVSegPredictor:
             "device": str(self.device),
             "amp": options.amp,
             "amp_weights": options.amp_weights if options.amp != "off" else None,
+            "cuda_graphs": options.cuda_graphs,
             "protocol": options.protocol,
             "score_threshold": options.score_threshold,
             "top_k": options.top_k,

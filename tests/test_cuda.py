@@ -293,3 +293,63 @@ def test_the_network_forward_never_waits_for_the_gpu(training):
     syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
     assert syncs == []
     assert outputs["pred_masks"].shape[:3] == (1, config.num_queries, 3)
+
+
+@pytest.mark.parametrize("amp", [None, torch.float16])
+def test_graphed_network_replays_the_eager_forward(amp):
+    """CUDA graphs (`GraphedNetwork`): the first call of a shape captures, later calls replay with new inputs;
+    results equal the eager forward's, outputs belong to the caller, at most `max_graphs` shapes are kept.
+    (Written without a GPU at hand, 2026-12-07.)"""
+    import contextlib
+
+    from models.ovavss.graphed_network import GraphedNetwork
+    from test_host_reads import tiny_inputs
+
+    config, images, audio = tiny_inputs()
+    torch.manual_seed(0)
+    model = build_ovavss(config).to(CUDA).eval()
+    graphed = GraphedNetwork(model, amp, max_graphs=2)
+    gen = torch.Generator().manual_seed(1)
+    bound = 1e-5 if amp is None else 3e-3
+
+    def eager(x, a):
+        with torch.autocast("cuda", dtype=amp) if amp is not None else contextlib.nullcontext():
+            return model(x, audio_examples=a)
+
+    with torch.inference_mode():
+        outputs = []
+        for step in range(3):
+            x = (images + step * torch.randn(images.shape, generator=gen)).to(CUDA)
+            a = (audio + step * torch.randn(audio.shape, generator=gen)).to(CUDA)
+            want, got = eager(x, a), graphed(x, a)
+            assert relative_error(got["pred_masks"], want["pred_masks"]) < bound, step
+            assert relative_error(got["pred_logits"], want["pred_logits"]) < bound, step
+            outputs.append(got["pred_masks"])
+        assert graphed.failed is None and len(graphed.captures) == 1
+        assert relative_error(outputs[0], outputs[2]) > 1e-2  # new inputs, new results: not a stale replay
+        kept = outputs[2].clone()
+        graphed(images.to(CUDA), audio.to(CUDA))
+        assert torch.equal(outputs[2], kept)  # a later replay does not overwrite what a caller holds
+        for frames in (2, 1):  # shorter clips: a graph each, the least recently used dropped beyond 2
+            short = graphed(images[:, :frames].to(CUDA), audio[:, :frames].to(CUDA))
+            assert relative_error(short["pred_masks"], eager(images[:, :frames].to(CUDA),
+                                                             audio[:, :frames].to(CUDA))["pred_masks"]) < bound
+        assert len(graphed.captures) == 2
+        assert [key[0][1] for key in graphed.captures] == [2, 1]
+
+
+def test_predictor_with_cuda_graphs_gives_the_eager_results(tiny_files):
+    """(Written without a GPU at hand, 2026-12-07.)"""
+    checkpoint, clip_dir = tiny_files
+    clips = [random_clip_input(5, 72, 128, seed=seed) for seed in (7, 8)] + [random_clip_input(3, 72, 128, seed=9)]
+    results = {}
+    for cuda_graphs in (False, True):
+        predictor = AVSegPredictor.from_checkpoint(checkpoint, device="cuda", clip_weights=clip_dir,
+                                                   amp="fp16", cuda_graphs=cuda_graphs)
+        predictor.set_vocabulary(VOCABULARY)
+        results[cuda_graphs] = [frame for clip in clips for frame in predictor.predict_clip(clip)]
+        assert predictor.describe()["cuda_graphs"] is cuda_graphs
+    assert predictor._network.failed is None and len(predictor._network.captures) == 2
+    agree = [float((a.label_map == b.label_map).mean()) for a, b in zip(results[False], results[True])]
+    assert min(agree) > 0.999, agree
+    assert sum(len(f.instances) for f in results[True]) > 0

@@ -65,3 +65,37 @@ def test_level_sizes_from_tensors_and_pairs():
     assert all(type(v) is int for pair in as_level_sizes(torch.tensor([[3, 4]])) for v in pair)
     with pytest.raises(ValueError, match=r"must be \(L, 2\)"):
         as_level_sizes(torch.tensor([12, 20]))
+
+
+def test_the_level_size_divisor_is_made_once_per_resolution(monkeypatch):
+    import models.ovavss.deform_attn as deform_attn
+
+    attention = MSDeformAttn(d_model=16, n_levels=2, n_heads=2, n_points=1)
+    like = torch.zeros(1)
+    first = attention._size_divisor([(5, 7), (3, 4)], like)
+    assert first.tolist() == [[7.0, 5.0], [4.0, 3.0]]  # (w, h) per level
+    assert attention._size_divisor([(5, 7), (3, 4)], like) is first
+    assert attention._size_divisor([(5, 7), (3, 4)], like.double()).dtype == torch.float64
+    with torch.inference_mode():
+        inference = attention._size_divisor([(5, 7), (3, 4)], torch.zeros(1))
+    assert inference.is_inference() and not first.is_inference()
+    assert len(attention._size_divisors) == 3
+    monkeypatch.setattr(deform_attn, "MAX_CACHED_SIZES", 3)
+    attention._size_divisor([(6, 7), (3, 4)], like)
+    assert len(attention._size_divisors) == 1  # bounded: cleared when full
+    assert "_size_divisors" not in str(attention.state_dict().keys())
+
+
+def test_a_model_that_predicted_in_inference_mode_still_trains():
+    """The cached divisor of inference mode is an inference tensor, which autograd refuses: training after
+    prediction (a validation pass, a notebook) must get its own."""
+    config, images, audio = tiny_inputs(num_frames=2, height=64, width=96)
+    torch.manual_seed(0)
+    model = build_ovavss(config).eval()
+    with torch.inference_mode():
+        model(images, audio_examples=audio)
+    model.train()
+    outputs = model(images, audio_examples=audio)
+    outputs["pred_masks"].mean().backward()
+    offsets = model.sem_seg_head.pixel_decoder.transformer.encoder.layers[0].self_attn.sampling_offsets
+    assert offsets.weight.grad is not None and offsets.weight.grad.abs().sum() > 0

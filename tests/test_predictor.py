@@ -155,6 +155,15 @@ def stub_predictor(**options) -> tuple[AVSegPredictor, StubNetwork]:
     return predictor, network
 
 
+def test_cuda_graphs_are_refused_off_cuda():
+    with pytest.raises(AVSegError, match="CUDA graphs need a CUDA device, the predictor runs on cpu"):
+        stub_predictor(cuda_graphs=True)
+    from models.ovavss.graphed_network import GraphedNetwork
+
+    with pytest.raises(ValueError, match="CUDA device, it is on cpu"):
+        GraphedNetwork(StubNetwork())
+
+
 def stub_clip_input(num_frames: int = 5) -> ClipInput:
     frames = np.zeros((num_frames, 48, 60, 3), dtype=np.uint8)
     for _, (colour, a, b, c, d, _) in BLOCKS.items():
@@ -260,7 +269,8 @@ def test_short_clips_and_input_errors():
     "options, message",
     [({"amp": "fp16"}, "needs a CUDA device"), ({"protocol": "middle"}, "crop protocol"),
      ({"score_threshold": 1.5}, "score threshold"), ({"top_k": 0}, "top_k"), ({"sound_gate": -0.1}, "sound gate"),
-     ({"max_crops_per_frame": 0}, "max crops"), ({"amp": "fp8"}, "amp mode"), ({"templates": ["no placeholder"]}, "{}")],
+     ({"max_crops_per_frame": 0}, "max crops"), ({"amp": "fp8"}, "amp mode"), ({"templates": ["no placeholder"]}, "{}"),
+     ({"cuda_graphs": True}, "CUDA graphs need a CUDA device, the predictor runs on cpu")],
 )
 def test_option_errors_come_before_any_loading(tmp_path, options, message):
     started = time.perf_counter()
@@ -304,6 +314,7 @@ def test_tiny_checkpoint_describe_and_weights(tiny_predictor, tiny_files):
     assert described["clip_weights"].startswith("local-dir-sha256-")
     assert described["short_side"] == TINY.test_short_side and described["clip_len"] == 5
     assert described["protocol"] == "official" and described["amp"] == "off" and described["top_k"] == 10
+    assert described["cuda_graphs"] is False
     own = tiny_predictor.model.state_dict()
     for key, value in tiny_files["state"].items():
         assert torch.equal(own[key], value), key

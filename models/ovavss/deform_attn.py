@@ -24,6 +24,8 @@ from models.ovavss.deform_sampling import (
 
 __all__ = ["MSDeformAttn", "multi_scale_deformable_attn"]
 
+MAX_CACHED_SIZES = 64  # input resolutions whose level-size divisors an MSDeformAttn keeps (tiny tensors)
+
 
 def softmax_over_samples(logits: torch.Tensor) -> torch.Tensor:
     """Softmax over the last dimension (the L * P samples of a head: 12 in OV-AVSS).
@@ -69,6 +71,7 @@ class MSDeformAttn(nn.Module):
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
         self.value_proj = nn.Linear(d_model, d_model)
         self.output_proj = nn.Linear(d_model, d_model)
+        self._size_divisors: dict[tuple, torch.Tensor] = {}  # see `_size_divisor`; not part of the state
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
@@ -88,6 +91,28 @@ class MSDeformAttn(nn.Module):
         nn.init.zeros_(self.value_proj.bias)
         nn.init.xavier_uniform_(self.output_proj.weight)
         nn.init.zeros_(self.output_proj.bias)
+
+    def _size_divisor(self, level_sizes: list[tuple[int, int]], like: torch.Tensor) -> torch.Tensor:
+        """(L, 2) [w_l, h_l] with `like`'s device and dtype, made once per (sizes, device, dtype, inference
+        mode or not) and then reused.
+
+        Reused rather than copied up at every call: a host-to-device copy inside CUDA-graph capture is not
+        allowed, and a blocking one waits for the GPU. The first copy is non_blocking (a pageable source is
+        staged at once, so it does not wait). An inference-mode tensor cannot take part in autograd later, so
+        inference mode gets its own. At most `MAX_CACHED_SIZES` entries are kept. Under torch.compile the
+        divisor is simply a constant of the compiled graph.
+        """
+        if torch.compiler.is_compiling():
+            return torch.tensor([(w, h) for h, w in level_sizes], dtype=like.dtype, device=like.device)
+        key = (tuple(level_sizes), like.device, like.dtype, torch.is_inference_mode_enabled())
+        divisor = self._size_divisors.get(key)
+        if divisor is None:
+            if len(self._size_divisors) >= MAX_CACHED_SIZES:
+                self._size_divisors.clear()
+            divisor = torch.tensor([(w, h) for h, w in level_sizes], dtype=like.dtype).to(
+                like.device, non_blocking=True)
+            self._size_divisors[key] = divisor
+        return divisor
 
     def forward(
         self,
@@ -126,11 +151,9 @@ class MSDeformAttn(nn.Module):
         weights = self.attention_weights(query).view(batch, num_queries, self.n_heads, self.n_levels * self.n_points)
         weights = softmax_over_samples(weights).view(batch, num_queries, self.n_heads, self.n_levels, self.n_points)
 
-        # Offsets are in pixels of each level: divide by (w_l, h_l) to get normalised (x, y). The (L, 2) divisor
-        # goes to the device without waiting (non_blocking: a pageable source is staged at once, so no sync).
+        # Offsets are in pixels of each level: divide by (w_l, h_l) to get normalised (x, y).
         level_sizes = as_level_sizes(spatial_shapes)
-        size_xy = torch.tensor([(w, h) for h, w in level_sizes], dtype=offsets.dtype).to(
-            offsets.device, non_blocking=True)
+        size_xy = self._size_divisor(level_sizes, offsets)  # (L, 2) as (w, h)
         locations = reference_points[:, :, None, :, None, :] + offsets / size_xy[None, None, None, :, None, :]
         output = multi_scale_deformable_attn(value, level_sizes, locations, weights, self.sampling)
         return self.output_proj(output)
