@@ -353,3 +353,28 @@ def test_predictor_with_cuda_graphs_gives_the_eager_results(tiny_files):
     agree = [float((a.label_map == b.label_map).mean()) for a, b in zip(results[False], results[True])]
     assert min(agree) > 0.999, agree
     assert sum(len(f.instances) for f in results[True]) > 0
+
+
+def test_the_swin_backbone_never_waits_for_the_gpu():
+    """The shifted-window masks reach the device once per padded size (they were a blocking copy per stage
+    and forward). (Written without a GPU at hand, 2026-12-07.)"""
+    import warnings
+
+    from models.ovavss.swin import SwinConfig, SwinTransformer
+
+    torch.manual_seed(0)
+    model = SwinTransformer(SwinConfig(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4),
+                                       window_size=12)).to(CUDA).eval()
+    images = torch.randn(2, 3, 96, 160, device=CUDA)
+    with torch.inference_mode():
+        reference = model(images)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                again = model(images)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert [str(w.message) for w in caught if "synchroniz" in str(w.message)] == []
+    assert all(torch.equal(reference[name], again[name]) for name in reference)

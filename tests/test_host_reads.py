@@ -16,6 +16,7 @@ from models.data.transforms import normalize_and_pad
 from models.ovavss.config import get_config
 from models.ovavss.deform_attn import MSDeformAttn
 from models.ovavss.deform_sampling import as_level_sizes
+from models.ovavss.device_constants import DeviceConstants
 from models.ovavss.model import build_ovavss
 
 
@@ -40,6 +41,25 @@ def test_the_network_forward_is_one_graph_without_host_reads(mode):
                for b in explanation.break_reasons]
     assert explanation.graph_break_count == 0, reasons
     assert explanation.graph_count == 1
+
+
+@pytest.mark.filterwarnings("ignore:Dynamo detected a call to a `functools.lru_cache`")
+def test_the_swin_backbone_is_one_graph_without_host_reads():
+    """swinb's backbone (a small Swin here): the shifted-window masks are made on the host; they reach the
+    device once per padded size, not by a blocking copy in every forward."""
+    from models.ovavss.swin import SwinConfig, SwinTransformer
+
+    torch.manual_seed(0)
+    model = SwinTransformer(SwinConfig(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4),
+                                       window_size=12)).eval()
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        explanation = torch._dynamo.explain(model)(torch.randn(2, 3, 96, 160))
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+    eager = model(torch.ones(1, 3, 96, 160))
+    again = model(torch.ones(1, 3, 96, 160))  # the cached masks give the same result
+    assert all(torch.equal(eager[name], again[name]) for name in eager)
+    assert sum(len(stage._masks) for stage in model.modules() if hasattr(stage, "_masks")) >= 1
 
 
 def test_deformable_attention_takes_python_sizes_or_the_official_tensor():
@@ -67,9 +87,7 @@ def test_level_sizes_from_tensors_and_pairs():
         as_level_sizes(torch.tensor([12, 20]))
 
 
-def test_the_level_size_divisor_is_made_once_per_resolution(monkeypatch):
-    import models.ovavss.deform_attn as deform_attn
-
+def test_the_level_size_divisor_is_made_once_per_resolution():
     attention = MSDeformAttn(d_model=16, n_levels=2, n_heads=2, n_points=1)
     like = torch.zeros(1)
     first = attention._size_divisor([(5, 7), (3, 4)], like)
@@ -79,11 +97,26 @@ def test_the_level_size_divisor_is_made_once_per_resolution(monkeypatch):
     with torch.inference_mode():
         inference = attention._size_divisor([(5, 7), (3, 4)], torch.zeros(1))
     assert inference.is_inference() and not first.is_inference()
-    assert len(attention._size_divisors) == 3
-    monkeypatch.setattr(deform_attn, "MAX_CACHED_SIZES", 3)
-    attention._size_divisor([(6, 7), (3, 4)], like)
-    assert len(attention._size_divisors) == 1  # bounded: cleared when full
-    assert "_size_divisors" not in str(attention.state_dict().keys())
+    assert len(attention._constants) == 3
+    assert not any("constants" in key for key in attention.state_dict())
+
+
+def test_device_constants_are_made_once_and_bounded():
+    made = []
+
+    def make():
+        made.append(1)
+        return torch.arange(3)
+
+    constants = DeviceConstants(max_entries=2)
+    a = constants.get("a", make, torch.device("cpu"), torch.float32)
+    assert a.dtype == torch.float32 and a.tolist() == [0.0, 1.0, 2.0]
+    assert constants.get("a", make, "cpu", torch.float32) is a and len(made) == 1
+    constants.get("b", make, "cpu", torch.float32)
+    constants.get("c", make, "cpu", torch.float32)  # full: emptied first
+    assert len(constants) == 1 and len(made) == 3
+    with pytest.raises(ValueError, match="at least 1"):
+        DeviceConstants(0)
 
 
 def test_a_model_that_predicted_in_inference_mode_still_trains():

@@ -15,6 +15,7 @@ import math
 import torch
 from torch import nn
 
+from models.ovavss.device_constants import DeviceConstants
 from models.ovavss.deform_sampling import (
     SpatialShapes,
     as_level_sizes,
@@ -24,7 +25,7 @@ from models.ovavss.deform_sampling import (
 
 __all__ = ["MSDeformAttn", "multi_scale_deformable_attn"]
 
-MAX_CACHED_SIZES = 64  # input resolutions whose level-size divisors an MSDeformAttn keeps (tiny tensors)
+MAX_CACHED_SIZES = 64  # (resolution, device, dtype, mode) level-size divisors an MSDeformAttn keeps (tiny)
 
 
 def softmax_over_samples(logits: torch.Tensor) -> torch.Tensor:
@@ -71,7 +72,7 @@ class MSDeformAttn(nn.Module):
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
         self.value_proj = nn.Linear(d_model, d_model)
         self.output_proj = nn.Linear(d_model, d_model)
-        self._size_divisors: dict[tuple, torch.Tensor] = {}  # see `_size_divisor`; not part of the state
+        self._constants = DeviceConstants(MAX_CACHED_SIZES)  # see `_size_divisor`; not part of the state
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
@@ -93,26 +94,11 @@ class MSDeformAttn(nn.Module):
         nn.init.zeros_(self.output_proj.bias)
 
     def _size_divisor(self, level_sizes: list[tuple[int, int]], like: torch.Tensor) -> torch.Tensor:
-        """(L, 2) [w_l, h_l] with `like`'s device and dtype, made once per (sizes, device, dtype, inference
-        mode or not) and then reused.
-
-        Reused rather than copied up at every call: a host-to-device copy inside CUDA-graph capture is not
-        allowed, and a blocking one waits for the GPU. The first copy is non_blocking (a pageable source is
-        staged at once, so it does not wait). An inference-mode tensor cannot take part in autograd later, so
-        inference mode gets its own. At most `MAX_CACHED_SIZES` entries are kept. Under torch.compile the
-        divisor is simply a constant of the compiled graph.
-        """
-        if torch.compiler.is_compiling():
-            return torch.tensor([(w, h) for h, w in level_sizes], dtype=like.dtype, device=like.device)
-        key = (tuple(level_sizes), like.device, like.dtype, torch.is_inference_mode_enabled())
-        divisor = self._size_divisors.get(key)
-        if divisor is None:
-            if len(self._size_divisors) >= MAX_CACHED_SIZES:
-                self._size_divisors.clear()
-            divisor = torch.tensor([(w, h) for h, w in level_sizes], dtype=like.dtype).to(
-                like.device, non_blocking=True)
-            self._size_divisors[key] = divisor
-        return divisor
+        """(L, 2) [w_l, h_l] with `like`'s device and dtype, copied to the device once per resolution
+        (`DeviceConstants`: no blocking copy per call, none inside CUDA-graph capture)."""
+        sizes = tuple(level_sizes)
+        return self._constants.get(sizes, lambda: torch.tensor([(w, h) for h, w in sizes]), like.device,
+                                   like.dtype)
 
     def forward(
         self,

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.ovavss.device_constants import DeviceConstants
+
 STAGE_NAMES = ("res2", "res3", "res4", "res5")
 
 
@@ -250,12 +252,16 @@ class SwinStage(nn.Module):
             for i in range(depth)
         )
         self.downsample = PatchMerging(dim) if downsample else None
+        self._masks = DeviceConstants()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h, w = x.shape[1:3]
         size = self.window_size
         hp, wp = -(-h // size) * size, -(-w // size) * size
-        mask = shifted_window_mask(hp, wp, size, self.shift).to(x.device) if len(self.blocks) > 1 else None
+        mask = None
+        if len(self.blocks) > 1:  # copied to the device once per padded size (no blocking copy per call)
+            mask = self._masks.get((hp, wp), lambda: shifted_window_mask(hp, wp, size, self.shift), x.device,
+                                   torch.float32)
         for block in self.blocks:
             x = block(x, mask)
         return x, (x if self.downsample is None else self.downsample(x))
