@@ -126,6 +126,7 @@ def main() -> None:
                         help="AnnotateOptions.render_workers")
     parser.add_argument("--amp", default="off", choices=["off", "fp16", "bf16"],
                         help="predictor autocast (fp16: CUDA; bf16: CUDA or a CPU with bfloat16 instructions)")
+    parser.add_argument("--cuda-graphs", action="store_true", help="predictor option cuda_graphs (CUDA only)")
     args = parser.parse_args()
 
     from models.pipeline.annotate import AnnotateOptions, Annotator
@@ -140,6 +141,8 @@ def main() -> None:
     crop_counts = None
     options = {key: value for key, value in (("max_crops_per_frame", args.max_crops), ("sound_gate", args.sound_gate))
                if value is not None}
+    if args.cuda_graphs:
+        options["cuda_graphs"] = True
     if args.random_weights:
         from bench_predictor import build_predictor, count_crops
 
@@ -157,6 +160,7 @@ def main() -> None:
         predictor = AVSegPredictor.from_checkpoint(
             args.checkpoint, device=args.device, vggish_weights=args.vggish_weights, clip_weights=args.clip_weights,
             sound_gate=args.sound_gate, max_crops_per_frame=args.max_crops, amp=args.amp,
+            cuda_graphs=args.cuda_graphs,
         )
         what = f"{args.checkpoint} on {predictor.describe().get('device', args.device)}"
 

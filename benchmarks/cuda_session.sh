@@ -16,6 +16,9 @@
 #   render     bench_annotate.py with fake predictors (I/O only; holding the GIL 16 ms per frame), threads and
 #              processes: how rendering overlaps a GPU predictor's Python side on this host
 #   zeroshot   bench_zeroshot.py on CUDA, 360p and 720p
+#   graphs     CUDA graphs for the network: their CUDA tests, then r50 forward, predictor and annotate with and
+#              without them (bench_model --runner graphs, bench_predictor +graphs, bench_annotate --cuda-graphs)
+#   compile    bench_model with torch.compile (default and reduce-overhead modes): compile time and speed
 #   profile    profile_cuda.py: predictor and training loop part by part, CLIP batch sizes and precisions
 #   suite      the whole test suite (pytest -n 8) on the GPU machine
 # Everything is written to $OUT/session.log (default /tmp/avseg-cuda/session.log) and echoed, a summary last.
@@ -79,6 +82,20 @@ for stage in "$@"; do
     zeroshot)
       step zeroshot-360p 240 "$PY" benchmarks/bench_zeroshot.py --device cuda --size 640x360 --clips 2
       step zeroshot-720p 240 "$PY" benchmarks/bench_zeroshot.py --device cuda --size 1280x720 --clips 2
+      ;;
+    graphs)
+      step test_cuda_graphs 300 "$PY" -m pytest -q -p no:cacheprovider -s tests/test_cuda.py -k "graph or wait"
+      for runner in eager graphs; do
+        step "model-r50-fp16-$runner" 150 "$PY" benchmarks/bench_model.py --configs r50 --device cuda --amp fp16 --no-backward --runner "$runner" --warmup 3 --repeat 20
+      done
+      step predictor-r50-fp16-graphs 300 "$PY" benchmarks/bench_predictor.py --config r50 --device cuda --amp fp16 --warmup 2 --repeat 10 --modes official official+graphs crops3 crops3+graphs
+      step annotate-r50-fp16-graphs 300 "$PY" benchmarks/bench_annotate.py --random-weights r50 --device cuda --amp fp16 --cuda-graphs --sizes 360 --seconds 10
+      step annotate-r50-fp16-crops3-graphs 240 "$PY" benchmarks/bench_annotate.py --random-weights r50 --device cuda --amp fp16 --max-crops 3 --cuda-graphs --sizes 360 720 --seconds 10
+      ;;
+    compile)
+      for runner in compile compile-reduce-overhead; do
+        step "model-r50-fp16-$runner" 420 "$PY" benchmarks/bench_model.py --configs r50 --device cuda --amp fp16 --runner "$runner" --warmup 3 --repeat 20
+      done
       ;;
     profile)
       step profile 300 "$PY" benchmarks/profile_cuda.py --device cuda --amp fp16 --parts predictor clip train
