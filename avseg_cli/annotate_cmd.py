@@ -8,7 +8,13 @@ from typing import Optional
 
 import typer
 
-from avseg_cli.ovavss_options import AMP_OPTION, MAX_CROPS_OPTION, SOUND_GATE_OPTION, ovavss_only_options
+from avseg_cli.ovavss_options import (
+    AMP_OPTION,
+    MAX_CROPS_OPTION,
+    SOUND_GATE_OPTION,
+    cpu_speed_hint,
+    ovavss_only_options,
+)
 from avseg_cli.zeroshot_options import (
     AUDIO_THRESHOLD_OPTION,
     BOX_THRESHOLD_OPTION,
@@ -214,6 +220,9 @@ def _annotate(
     if method == "ovavss":
         with err.status(f"loading the model from {checkpoint} ..."):
             predictor = load_predictor(checkpoint, device, vggish_weights, clip_weights, **ovavss)
+        hint = cpu_speed_hint(predictor.describe())
+        if hint:
+            warn(hint)
     else:
         # no spinner here: first use downloads the models with their own progress bars
         err.print("loading the zero-shot models (CLAP, detector, SAM, CLIP) ...")

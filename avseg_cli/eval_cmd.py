@@ -9,7 +9,13 @@ from typing import Optional
 
 import typer
 
-from avseg_cli.ovavss_options import AMP_OPTION, MAX_CROPS_OPTION, SOUND_GATE_OPTION, ovavss_only_options
+from avseg_cli.ovavss_options import (
+    AMP_OPTION,
+    MAX_CROPS_OPTION,
+    SOUND_GATE_OPTION,
+    cpu_speed_hint,
+    ovavss_only_options,
+)
 from avseg_cli.zeroshot_options import (
     AUDIO_THRESHOLD_OPTION,
     BOX_THRESHOLD_OPTION,
@@ -284,6 +290,9 @@ def _evaluate_open_vocabulary(load_predictor, what, data, split, json_path, save
     if json_path is not None:
         check_json_destination(json_path)
     predictor = load_predictor()
+    hint = cpu_speed_hint(predictor.describe())
+    if hint:
+        warn(hint)
     with RichProgress(unit="video", transient=True) as progress:
         result = evaluate_open_vocabulary(predictor, prepared, split, save_predictions, progress)
     if result.scores.unknown_gt_pixels:

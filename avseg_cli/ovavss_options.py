@@ -21,3 +21,17 @@ MAX_CROPS_OPTION = typer.Option(
 def ovavss_only_options(amp: str, sound_gate: float | None, max_crops: int | None) -> dict[str, object]:
     """The OV-AVSS-only options a user gave (name -> value or None), for `reject_other_method_options`."""
     return {"--amp": None if amp == "off" else amp, "--sound-gate": sound_gate, "--max-crops": max_crops}
+
+
+def cpu_speed_hint(described: dict) -> str | None:
+    """One warning line for an OV-AVSS predictor on the CPU with the official protocol, else None.
+
+    `described` is the predictor's `describe()`. The official protocol sends every valid (query, frame) mask to
+    CLIP: tens per frame at about 0.1-0.4 s each on a CPU, the bulk of the time (benchmarks/RESULTS.md).
+    """
+    if described.get("method") != "ov-avss" or not str(described.get("device", "")).startswith("cpu"):
+        return None
+    if described.get("max_crops_per_frame") is not None or described.get("sound_gate") is not None:
+        return None
+    return ("on the CPU the official protocol sends every mask of every frame to CLIP (tens per frame, 0.1-0.4 s "
+            "each), which dominates the time; --max-crops 3 bounds that work (not the official protocol)")

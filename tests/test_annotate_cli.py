@@ -107,6 +107,27 @@ def test_silent_video_warns_and_succeeds(monkeypatch, capsys, checkpoint, fake, 
     assert "warning:" in stderr and "no audio track" in stderr and "annotated as silent" in stderr
 
 
+def test_the_official_protocol_on_the_cpu_gets_a_speed_hint(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
+    official = {"method": "ov-avss", "device": "cpu", "max_crops_per_frame": None, "sound_gate": None, "clip_len": 5}
+    monkeypatch.setattr(fake, "describe", lambda: official)
+    code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", checkpoint, "--out",
+                            tmp_path / "a")
+    assert code == 0
+    hints = [line for line in stderr.splitlines() if "--max-crops 3 bounds that work" in line]
+    assert len(hints) == 1 and hints[0].startswith("warning: on the CPU the official protocol")
+
+
+def test_cpu_speed_hint_only_for_the_official_protocol_on_the_cpu():
+    from avseg_cli.ovavss_options import cpu_speed_hint
+
+    official = {"method": "ov-avss", "device": "cpu", "max_crops_per_frame": None, "sound_gate": None}
+    assert "--max-crops 3" in cpu_speed_hint(official)
+    assert cpu_speed_hint({**official, "device": "cuda:0"}) is None
+    assert cpu_speed_hint({**official, "max_crops_per_frame": 3}) is None
+    assert cpu_speed_hint({**official, "sound_gate": 0.5}) is None
+    assert cpu_speed_hint({**official, "method": "zeroshot"}) is None
+
+
 @pytest.mark.parametrize(
     "args, expected",
     [

@@ -75,6 +75,7 @@ def test_eval_checkpoint_equals_eval_predictions_on_its_saved_pngs(setup, tmp_pa
     )
     assert code == 0, err
     assert "mIoU" in out and "videos predicted" in out
+    assert "warning: on the CPU the official protocol" in err  # the speed hint (official protocol, CPU)
     code, _, err = run_cli(monkeypatch, capsys, "eval", "--predictions", str(preds), "--data", data_dir, "--split",
                            "test", "--json", str(tmp_path / "pred.json"))
     assert code == 0, err
