@@ -243,3 +243,23 @@ def test_bad_arguments(kwargs, message):
     label_map = arguments.pop("label_map")
     with pytest.raises(ValueError, match=message):
         render_overlay(frame, label_map, **arguments)
+
+
+@pytest.mark.parametrize("size", [10, 12, 24])
+@pytest.mark.parametrize("origin", [(5, 7), (-6, -9), (280, 50)])  # inside, past the top-left, past the bottom-right
+def test_cached_text_equals_pillows_own_text_drawing(size, origin):
+    """Tags and legend rows are rasterised once and blended by coverage: the same pixels Pillow draws."""
+    from PIL import Image, ImageDraw
+
+    from models.io.render import _draw_text, _font, _text_stamp
+
+    rng = np.random.default_rng(size)
+    for text in ("violin 0.87", "acoustic guitar", "+3 more", "ñandú 1.00"):
+        for colour in ((255, 255, 255), (0, 0, 0), (200, 30, 90)):
+            background = rng.integers(0, 256, (60, 300, 3), dtype=np.uint8)
+            reference = Image.fromarray(background)
+            ImageDraw.Draw(reference).text(origin, text, fill=colour, font=_font(size))
+            ours = background.copy()
+            _draw_text(ours, *origin, _text_stamp(text, size), colour)
+            assert np.array_equal(ours, np.asarray(reference)), (text, colour)
+    assert _text_stamp("violin 0.87", size) is _text_stamp("violin 0.87", size)  # rasterised once

@@ -10,7 +10,9 @@ Drawing order, each step on top of the previous one:
    2 px at 720p, ...). A region's side on the image border gets no contour.
 3. **tags**: for every instance with a non-empty mask, "label 0.87" on a box of its colour at the
    top-left corner of its bounding box (above the box when there is room), black or white text for
-   contrast. Pillow's default font (FreeType), `label_font_size` px: 12 px at 360p, 24 px at 720p.
+   contrast. Pillow's default font (FreeType), `label_font_size` px: 12 px at 360p, 24 px at 720p. Each
+   string is rasterised by Pillow once and then blended by its coverage (the same pixels as Pillow's own
+   text drawing), and everything is drawn in place on one numpy array (no image copies).
 4. **legend**: top-right, on a darkened panel, one row per class present in the label map or among
    the instances (a swatch of its colour and its name), in class-id order then instance order; rows
    that do not fit are summarised as "+N more".
@@ -173,10 +175,56 @@ def _text_colour(background: np.ndarray) -> RGB:
     return (0, 0, 0) if luma > 128 else (255, 255, 255)
 
 
-def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int, int]:
-    """(width, height, top offset) of `text` as drawn at (0, 0)."""
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    return right - left, bottom, top
+@dataclass(frozen=True)
+class _TextStamp:
+    """One string rasterised once: its glyph coverage and where that sits relative to the draw origin.
+
+    Attributes:
+        coverage: (h, w) uint8 anti-aliased ink coverage (255 = full ink) of the ink box.
+        left, top: offset of the ink box from the origin (Pillow's `textbbox((0, 0), text)` left / top).
+        width: textbbox right - left; bottom: textbbox bottom (so `bottom - top` rows of ink).
+    """
+
+    coverage: np.ndarray
+    left: int
+    top: int
+    width: int
+    bottom: int
+
+
+@functools.lru_cache(maxsize=4096)
+def _text_stamp(text: str, size: int) -> _TextStamp:
+    """`text` in the default font at `size` px, rasterised by Pillow once and reused on every frame (tags repeat
+    from frame to frame; rasterising them again cost ~40 % of an overlay at 360p)."""
+    font = _font(size)
+    left, top, right, bottom = font.getbbox(text)
+    ink = Image.new("L", (max(1, right - left), max(1, bottom - top)), 0)
+    ImageDraw.Draw(ink).text((-left, -top), text, fill=255, font=font)
+    coverage = np.asarray(ink, dtype=np.uint8).copy()
+    coverage.setflags(write=False)
+    return _TextStamp(coverage, int(left), int(top), int(right - left), int(bottom))
+
+
+def _draw_text(pixels: np.ndarray, x: int, y: int, stamp: _TextStamp, colour: Sequence[int]) -> None:
+    """Blend `colour` into `pixels` (H, W, 3) uint8 by the stamp's coverage, origin at (x, y), clipped to the image:
+    out = (dst * (255 - a) + colour * a + 127) // 255, as Pillow's text fill."""
+    height, width = pixels.shape[:2]
+    rows, columns = stamp.coverage.shape
+    y0, x0 = y + stamp.top, x + stamp.left
+    top, left = max(0, y0), max(0, x0)
+    bottom, right = min(height, y0 + rows), min(width, x0 + columns)
+    if bottom <= top or right <= left:
+        return
+    alpha = stamp.coverage[top - y0 : bottom - y0, left - x0 : right - x0, None].astype(np.uint16)
+    region = pixels[top:bottom, left:right]
+    ink = np.asarray(colour, dtype=np.uint16)
+    region[...] = ((region * (255 - alpha) + ink * alpha + 127) // 255).astype(np.uint8)
+
+
+def _fill_box(pixels: np.ndarray, left: int, top: int, right: int, bottom: int, colour: Sequence[int]) -> None:
+    """Fill the pixels [top, bottom) x [left, right) (clipped) with `colour`."""
+    height, width = pixels.shape[:2]
+    pixels[max(0, top) : min(height, bottom), max(0, left) : min(width, right)] = np.asarray(colour, dtype=np.uint8)
 
 
 def render_overlay(
@@ -255,12 +303,10 @@ def render_overlay(
 
     if not (tags and items) and not (legend and (present or items)):
         return output
-    font = _font(label_font_size(height, width))
-    image = Image.fromarray(output)
-    draw = ImageDraw.Draw(image)
+    size = label_font_size(height, width)
     if tags:
         for item, mask, colour in zip(items, masks, colours):
-            _draw_tag(draw, item, mask, colour, font, width, height)
+            _draw_tag(output, item, mask, colour, size)
     if legend:
         entries: list[tuple[str, np.ndarray]] = []
         for class_id in present:
@@ -272,35 +318,34 @@ def render_overlay(
         unique: dict[str, np.ndarray] = {}
         for name, colour in entries:
             unique.setdefault(name, colour)
-        image = _draw_legend(image, list(unique.items()), font)
-    return np.asarray(image, dtype=np.uint8).copy()
+        _draw_legend(output, list(unique.items()), size)
+    return output
 
 
-def _draw_tag(draw, item: OverlayInstance, mask: np.ndarray, colour: np.ndarray, font, width: int, height: int) -> None:
+def _draw_tag(pixels: np.ndarray, item: OverlayInstance, mask: np.ndarray, colour: np.ndarray, size: int) -> None:
     """A "label score" tag at the top-left of the mask's bounding box (above it when there is room)."""
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
         return
+    height, width = pixels.shape[:2]
     columns = np.flatnonzero(mask.any(axis=0))
     x0, y0 = int(columns[0]), int(rows[0])
-    text = f"{item.label} {item.score:.2f}"
-    text_width, text_height, text_top = _text_size(draw, text, font)
-    pad = max(1, text_height // 6)
-    box_width, box_height = text_width + 2 * pad, text_height - text_top + 2 * pad
+    stamp = _text_stamp(f"{item.label} {item.score:.2f}", size)
+    pad = max(1, stamp.bottom // 6)
+    box_width, box_height = stamp.width + 2 * pad, stamp.bottom - stamp.top + 2 * pad
     top = y0 - box_height if y0 - box_height >= 0 else y0
     left = min(x0, max(0, width - box_width))
     top = min(top, max(0, height - box_height))
-    draw.rectangle((left, top, left + box_width - 1, top + box_height - 1), fill=tuple(int(c) for c in colour))
-    draw.text((left + pad, top + pad - text_top), text, fill=_text_colour(colour), font=font)
+    _fill_box(pixels, left, top, left + box_width, top + box_height, colour)
+    _draw_text(pixels, left + pad, top + pad - stamp.top, stamp, _text_colour(colour))
 
 
-def _draw_legend(image: Image.Image, entries: list[tuple[str, np.ndarray]], font) -> Image.Image:
+def _draw_legend(pixels: np.ndarray, entries: list[tuple[str, np.ndarray]], size: int) -> None:
     """A panel at the top-right: one swatch + name per entry, "+N more" when they do not all fit."""
     if not entries:
-        return image
-    width, height = image.size
-    draw = ImageDraw.Draw(image)
-    _, text_height, _ = _text_size(draw, "Ag", font)
+        return
+    height, width = pixels.shape[:2]
+    text_height = _text_stamp("Ag", size).bottom
     pad = max(2, text_height // 4)
     row = text_height + pad
     max_rows = max(1, (height - 2 * pad) // row)
@@ -310,22 +355,18 @@ def _draw_legend(image: Image.Image, entries: list[tuple[str, np.ndarray]], font
     else:
         lines = [(name, colour) for name, colour in entries]
     swatch = text_height
-    text_width = max(_text_size(draw, name, font)[0] for name, _ in lines)
+    stamps = [_text_stamp(name, size) for name, _ in lines]
+    text_width = max(stamp.width for stamp in stamps)
     panel_width = min(width, pad + swatch + pad + text_width + pad)
     panel_height = min(height, pad + row * len(lines))
     left, top = width - panel_width, 0
-    pixels = np.asarray(image, dtype=np.uint8).copy()
-    panel = pixels[top : top + panel_height, left : left + panel_width].astype(np.uint16)
-    pixels[top : top + panel_height, left : left + panel_width] = (panel * 2 // 5).astype(np.uint8)
-    image = Image.fromarray(pixels)
-    draw = ImageDraw.Draw(image)
-    for number, (name, colour) in enumerate(lines):
+    panel = pixels[top : top + panel_height, left : left + panel_width]
+    panel[...] = (panel.astype(np.uint16) * 2 // 5).astype(np.uint8)
+    for number, ((_, colour), stamp) in enumerate(zip(lines, stamps)):
         y = top + pad + number * row
         text_x = left + pad
         if colour is not None:
-            draw.rectangle((left + pad, y, left + pad + swatch - 1, y + swatch - 1), fill=tuple(int(c) for c in colour))
+            _fill_box(pixels, left + pad, y, left + pad + swatch, y + swatch, colour)
             text_x = left + pad + swatch + pad
-        _, _, text_top = _text_size(draw, name, font)
-        text_y = y - text_top + (swatch - (text_height - text_top)) // 2  # ink centred on the swatch
-        draw.text((text_x, text_y), name, fill=(255, 255, 255), font=font)
-    return image
+        text_y = y - stamp.top + (swatch - (text_height - stamp.top)) // 2  # ink centred on the swatch
+        _draw_text(pixels, text_x, text_y, stamp, (255, 255, 255))
