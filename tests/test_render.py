@@ -263,3 +263,14 @@ def test_cached_text_equals_pillows_own_text_drawing(size, origin):
             _draw_text(ours, *origin, _text_stamp(text, size), colour)
             assert np.array_equal(ours, np.asarray(reference)), (text, colour)
     assert _text_stamp("violin 0.87", size) is _text_stamp("violin 0.87", size)  # rasterised once
+
+
+def test_a_class_covering_the_whole_frame_is_filled_and_listed():
+    """(The class list once dropped the first class found, assuming it was the background: a sounding object
+    filling the frame was neither filled nor in the legend.)"""
+    frame = np.full((120, 200, 3), 100, dtype=np.uint8)
+    label_map = np.full((120, 200), VIOLIN, dtype=np.int64)
+    output = render_overlay(frame, label_map, contours=False)
+    expected = (frame.astype(np.uint16) + PALETTE[VIOLIN] + 1) >> 1
+    assert np.array_equal(output[-1, 0], expected[-1, 0])  # filled (bottom-left: away from the legend)
+    assert (output == PALETTE[VIOLIN]).all(axis=2).sum() >= (label_font_size(120, 200) - 2) ** 2  # legend swatch

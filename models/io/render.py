@@ -147,6 +147,13 @@ def _box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice] | None:
     )
 
 
+def _grown(box: tuple[slice, slice], margin: int, shape: tuple[int, int]) -> tuple[slice, slice]:
+    """`box` grown by `margin` pixels on every side, clipped to an image of `shape`."""
+    rows, columns = box
+    return (slice(max(0, rows.start - margin), min(shape[0], rows.stop + margin)),
+            slice(max(0, columns.start - margin), min(shape[1], columns.stop + margin)))
+
+
 def _blend_fill(
     output: np.ndarray,
     frame: np.ndarray,
@@ -154,20 +161,23 @@ def _blend_fill(
     foreground: np.ndarray,
     palette: np.ndarray,
     alpha: float,
+    box: tuple[slice, slice],
 ) -> None:
     """Write floor((1 - alpha) * frame + alpha * colour + 0.5) into `output` where `foreground`.
 
-    Works on the bounding box of the foreground only; alpha 0.5 uses the exact integer form
+    Works on `box`, the bounding box of the foreground, only; alpha 0.5 uses the exact integer form
     (frame + colour + 1) // 2, other alphas float64.
     """
-    box = _box(foreground)
     pixels = frame[box]
     colour = palette[label_map[box]]
     if alpha == 0.5:
-        blended = ((pixels.astype(np.uint16) + colour + 1) >> 1).astype(np.uint8)
+        blended = pixels.astype(np.uint16)
+        blended += colour
+        blended += 1
+        blended >>= 1
     else:
-        blended = np.floor((1.0 - alpha) * pixels + alpha * colour.astype(np.float64) + 0.5).astype(np.uint8)
-    output[box] = np.where(foreground[box][..., None], blended, pixels)
+        blended = np.floor((1.0 - alpha) * pixels + alpha * colour.astype(np.float64) + 0.5)
+    np.copyto(output[box], blended, casting="unsafe", where=foreground[box][..., None])
 
 
 def _text_colour(background: np.ndarray) -> RGB:
@@ -283,16 +293,17 @@ def render_overlay(
         low, high = (int(label_map.min()), int(label_map.max())) if label_map.size else (0, 0)
         if low < 0 or high >= len(palette):
             raise ValueError(f"label map ids must be in 0..{len(palette) - 1}, got {low}..{high}")
-        present = [int(i) for i in np.flatnonzero(np.bincount(label_map.ravel()))[1:]] if high else []
         foreground = label_map != 0
-        if present:
-            _blend_fill(output, frame, label_map, foreground, palette, alpha)
+        fill_box = _box(foreground) if high else None
+        if fill_box is not None:  # the classes present, counted inside the foreground's box only
+            present = [int(i) + 1 for i in np.flatnonzero(np.bincount(label_map[fill_box].ravel())[1:])]
+            _blend_fill(output, frame, label_map, foreground, palette, alpha, fill_box)
 
     thickness = contour_thickness(height, width)
     if contours:
         # boundaries only depend on pixels within `thickness` of the region: work on its padded box
         if label_map is not None and present:
-            box = _box(foreground, thickness + 1)
+            box = _grown(fill_box, thickness + 1, (height, width))
             labels = label_map[box]
             edge = _label_boundary(labels, thickness)
             output[box][edge] = palette[labels[edge]]
