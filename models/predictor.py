@@ -633,8 +633,11 @@ class AVSegPredictor:
         return self._frame_predictions(painted, sound_logits)
 
     def _frame_predictions(self, painted, sound_logits: torch.Tensor) -> list[FramePrediction]:
-        label_dtype = np.uint8 if len(self.vocabulary) < 255 else np.uint16
-        label_maps = painted.semantic_maps.to("cpu").numpy().astype(label_dtype)
+        small = len(self.vocabulary) < 255
+        label_dtype = np.uint8 if small else np.uint16
+        # narrowed on the device before the copy: 1 (or 4) bytes per pixel instead of int64's 8
+        label_maps = painted.semantic_maps.to(torch.uint8 if small else torch.int32).to("cpu").numpy()
+        label_maps = label_maps.astype(label_dtype, copy=False)
         masks = painted.masks.to("cpu").numpy()  # (P, T, H, W) bool
         sounding = sound_logits.float().softmax(dim=-1)[:, 0].to("cpu")
         queries = painted.query_index.tolist()

@@ -485,3 +485,22 @@ def test_bf16_on_the_cpu_keeps_the_results_of_float32(tmp_path, monkeypatch):
     print("label agreement bf16 vs float32:", agree)
     assert min(agree) > 0.97, agree
     assert sum(len(f.instances) for f in results["off"]) > 0
+
+
+@pytest.mark.parametrize("vocabulary_size, dtype", [(254, np.uint8), (255, np.uint16), (300, np.uint16)])
+def test_label_maps_keep_every_class_id_in_their_dtype(vocabulary_size, dtype):
+    """Label maps travel narrowed (uint8 / int32 instead of int64); ids up to the vocabulary size survive."""
+    from models.ovavss.classifier import PaintedClip
+
+    predictor, _ = stub_predictor()
+    predictor.vocabulary = tuple(f"name {i}" for i in range(vocabulary_size))
+    semantic = torch.arange(2 * 3 * 60, dtype=torch.long).remainder(vocabulary_size + 1).view(2, 3, 60)
+    masks = torch.zeros(1, 2, 3, 60, dtype=torch.bool)
+    masks[0, 1, :, 5:9] = True
+    painted = PaintedClip(semantic_maps=semantic, query_index=torch.tensor([0]),
+                          class_index=torch.tensor([vocabulary_size - 1]), scores=torch.tensor([0.9]), masks=masks)
+    frames = predictor._frame_predictions(painted, SOUND_LOGITS)
+    assert [f.label_map.dtype for f in frames] == [dtype, dtype]
+    assert np.array_equal(np.stack([f.label_map for f in frames]), semantic.numpy())
+    assert [len(f.instances) for f in frames] == [0, 1]
+    assert frames[1].instances[0].label == f"name {vocabulary_size - 1}"
