@@ -15,13 +15,13 @@ import math
 import torch
 from torch import nn
 
-from models.ovavss.device_constants import DeviceConstants
 from models.ovavss.deform_sampling import (
     SpatialShapes,
     as_level_sizes,
     check_sampling_method,
     multi_scale_deformable_attn,
 )
+from models.ovavss.device_constants import DeviceConstants
 
 __all__ = ["MSDeformAttn", "multi_scale_deformable_attn"]
 
