@@ -274,3 +274,36 @@ def test_a_class_covering_the_whole_frame_is_filled_and_listed():
     expected = (frame.astype(np.uint16) + PALETTE[VIOLIN] + 1) >> 1
     assert np.array_equal(output[-1, 0], expected[-1, 0])  # filled (bottom-left: away from the legend)
     assert (output == PALETTE[VIOLIN]).all(axis=2).sum() >= (label_font_size(120, 200) - 2) ** 2  # legend swatch
+
+
+def test_tags_of_objects_sharing_a_corner_do_not_cover_each_other():
+    height, width = 360, 640
+    frame = np.zeros((height, width, 3), dtype=np.uint8)
+    big = np.zeros((height, width), dtype=bool)
+    big[100:300, 200:500] = True
+    small = np.zeros((height, width), dtype=bool)
+    small[100:150, 200:260] = True  # same top-left corner
+    output = render_overlay(frame, None, [("violin", 0.9, VIOLIN, big), ("piano", 0.8, PIANO, small)],
+                            contours=False, legend=False)
+    boxes = {}
+    for name, class_id in (("violin", VIOLIN), ("piano", PIANO)):
+        solid = (output == PALETTE[class_id]).all(axis=2)
+        rows, columns = np.flatnonzero(solid.any(axis=1)), np.flatnonzero(solid.any(axis=0))
+        boxes[name] = (rows.min(), rows.max(), columns.min(), columns.max())
+        assert columns.min() == 200  # both at the objects' left edge
+    (v_top, v_bottom, _, _), (p_top, p_bottom, _, _) = boxes["violin"], boxes["piano"]
+    assert v_bottom < p_top or p_bottom < v_top  # stacked, not overlapping
+    assert v_bottom < 100  # the first keeps its place above the object
+
+
+def test_a_tag_with_no_free_row_stays_where_it_was_put():
+    frame = np.zeros((20, 200, 3), dtype=np.uint8)
+    masks = []
+    for _ in range(3):
+        mask = np.zeros((20, 200), dtype=bool)
+        mask[0:20, 10:80] = True
+        masks.append(mask)
+    output = render_overlay(frame, None, [("a", 0.5, VIOLIN, masks[0]), ("b", 0.5, PIANO, masks[1]),
+                                          ("c", 0.5, CLASS_INDEX["dog"], masks[2])], contours=False, legend=False)
+    assert output.shape == (20, 200, 3)  # no room for three rows of 12 px text: drawn over, no error
+    assert (output == PALETTE[CLASS_INDEX["dog"]]).all(axis=2).any()

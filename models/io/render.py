@@ -9,7 +9,8 @@ Drawing order, each step on top of the previous one:
    opaque in the class colour, `contour_thickness` pixels wide (1 px up to 539 px on the short side,
    2 px at 720p, ...). A region's side on the image border gets no contour.
 3. **tags**: for every instance with a non-empty mask, "label 0.87" on a box of its colour at the
-   top-left corner of its bounding box (above the box when there is room), black or white text for
+   top-left corner of its bounding box (above the box when there is room; moved down a row at a time when it
+   would cover a tag drawn before it, e.g. of objects sharing a corner), black or white text for
    contrast. Pillow's default font (FreeType), `label_font_size` px: 12 px at 360p, 24 px at 720p. Each
    string is rasterised by Pillow once and then blended by its coverage (the same pixels as Pillow's own
    text drawing), and everything is drawn in place on one numpy array (no image copies).
@@ -316,8 +317,9 @@ def render_overlay(
         return output
     size = label_font_size(height, width)
     if tags:
+        placed: list[tuple[int, int, int, int]] = []
         for item, mask, colour in zip(items, masks, colours):
-            _draw_tag(output, item, mask, colour, size)
+            _draw_tag(output, item, mask, colour, size, placed)
     if legend:
         entries: list[tuple[str, np.ndarray]] = []
         for class_id in present:
@@ -333,8 +335,18 @@ def render_overlay(
     return output
 
 
-def _draw_tag(pixels: np.ndarray, item: OverlayInstance, mask: np.ndarray, colour: np.ndarray, size: int) -> None:
-    """A "label score" tag at the top-left of the mask's bounding box (above it when there is room)."""
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    """Whether two (left, top, right, bottom) boxes, right/bottom exclusive, share a pixel."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _draw_tag(pixels: np.ndarray, item: OverlayInstance, mask: np.ndarray, colour: np.ndarray, size: int,
+              placed: list[tuple[int, int, int, int]]) -> None:
+    """A "label score" tag at the top-left of the mask's bounding box (above it when there is room).
+
+    A tag that would cover one already drawn (`placed`, updated here) moves down a row at a time to the first
+    free place inside the image; if there is none it stays where it was first put.
+    """
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
         return
@@ -347,6 +359,14 @@ def _draw_tag(pixels: np.ndarray, item: OverlayInstance, mask: np.ndarray, colou
     top = y0 - box_height if y0 - box_height >= 0 else y0
     left = min(x0, max(0, width - box_width))
     top = min(top, max(0, height - box_height))
+    candidate = top
+    while any(_overlaps((left, candidate, left + box_width, candidate + box_height), box) for box in placed):
+        candidate += box_height
+        if candidate + box_height > height:
+            candidate = top
+            break
+    top = candidate
+    placed.append((left, top, left + box_width, top + box_height))
     _fill_box(pixels, left, top, left + box_width, top + box_height, colour)
     _draw_text(pixels, left + pad, top + pad - stamp.top, stamp, _text_colour(colour))
 
