@@ -96,6 +96,8 @@ class GraphedNetwork:
                torch.is_inference_mode_enabled(), torch.is_grad_enabled())
         capture = self.captures.get(key)
         if capture is None:
+            while len(self.captures) >= self.max_graphs:  # before capturing: never hold more graphs' memory
+                self.captures.popitem(last=False)
             try:
                 capture = self._capture(images, audio_examples)
             except RuntimeError as error:  # e.g. an operation that cannot be captured
@@ -106,8 +108,6 @@ class GraphedNetwork:
                               RuntimeWarning, stacklevel=2)
                 return self._eager(images, audio_examples)
             self.captures[key] = capture
-            while len(self.captures) > self.max_graphs:
-                self.captures.popitem(last=False)
         else:
             self.captures.move_to_end(key)
             capture.images.copy_(images)
