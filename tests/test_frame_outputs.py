@@ -133,6 +133,19 @@ def test_background_writer_bounds_the_waiting_frames():
     assert sink.frames == list(range(20))
 
 
+def test_background_writer_leaving_normally_with_a_full_queue_writes_every_frame():
+    gate = threading.Event()
+    sink = RecordingSink(gate=gate)
+    writer = BackgroundFrameWriter(sink, frame_bytes=100, max_bytes=500)
+    with writer:
+        for value in range(6):  # one taken by the blocked sink, five fill the queue
+            writer.put(_frame(value))
+        time.sleep(0.1)
+        assert writer._queue.full()
+        threading.Timer(0.3, gate.set).start()  # the encoder catches up after the caller has started leaving
+    assert sink.frames == list(range(6))
+
+
 def test_background_writer_failure_reaches_the_caller_once():
     sink = RecordingSink(fail_at=3)
     with pytest.raises(OSError, match="No space left"):

@@ -79,16 +79,18 @@ class BackgroundFrameWriter:
                 continue
 
     def _stop(self) -> None:
-        """Wake the thread with the stop marker (dropping waiting frames if the queue is full)."""
+        """Queue the stop marker after the waiting frames. While the thread still writes, this waits for room;
+        once it has stopped (an error, or leaving with one), waiting frames are dropped to make room."""
         while True:
             try:
-                self._queue.put_nowait(_STOP)
+                self._queue.put(_STOP, timeout=0.1)
                 return
             except queue.Full:
-                try:
-                    self._queue.get_nowait()
-                except queue.Empty:
-                    pass
+                if self._aborted.is_set() or not self._thread.is_alive():
+                    try:
+                        self._queue.get_nowait()
+                    except queue.Empty:
+                        pass
 
     def __exit__(self, exc_type, exc, traceback) -> bool:
         if exc_type is not None:
