@@ -33,6 +33,7 @@ from avseg_cli.zeroshot_options import (
     load_zeroshot_predictor,
 )
 
+
 class RenderWorkers(str, Enum):
     threads = "threads"
     processes = "processes"
