@@ -141,11 +141,8 @@ def _box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice] | None:
     rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
         return None
-    height, width = mask.shape
-    return (
-        slice(max(0, rows[0] - margin), min(height, rows[-1] + 1 + margin)),
-        slice(max(0, columns[0] - margin), min(width, columns[-1] + 1 + margin)),
-    )
+    return _grown((slice(int(rows[0]), int(rows[-1]) + 1), slice(int(columns[0]), int(columns[-1]) + 1)), margin,
+                  mask.shape)
 
 
 def _grown(box: tuple[slice, slice], margin: int, shape: tuple[int, int]) -> tuple[slice, slice]:
