@@ -4,6 +4,9 @@
 #   bash benchmarks/cuda_session.sh env tests model predictor train      # first batch
 #   bash benchmarks/cuda_session.sh env annotate zeroshot suite          # needs ffmpeg (IMAGEIO_FFMPEG_EXE)
 #
+# The device image lacks open_clip, torchvggish, moviepy, PyAV, pycocotools and ffmpeg: `bash
+# benchmarks/device_wheels.sh` here first, then the two carrying calls its header gives (the second one runs this).
+#
 # Stages (each under its own time limit, so one slow stage does not eat the rest):
 #   quick      the open questions in about 8 minutes, for a short loan (run it first): the CUDA tests written
 #              without a GPU (syncs, pinned batches, CUDA graphs), the r50 train loop fp32, the predictor with
