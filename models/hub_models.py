@@ -8,7 +8,8 @@ its `filename` is the folder name in the avseg cache. `resolve_hub_model` return
 2. `$AVSEG_CACHE/<filename>` (a copy put there by hand, e.g. on a machine without network);
 3. the Hugging Face cache (`HF_HUB_CACHE` / `HF_HOME`), snapshot of exactly the pinned commit, no network;
 4. downloads off (offline=True, AVSEG_OFFLINE=1, HF_HUB_OFFLINE=1, or download=False): one-line error at once;
-5. otherwise `huggingface_hub.snapshot_download` of the pinned commit into the Hugging Face cache.
+5. otherwise `huggingface_hub.snapshot_download` of the pinned commit into the Hugging Face cache, after one
+   quick probe of the hub's server (`models.network_check`): without network, one-line error at once too.
 
 Only `HF_ALLOW_PATTERNS` are downloaded (configs, vocabularies, safetensors weights), so repositories that
 also carry `pytorch_model.bin`, TensorFlow, Flax or ONNX copies of the same weights cost one copy. A
@@ -102,13 +103,15 @@ def cached_hub_model(weight: "WeightFile") -> Path | None:
     return _hf_cache_snapshot(weight)
 
 
+def _fetch_advice(weight: "WeightFile") -> str:
+    return (f"run 'avseg weights fetch {weight.name}' with network, or put a copy of {hub_url(weight)} in "
+            f"{_avseg_cache_folder(weight)} (or pass its folder)")
+
+
 def hub_missing_message(weight: "WeightFile", reason: str | None) -> str:
     """One line: what is missing, why nothing is downloaded, the fetch command, the URL and where to copy it."""
     why = f" and downloads are off ({reason})" if reason else ""
-    return (
-        f"{weight.name} ({hub_label(weight)}) not found{why}: run 'avseg weights fetch {weight.name}' with network, "
-        f"or put a copy of {hub_url(weight)} in {_avseg_cache_folder(weight)} (or pass its folder)"
-    )
+    return f"{weight.name} ({hub_label(weight)}) not found{why}: {_fetch_advice(weight)}"
 
 
 def check_model_folder(weight: "WeightFile", explicit: str | os.PathLike) -> Path:
@@ -164,7 +167,13 @@ def download_hub_model(weight: "WeightFile", *, force: bool = False) -> Path:
         AVSegError: one line for no network, an unknown revision, a gated / private / missing repository, an
             HTTP error or an unwritable cache; a huggingface_hub that cannot be imported.
     """
+    from models.network_check import unreachable_reason
+
     snapshot_download = _snapshot_download()
+    unreachable = unreachable_reason()  # huggingface_hub would retry for half a minute per model
+    if unreachable is not None:
+        raise AVSegError(f"cannot download {weight.name} ({hub_label(weight)}): {unreachable}: "
+                         f"{_fetch_advice(weight)}")
     try:
         folder = Path(snapshot_download(weight.repo_id, revision=weight.revision,
                                         allow_patterns=list(HF_ALLOW_PATTERNS), force_download=force))
@@ -203,8 +212,7 @@ def _download_error(weight: "WeightFile", error: BaseException) -> AVSegError | 
     if isinstance(error, hub_errors.RepositoryNotFoundError):
         return AVSegError(f"{what}: repository https://huggingface.co/{weight.repo_id} not found or private")
     if _is_network_error(error):
-        return AVSegError(f"{what} (no network?): run 'avseg weights fetch {weight.name}' with network, or put a "
-                          f"copy of {hub_url(weight)} in {_avseg_cache_folder(weight)} (or pass its folder)")
+        return AVSegError(f"{what} (no network?): {_fetch_advice(weight)}")
     if isinstance(error, hub_errors.HfHubHTTPError):
         return AVSegError(f"{what}: {_first_line(error)}")
     if isinstance(error, OSError):

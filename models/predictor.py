@@ -404,7 +404,7 @@ def load_pretrained_clip(
     """
     from models.download import offline_reason
     from models.ovavss.clip_model import load_clip
-    from models.weights import cache_dir, cached_path, clip_weight
+    from models.weights import cache_dir, cached_path, clip_download_unreachable, clip_weight
 
     if clip_weights is not None and str(clip_weights) == RANDOM:
         return load_clip(name, pretrained=None, device=device, quick_gelu=tag == "openai"), RANDOM
@@ -429,6 +429,12 @@ def load_pretrained_clip(
         raise AVSegError(
             f"CLIP {name} '{tag}' weights not found and downloads are off ({reason}): download {weight.url} and "
             f"put it at {cache_dir() / weight.filename} (or pass --clip-weights PATH)"
+        )
+    unreachable = clip_download_unreachable(name, tag)  # huggingface_hub would retry for half a minute
+    if unreachable is not None:
+        raise AVSegError(
+            f"CLIP {name} '{tag}' weights not found and {unreachable}: download {weight.url} and put it at "
+            f"{cache_dir() / weight.filename} (or pass --clip-weights PATH)"
         )
     return load_clip(name, pretrained=tag, device=device), f"open_clip:{tag}"
 

@@ -416,6 +416,22 @@ def open_clip_cached_file(model_name: str, tag: str) -> Path | None:
     return None
 
 
+def clip_download_unreachable(model_name: str, tag: str) -> str | None:
+    """Why open_clip could not download (model, tag) now (its server cannot be reached), or None.
+
+    open_clip fetches from the Hugging Face hub when the tag names a hub repository (huggingface_hub then
+    retries for half a minute without network), else from the tag's URL.
+    """
+    import open_clip
+
+    from models.network_check import unreachable_reason
+
+    config = open_clip.get_pretrained_cfg(model_name, tag) or {}
+    if config.get("hf_hub"):
+        return unreachable_reason()
+    return unreachable_reason(config["url"]) if config.get("url") else None
+
+
 def _open_clip_download(weight: WeightFile) -> Path:
     import open_clip
     from open_clip.pretrained import download_pretrained
@@ -423,6 +439,10 @@ def _open_clip_download(weight: WeightFile) -> Path:
     from models.ovavss.clip_model import _is_network_error
 
     config = open_clip.get_pretrained_cfg(weight.clip_model, weight.clip_tag)
+    unreachable = clip_download_unreachable(weight.clip_model, weight.clip_tag)
+    if unreachable is not None:
+        raise AVSegError(f"cannot download {weight.name}: {unreachable}: download {weight.url} and put it at "
+                         f"{cache_dir() / weight.filename}")
     try:
         path = download_pretrained(config)
     except Exception as error:

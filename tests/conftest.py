@@ -24,6 +24,19 @@ def real_metadata_csv() -> Path:
 
 
 @pytest.fixture(autouse=True)
+def download_servers_look_reachable(request, monkeypatch):
+    """Downloads in tests go to fakes, so the quick "is the server reachable" probe (`models.network_check`)
+    answers yes without touching the network; tests marked `real_network_probe` keep the real probe."""
+    import models.network_check as network_check
+
+    network_check.forget_verdicts()
+    if request.node.get_closest_marker("real_network_probe") is None:
+        monkeypatch.setattr(network_check, "_probe", lambda host, port, timeout: None)
+    yield
+    network_check.forget_verdicts()
+
+
+@pytest.fixture(autouse=True)
 def wide_cli_consoles():
     """The CLI's rich consoles are made at import, so they keep the width of whichever test imported them
     first (80 columns without a terminal); tables in the tests' output must not depend on test order."""
