@@ -43,6 +43,10 @@ def main(
 ) -> None:
     """Global options. Example: avseg --debug prepare --root AVSBench-semantic --out data"""
     DEBUG["enabled"] = debug
+    from avseg_cli.progress import ByteBar
+    from models.download import set_default_progress
+
+    set_default_progress(ByteBar)  # weights a command downloads on first use get a byte bar
 
 
 app.command("prepare", no_args_is_help=True)(prepare_cmd.prepare)

@@ -66,3 +66,43 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+class ByteBar:
+    """A rich byte progress bar for one download, driven by `progress(done, total)` callbacks.
+
+    Made on the first call; `close()` removes it. Where the terminal cannot show a second live display
+    (rich before 14 inside another bar or spinner), one line names the download instead.
+    """
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._progress: _RichProgressBar | None = None
+        self._task = None
+        self._announced = False
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if self._progress is None and not self._announced:
+            from rich.errors import LiveError
+            from rich.progress import DownloadColumn, TransferSpeedColumn
+
+            bar = _RichProgressBar(
+                TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                TimeRemainingColumn(), console=err, transient=True,
+            )
+            try:
+                bar.start()
+            except LiveError:
+                self._announced = True
+                size = f" ({total / 1e6:.0f} MB)" if total else ""
+                err.print(f"downloading {self.label}{size} ...")
+                return
+            self._progress = bar
+            self._task = bar.add_task(self.label, total=total)
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

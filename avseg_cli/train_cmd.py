@@ -22,7 +22,7 @@ def train(
     checkpoint_period: int = typer.Option(None, "--checkpoint-period", min=1, help="Save every N iterations (official: 2000). Example: --checkpoint-period 500"),
     seed: int = typer.Option(None, "--seed", help="Random seed (official: 42). Example: --seed 1"),
     workers: int = typer.Option(0, "--workers", min=0, help="Data-loading worker processes. Example: --workers 4"),
-    vggish_weights: str = typer.Option(None, "--vggish-weights", help="Path of vggish-10086976.pth, or 'random' for experiments without it (default: look in ~/.cache/avseg). Example: --vggish-weights ~/weights/vggish-10086976.pth"),
+    vggish_weights: str = typer.Option(None, "--vggish-weights", help="Path of vggish-10086976.pth, or 'random' for experiments without it (default: the avseg cache, ~/.cache/avseg, downloaded there on first use). Example: --vggish-weights ~/weights/vggish-10086976.pth"),
 ) -> None:
     """Train the OV-AVSS sound-source localization network (class-agnostic) on AVSBench-OV base classes.
 

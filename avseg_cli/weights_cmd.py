@@ -78,6 +78,7 @@ def fetch(
     avseg weights fetch zeroshot      # clap-htsat-unfused grounding-dino-tiny sam-vit-base clip-vit-b-16
     """
     from avseg_cli.console import out
+    from avseg_cli.progress import ByteBar
     from models.weights import ZEROSHOT_WEIGHTS, fetch_weight, get_weight
 
     expanded: list[str] = []
@@ -87,7 +88,7 @@ def fetch(
                 expanded.append(item)
     weights = [get_weight(name) for name in expanded]  # every name is checked before anything is downloaded
     for weight in weights:
-        bar = _ByteBar(weight.name)
+        bar = ByteBar(weight.name)
         try:
             path = fetch_weight(weight, force=force, progress=bar)
         finally:
@@ -110,36 +111,3 @@ def convert(
 
     report = convert_official_checkpoint(official, output)
     out.print(report.summary(), soft_wrap=True)
-
-
-class _ByteBar:
-    """A rich byte progress bar driven by `progress(done, total)` callbacks (created on the first call)."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self._progress = None
-        self._task = None
-
-    def __call__(self, done: int, total: int | None) -> None:
-        if self._progress is None:
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
-
-            from avseg_cli.console import err
-
-            self._progress = Progress(
-                "[bold]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                TimeRemainingColumn(), console=err, transient=True,
-            )
-            self._progress.start()
-            self._task = self._progress.add_task(self.label, total=total)
-        self._progress.update(self._task, completed=done, total=total)
-
-    def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()

@@ -17,7 +17,7 @@ import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from models.atomic import atomic_path
 from models.errors import AVSegError
@@ -30,6 +30,27 @@ DEFAULT_TIMEOUT_S = 30.0
 
 ProgressCallback = Callable[[int, "int | None"], None]
 """progress(bytes_done, bytes_total_or_None), called after every chunk (and once at the start)."""
+
+
+class DownloadProgress(Protocol):
+    """A progress display for one download: called like a `ProgressCallback`, then closed."""
+
+    def __call__(self, done: int, total: int | None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+_default_progress: Callable[[str], DownloadProgress] | None = None
+
+
+def set_default_progress(factory: Callable[[str], DownloadProgress] | None) -> None:
+    """Show every download that is given no `progress` callback with `factory(label)` (None: show nothing).
+
+    The command line installs its rich byte bar here, so weights fetched deep inside a command (VGGish on
+    first use) show a bar too; library users get silence unless they ask.
+    """
+    global _default_progress
+    _default_progress = factory
 
 urlopen = urllib.request.urlopen
 """The opener used for every download (tests replace it; nothing here touches the network otherwise)."""
@@ -80,7 +101,8 @@ def download_file(
         destination: final path; its folder is created.
         sha256: full expected hex digest, or
         sha256_prefix: the leading hex digits of it (torch.hub file-name convention); neither = no check.
-        progress: called as progress(done, total) with byte counts (total None when the server gives none).
+        progress: called as progress(done, total) with byte counts (total None when the server gives none);
+            None = the display set by `set_default_progress`, if any.
         timeout: seconds to wait for the connection and for each read.
         what: name used in messages (default: the file name).
 
@@ -90,6 +112,13 @@ def download_file(
     """
     destination = Path(destination)
     label = what or destination.name
+    if progress is None and _default_progress is not None:
+        display = _default_progress(label)
+        try:
+            return download_file(url, destination, sha256=sha256, sha256_prefix=sha256_prefix, progress=display,
+                                 timeout=timeout, what=what)
+        finally:
+            display.close()
     with atomic_path(destination) as tmp:
         digest = hashlib.sha256()
         done = 0

@@ -152,3 +152,44 @@ def test_cli_errors_are_one_line(data_dir: Path, tmp_path: Path, args, message):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_train_downloads_vggish_on_first_use(data_dir: Path, tmp_path: Path, monkeypatch):
+    """Like annotate and eval, train fetches the missing VGGish file into the cache (hash-checked); offline it
+    names the file, its URL and the cache path in one line."""
+    import dataclasses
+    import hashlib
+    import io
+
+    from models import download, weights
+    from models.ovavss import audio
+
+    payload = b"vggish bytes" * 1000
+    served: list[str] = []
+
+    class Response(io.BytesIO):
+        headers = {"Content-Length": str(len(payload))}
+
+    def opener(request, timeout=None):
+        served.append(request.full_url)
+        return Response(payload)
+
+    loaded: list[bytes] = []
+    entry = dataclasses.replace(weights.VGGISH, sha256_prefix=hashlib.sha256(payload).hexdigest()[:8])
+    monkeypatch.setattr(weights, "VGGISH", entry)
+    monkeypatch.setattr(download, "urlopen", opener)
+    monkeypatch.setattr(audio, "load_vggish_weights", lambda module, path: loaded.append(Path(path).read_bytes()))
+    monkeypatch.setenv("AVSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("AVSEG_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(AVSegError) as offline:
+        train(_options(data_dir, tmp_path / "offline", vggish_weights=None, max_iters=1), warn=_quiet)
+    assert "downloads are off (HF_HUB_OFFLINE is set)" in offline.value.message
+    assert entry.url in offline.value.message and str(tmp_path / "cache" / entry.filename) in offline.value.message
+    assert served == [] and loaded == []
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    result = train(_options(data_dir, tmp_path / "online", vggish_weights=None, max_iters=1), warn=_quiet)
+    assert result.iterations == 1
+    assert served == [entry.url] and loaded == [payload]
+    assert (tmp_path / "cache" / entry.filename).read_bytes() == payload

@@ -293,3 +293,77 @@ def test_weights_cli(offline_env, tmp_path, monkeypatch):
     assert converted.exit_code == 0, converted.output
     assert "official-ovavss-r50" in converted.output and "without VGGish and CLIP" in converted.output
     assert (tmp_path / "r50.pt").is_file()
+
+
+# ------------------------------------------------------------------------------------ download displays
+class RecordingDisplay:
+    made: list["RecordingDisplay"] = []
+
+    def __init__(self, label: str) -> None:
+        self.label, self.seen, self.closed = label, [], 0
+        RecordingDisplay.made.append(self)
+
+    def __call__(self, done: int, total: int | None) -> None:
+        self.seen.append((done, total))
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+@pytest.fixture
+def default_display(monkeypatch):
+    RecordingDisplay.made = []
+    monkeypatch.setattr(download, "_default_progress", None)
+    download.set_default_progress(RecordingDisplay)
+    return RecordingDisplay.made
+
+
+def test_downloads_without_a_callback_use_the_default_display(served, tmp_path, default_display):
+    download.download_file("https://example.invalid/w.pth", tmp_path / "a.pth", what="vggish weights")
+    [display] = default_display
+    assert display.label == "vggish weights" and display.closed == 1
+    assert display.seen[0] == (0, len(PAYLOAD)) and display.seen[-1] == (len(PAYLOAD), len(PAYLOAD))
+    mine: list = []
+    download.download_file("https://example.invalid/w.pth", tmp_path / "b.pth", progress=lambda *a: mine.append(a))
+    assert len(default_display) == 1 and mine[-1] == (len(PAYLOAD), len(PAYLOAD))  # an explicit callback wins
+    served["state"]["error"] = urllib.error.URLError("[Errno -2] Name or service not known")
+    with pytest.raises(AVSegError):
+        download.download_file("https://example.invalid/w.pth", tmp_path / "c.pth")
+    assert default_display[-1].closed == 1 and not (tmp_path / "c.pth").exists()  # closed on failure too
+    download.set_default_progress(None)
+    served["state"]["error"] = None
+    download.download_file("https://example.invalid/w.pth", tmp_path / "d.pth")
+    assert len(default_display) == 2
+
+
+def test_byte_bar_draws_and_falls_back_to_one_line(capsys, monkeypatch):
+    from rich.errors import LiveError
+
+    from avseg_cli import progress as cli_progress
+
+    bar = cli_progress.ByteBar("vggish weights")
+    bar(0, 288_000_000)
+    bar(288_000_000, 288_000_000)
+    assert bar._progress is not None and bar._progress.tasks[0].completed == 288_000_000
+    bar.close()
+    assert bar._progress is None
+
+    def refuse(self):
+        raise LiveError("Only one live display may be active at once")
+
+    monkeypatch.setattr(cli_progress._RichProgressBar, "start", refuse)
+    capsys.readouterr()
+    bar = cli_progress.ByteBar("vggish weights")
+    for done in (0, 1_000_000, 288_000_000):
+        bar(done, 288_000_000)
+    bar.close()
+    assert capsys.readouterr().err.splitlines() == ["downloading vggish weights (288 MB) ..."]
+
+
+def test_the_command_line_shows_downloads(monkeypatch):
+    from avseg_cli.main import app
+    from avseg_cli.progress import ByteBar
+
+    monkeypatch.setattr(download, "_default_progress", None)
+    assert CliRunner().invoke(app, ["weights", "list"]).exit_code == 0
+    assert download._default_progress is ByteBar

@@ -36,14 +36,15 @@ def random_vggish_(audio_encoder: nn.Module, seed: int) -> None:
 
 
 def setup_audio_encoder(model: nn.Module, vggish_weights: str | None, random_seed: int | None) -> str:
-    """Load real VGGish weights (path or cache) or seed random ones; returns a description."""
+    """Load real VGGish weights (the path given, else the cache, else downloaded into it unless offline) or seed
+    random ones; returns a description."""
     if vggish_weights == "random":
         random_vggish_(model.audio_encoder, 0 if random_seed is None else random_seed)
         return f"random (seed {0 if random_seed is None else random_seed})"
     from models.ovavss.audio import load_vggish_weights
-    from models.weights import VGGISH, find_weight
+    from models.weights import VGGISH, ensure_weight
 
-    path = find_weight(VGGISH, vggish_weights)
+    path = ensure_weight(VGGISH, vggish_weights)
     load_vggish_weights(model.audio_encoder.audio_backbone, path)
     return str(path)
 
