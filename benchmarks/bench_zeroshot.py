@@ -44,7 +44,7 @@ def build(detector_kind: str, device: torch.device, folder: Path, sounding: int,
         SamModel,
     )
 
-    from models.predictor import load_pretrained_clip
+    from models.clip_loading import load_pretrained_clip
     from models.zeroshot.audio_text import ClapAudioTagger
     from models.zeroshot.detector import GroundingDinoDetector, Owlv2Detector
     from models.zeroshot.rescore import CropRescorer

@@ -26,6 +26,9 @@ from typing import TYPE_CHECKING, Callable
 
 from models.errors import AVSegError
 
+RANDOM = "random"
+"""Value of `vggish_weights` / `clip_weights` for freshly initialised weights (tests, benchmarks, experiments)."""
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 

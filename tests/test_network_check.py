@@ -175,7 +175,7 @@ def test_cached_models_need_no_network(unreachable_hub, tmp_path, monkeypatch):
 def test_clip_without_network_fails_at_once(unreachable_hub, monkeypatch):
     import open_clip
 
-    from models.predictor import load_pretrained_clip
+    from models.clip_loading import load_pretrained_clip
 
     def no_download(*args, pretrained=None, **kwargs):
         assert pretrained is None, "tried to download CLIP from an unreachable hub"

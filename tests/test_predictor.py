@@ -23,7 +23,8 @@ from models.ovavss.clip_model import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, LoadedCl
 from models.ovavss.config import TINY, ModelConfig
 from models.pipeline.network import RANDOM_VGGISH_SEED_KEY
 from models.prediction import ClipInput
-from models.predictor import AVSegPredictor, PredictorOptions, load_classifier_clip
+from models.clip_loading import load_classifier_clip
+from models.predictor import AVSegPredictor, PredictorOptions
 
 torch.set_num_threads(1)
 

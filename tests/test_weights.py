@@ -199,7 +199,7 @@ def fake_hf_cache(root: Path, repo: str, filename: str) -> Path:
 def test_clip_cache_lookup_and_fast_offline_message(offline_env, tmp_path, monkeypatch):
     import huggingface_hub.constants
 
-    from models.predictor import load_classifier_clip
+    from models.clip_loading import load_classifier_clip
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     assert weights.cached_path(weights.CLIP_VIT_B_16) is None
@@ -240,7 +240,7 @@ def test_convert_official_checkpoint(tmp_path):
     prefix = "audio_encoder.audio_backbone."
     assert all(torch.equal(converted["audio"][k[len(prefix):]], v) for k, v in official.items() if k.startswith(prefix))
 
-    from models.predictor import read_checkpoint_parts
+    from models.checkpoint_parts import read_checkpoint_parts
 
     parts = read_checkpoint_parts(tmp_path / "out" / "r50.pt")
     assert parts.kind == weights.CONVERTED_KIND and parts.config_name == "r50" and parts.audio_state is not None

@@ -62,10 +62,10 @@ def load_network(checkpoint: str | Path, device: torch.device, vggish_weights: s
                  offline: bool = False) -> LoadedNetwork:
     """Build the network of a checkpoint (ours, converted or official) with its trained weights and VGGish.
 
-    Reads the file the way the predictor does (`models.predictor.read_checkpoint_parts`), so everything the
+    Reads the file the way the predictor does (`models.checkpoint_parts.read_checkpoint_parts`), so everything the
     predictor accepts works here too, VGGish weights stored in the file included.
     """
-    from models.predictor import build_network, read_checkpoint_parts, setup_vggish
+    from models.checkpoint_parts import build_network, read_checkpoint_parts, setup_vggish
 
     parts = read_checkpoint_parts(checkpoint)
     model = build_network(parts, str(checkpoint))

@@ -175,7 +175,7 @@ class ZeroShotPredictor:
         rescorer = None
         clip_source = None
         if config.rescore:
-            from models.predictor import load_pretrained_clip
+            from models.clip_loading import load_pretrained_clip
             from models.zeroshot.rescore import CropRescorer
 
             try:
