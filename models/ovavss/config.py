@@ -6,7 +6,7 @@ configuration for tests and CPU experiments: same architecture, fewer layers, qu
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 from models.errors import UsageError
 

@@ -11,7 +11,6 @@ original size). Clips are cut and resized as in the official evaluation (short s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
