@@ -107,7 +107,7 @@ def convert(
     Example: avseg weights convert model_ov_avss_r50.pth ov_avss_r50.pt
     """
     from avseg_cli.console import out
-    from models.weights import convert_official_checkpoint
+    from models.official_conversion import convert_official_checkpoint
 
     report = convert_official_checkpoint(official, output)
     out.print(report.summary(), soft_wrap=True)

@@ -74,7 +74,7 @@ def read_checkpoint_parts(path: str | os.PathLike) -> CheckpointParts:
     )
     from models.ovavss.config import get_config
     from models.pipeline.network import RANDOM_VGGISH_SEED_KEY
-    from models.weights import CONVERTED_KIND
+    from models.official_conversion import CONVERTED_KIND
 
     path = Path(path)
     try:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import fake_official as fake
 from models import download
-from models import weights
+from models import official_conversion, weights
 from models.errors import AVSegError, UsageError
 from models.ovavss.config import get_config
 
@@ -223,7 +223,7 @@ def test_clip_cache_lookup_and_fast_offline_message(offline_env, tmp_path, monke
 def test_convert_official_checkpoint(tmp_path):
     source = tmp_path / "model_ov_avss_r50.pth"
     official = fake.make_fake_official_checkpoint(source, "r50", with_vggish=True, module_prefix=True, compact=True)
-    report = weights.convert_official_checkpoint(source, tmp_path / "out" / "r50.pt")
+    report = official_conversion.convert_official_checkpoint(source, tmp_path / "out" / "r50.pt")
     assert report.kind == "official-ovavss-r50" and report.config_name == "r50"
     assert report.has_audio and not report.has_clip and report.iteration == 96227 and report.module_prefix_stripped
     assert set(report.dropped) == {"criterion.empty_weight", "clip_adapter.pixel_mean", "clip_adapter.pixel_std"}
@@ -234,7 +234,7 @@ def test_convert_official_checkpoint(tmp_path):
     from models.checkpoint import load_checkpoint
 
     converted = load_checkpoint(tmp_path / "out" / "r50.pt")
-    assert converted["kind"] == weights.CONVERTED_KIND and converted["config_name"] == "r50"
+    assert converted["kind"] == official_conversion.CONVERTED_KIND and converted["config_name"] == "r50"
     assert set(converted["model"]) == set(model_keys)
     assert all(torch.equal(converted["model"][k], official[k]) for k in model_keys)
     prefix = "audio_encoder.audio_backbone."
@@ -243,7 +243,7 @@ def test_convert_official_checkpoint(tmp_path):
     from models.checkpoint_parts import read_checkpoint_parts
 
     parts = read_checkpoint_parts(tmp_path / "out" / "r50.pt")
-    assert parts.kind == weights.CONVERTED_KIND and parts.config_name == "r50" and parts.audio_state is not None
+    assert parts.kind == official_conversion.CONVERTED_KIND and parts.config_name == "r50" and parts.audio_state is not None
     assert parts.iteration == 96227
 
 
@@ -251,15 +251,15 @@ def test_convert_refuses_other_files(tmp_path):
     pkl = tmp_path / "model_final_3c8ec9.pkl"
     fake.make_fake_mask2former_pkl(pkl)
     with pytest.raises(AVSegError, match="not an official OV-AVSS checkpoint"):
-        weights.convert_official_checkpoint(pkl, tmp_path / "out.pt")
+        official_conversion.convert_official_checkpoint(pkl, tmp_path / "out.pt")
     source = tmp_path / "model_ov_avss_r50.pth"
     state = fake.make_fake_official_state_dict("r50", compact=True)
     del state["sem_seg_head.predictor.query_feat.weight"]
     torch.save({"model": state}, source)
     with pytest.raises(AVSegError, match="1 missing .*query_feat"):
-        weights.convert_official_checkpoint(source, tmp_path / "out.pt")
+        official_conversion.convert_official_checkpoint(source, tmp_path / "out.pt")
     with pytest.raises(AVSegError, match="refusing to overwrite"):
-        weights.convert_official_checkpoint(source, source)
+        official_conversion.convert_official_checkpoint(source, source)
     assert not (tmp_path / "out.pt").exists()
 
 
