@@ -7,9 +7,9 @@ open_clip download, `unreachable_reason` opens one TCP connection to the server 
 each bounded by a few seconds) and the caller fails at once, with the same one-line message that says what to
 fetch and where to put it, when it cannot.
 
-The verdict is kept per (host, port) for the life of the process, so the four models cost one probe. With an
-HTTPS or ALL proxy configured the probe is skipped (the proxy decides what is reachable; the download runs as
-before).
+The verdict is kept per (host, port) for the life of the process, so the four models cost one probe. With a
+proxy configured (HTTPS_PROXY, HTTP_PROXY or ALL_PROXY) the probe is skipped: the proxy decides what is
+reachable, and the download runs as before.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 DEFAULT_HUB_ENDPOINT = "https://huggingface.co"
 PROBE_TIMEOUT_S = 3.0
-PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 _verdicts: dict[tuple[str, int], str | None] = {}
 _verdicts_lock = threading.Lock()
