@@ -31,6 +31,7 @@ from avseg_cli.zeroshot_options import (
     Method,
     ZeroShotChoices,
     load_zeroshot_predictor,
+    zeroshot_cpu_hint,
 )
 
 
@@ -229,6 +230,9 @@ def _annotate(
         err.print("loading the zero-shot models (CLAP, detector, SAM, CLIP) ...")
         predictor = load_zeroshot_predictor(zeroshot.config(), device, zeroshot.clap_weights,
                                             zeroshot.detector_weights, zeroshot.sam_weights, clip_weights)
+        hint = zeroshot_cpu_hint(predictor.describe(), analysis_fps)
+        if hint:
+            warn(hint)
     annotator = Annotator(predictor, vocabulary, options)
 
     interrupted = False

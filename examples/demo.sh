@@ -8,20 +8,39 @@
 # Without AVSEG_CHECKPOINT the zero-shot method runs: its models (CLAP, Grounding DINO, SAM, CLIP; about 2.3 GB)
 # are downloaded on first use into the Hugging Face cache (`avseg weights list` shows them). Offline and without
 # them, avseg prints one line naming the missing model and how to fetch it, and exits with code 1.
+#
+# Without CUDA the demo analyses one frame per second (each result held until the next): on 2 CPU cores a frame
+# with sound costs the zero-shot method 20-30 s, so all 175 frames would take over an hour; 7 take minutes.
+# AVSEG_DEMO_FPS=all analyses every frame anyway, AVSEG_DEMO_FPS=N analyses N frames per second.
 set -u
 cd "$(dirname "$0")/.."
 
 if [ -x .venv/bin/avseg ]; then
     avseg=(.venv/bin/avseg)
+    python=(.venv/bin/python)
 elif command -v avseg >/dev/null 2>&1; then
     avseg=(avseg)
+    python=(python3)
 else
     avseg=(python3 -m avseg_cli)
+    python=(python3)
 fi
 
 args=(annotate examples/astronaut.mp4 --classes woman,rocket,flag --out examples/output)
 if [ -n "${AVSEG_CHECKPOINT:-}" ]; then
     args+=(--checkpoint "$AVSEG_CHECKPOINT")
+fi
+fps=${AVSEG_DEMO_FPS:-auto}
+if [ "$fps" = auto ]; then
+    if "${python[@]}" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+        fps=all
+    else
+        fps=1
+        echo "no CUDA: analysing 1 frame per second (AVSEG_DEMO_FPS=all analyses every frame)"
+    fi
+fi
+if [ "$fps" != all ]; then
+    args+=(--analysis-fps "$fps")
 fi
 
 "${avseg[@]}" "${args[@]}"

@@ -400,6 +400,45 @@ def test_demo_script_uses_the_zero_shot_method_and_fails_cleanly_offline(tmp_pat
     assert completed.returncode == 1, completed.stderr
     assert "zero-shot" in completed.stderr and "avseg weights fetch" in completed.stderr
     assert "Traceback" not in completed.stderr
+    import torch
+
+    if not torch.cuda.is_available():  # a 7 s demo would cost over an hour on a CPU at every frame
+        assert "no CUDA: analysing 1 frame per second" in completed.stdout
+
+
+@pytest.mark.parametrize("fps, passed", [("0", True), ("all", False)])
+def test_demo_script_analysis_rate_can_be_chosen(tmp_path, fps, passed):
+    """AVSEG_DEMO_FPS reaches --analysis-fps (0 is refused by avseg as a usage error, exit 2, before any model
+    loads); `all` analyses every frame (no --analysis-fps: the run gets as far as the missing models)."""
+    import subprocess
+
+    env = script_env(HF_HUB_OFFLINE="1", AVSEG_CACHE=str(tmp_path / "cache"), HF_HUB_CACHE=str(tmp_path / "hf"),
+                     AVSEG_DEMO_FPS=fps)
+    completed = subprocess.run(["bash", str(REPO / "examples" / "demo.sh")], capture_output=True, text=True,
+                               env=env, cwd="/", timeout=120)
+    assert "no CUDA" not in completed.stdout
+    if passed:
+        assert completed.returncode == 2 and "--analysis-fps must be a positive number" in completed.stderr
+    else:
+        assert completed.returncode == 1 and "avseg weights fetch" in completed.stderr
+
+
+def test_zero_shot_on_the_cpu_at_every_frame_gets_a_speed_hint(monkeypatch, capsys, clip, fake, tmp_path):
+    from avseg_cli.zeroshot_options import zeroshot_cpu_hint
+
+    described = {"method": "zeroshot", "device": "cpu", "clip_len": 5}
+    assert "--analysis-fps 1" in zeroshot_cpu_hint(described, None)
+    assert zeroshot_cpu_hint(described, 2.0) is None
+    assert zeroshot_cpu_hint({**described, "device": "cuda:0"}, None) is None
+    assert zeroshot_cpu_hint({**described, "method": "ov-avss"}, None) is None
+    monkeypatch.setattr(fake, "describe", lambda: described)
+    monkeypatch.setattr(annotate_cmd, "load_zeroshot_predictor", lambda *args: fake)
+    for extra, expected in (([], 1), (["--analysis-fps", "1"], 0)):
+        code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--out", tmp_path / str(len(extra)),
+                                *extra)
+        assert code == 0, stderr
+        hints = [line for line in stderr.splitlines() if "--analysis-fps 1 analyses one frame per second" in line]
+        assert len(hints) == expected and all(h.startswith("warning: on the CPU the zero-shot method") for h in hints)
 
 
 @pytest.mark.slow
