@@ -28,13 +28,13 @@ def zeroshot_cpu_hint(described: dict, analysis_fps: float | None) -> str | None
     """One warning line for the zero-shot method analysing every frame on the CPU, else None.
 
     `described` is the predictor's `describe()`. A frame with sound costs Grounding DINO + SAM + CLIP, about
-    20-30 s on 2 CPU cores (benchmarks/RESULTS.md): every frame of a 25 fps video is hours per minute of video.
+    15-30 s on 2 CPU cores (benchmarks/RESULTS.md): every frame of a 25 fps video is hours per minute of video.
     """
     if described.get("method") != "zeroshot" or not str(described.get("device", "")).startswith("cpu"):
         return None
     if analysis_fps is not None:
         return None
-    return ("on the CPU the zero-shot method costs about 20-30 s per analysed frame with sound (every frame by "
+    return ("on the CPU the zero-shot method costs about 15-30 s per analysed frame with sound (every frame by "
             "default); --analysis-fps 1 analyses one frame per second and holds each result until the next")
 
 

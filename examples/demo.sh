@@ -10,7 +10,7 @@
 # them, avseg prints one line naming the missing model and how to fetch it, and exits with code 1.
 #
 # Without CUDA the demo analyses one frame per second (each result held until the next): on 2 CPU cores a frame
-# with sound costs the zero-shot method 20-30 s, so all 175 frames would take over an hour; 7 take minutes.
+# with sound costs the zero-shot method 15-30 s, so all 175 frames would take over an hour; 7 take minutes.
 # AVSEG_DEMO_FPS=all analyses every frame anyway, AVSEG_DEMO_FPS=N analyses N frames per second.
 set -u
 cd "$(dirname "$0")/.."
