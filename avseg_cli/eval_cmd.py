@@ -30,6 +30,7 @@ from avseg_cli.zeroshot_options import (
     InstancePolicy,
     Method,
     ZeroShotChoices,
+    zeroshot_eval_cpu_hint,
 )
 
 
@@ -290,9 +291,11 @@ def _evaluate_open_vocabulary(load_predictor, what, data, split, json_path, save
     if json_path is not None:
         check_json_destination(json_path)
     predictor = load_predictor()
-    hint = cpu_speed_hint(predictor.describe())
-    if hint:
-        warn(hint)
+    described = predictor.describe()
+    num_frames = sum(record.num_frames for record in prepared.load_split(split))
+    for hint in (cpu_speed_hint(described), zeroshot_eval_cpu_hint(described, num_frames)):
+        if hint:
+            warn(hint)
     with RichProgress(unit="video", transient=True) as progress:
         result = evaluate_open_vocabulary(predictor, prepared, split, save_predictions, progress)
     if result.scores.unknown_gt_pixels:

@@ -38,6 +38,17 @@ def zeroshot_cpu_hint(described: dict, analysis_fps: float | None) -> str | None
             "default); --analysis-fps 1 analyses one frame per second and holds each result until the next")
 
 
+def zeroshot_eval_cpu_hint(described: dict, num_frames: int) -> str | None:
+    """One warning line for evaluating the zero-shot method on the CPU (every frame of the split), else None."""
+    if described.get("method") != "zeroshot" or not str(described.get("device", "")).startswith("cpu"):
+        return None
+    low, high = num_frames * 15, num_frames * 30
+    span = f"{low / 3600:.0f}-{high / 3600:.0f} hours" if high >= 7200 else f"{low / 60:.0f}-{high / 60:.0f} minutes"
+    return (f"on the CPU the zero-shot method costs about 15-30 s per frame with sound: up to {span} for the "
+            f"{num_frames} frames of this split; use --device cuda, and --save-predictions DIR to resume an "
+            "interrupted run")
+
+
 # Options shared by annotate and eval (one definition each).
 METHOD_OPTION = typer.Option(
     Method.auto, "--method", help="ovavss (needs --checkpoint) or zeroshot (training-free: CLAP + Grounding DINO "

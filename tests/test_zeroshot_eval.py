@@ -107,6 +107,9 @@ def test_cli_zero_shot_eval_scores_and_saves_like_any_method(data, tmp_path, mon
     ((config, device, weights),) = calls
     assert config.instance_policy == "best" and device == "cpu" and weights["sam_weights"] == "sam_dir"
     assert "zero-shot (corner)" in stdout and "base mIoU" in stdout
+    frames = sum(record.num_frames for record in PreparedData.open(data.data_dir).load_split("test"))
+    hints = [line for line in stderr.splitlines() if "zero-shot method costs about 15-30 s per frame" in line]
+    assert len(hints) == 1 and f"for the {frames} frames of this split; use --device cuda" in hints[0]
     result = json.loads(result_path.read_text())
     assert result["predictor"]["method"] == "zeroshot"
     code, again, _ = run_cli(monkeypatch, capsys, "eval", "--predictions", preds, "--data", data.data_dir,
