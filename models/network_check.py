@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from urllib.parse import urlsplit
 
 DEFAULT_HUB_ENDPOINT = "https://huggingface.co"
@@ -71,9 +72,14 @@ def _probe(host: str, port: int, timeout: float) -> str | None:
     except OSError:
         return f"{host} cannot be resolved (no network?)"
     last_error: OSError | None = None
+    deadline = time.monotonic() + timeout  # all addresses together (a black-holed network never refuses)
     for family, kind, protocol, _, address in addresses:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            last_error = last_error or TimeoutError()
+            break
         with socket.socket(family, kind, protocol) as connection:
-            connection.settimeout(timeout)
+            connection.settimeout(left)
             try:
                 connection.connect(address)
                 return None
@@ -89,7 +95,7 @@ def unreachable_reason(url: str | None = None, timeout: float = PROBE_TIMEOUT_S)
 
     Args:
         url: an http(s) URL; None = the Hugging Face endpoint (`hub_endpoint`).
-        timeout: seconds for the name lookup and for each connection attempt.
+        timeout: seconds for the name lookup, and again for the connection attempts (all addresses together).
 
     Returns:
         None when reachable, when a proxy is configured (not probed) or when `url` has no host; otherwise a

@@ -93,6 +93,37 @@ def test_a_hanging_name_lookup_is_cut_short(no_proxy, monkeypatch):
     assert reason == "looking up slow.example took more than 0.2 s (no network?)"
 
 
+def test_connection_attempts_share_one_time_budget(no_proxy, monkeypatch):
+    """A network that drops packets never refuses: each address would wait the full timeout. The attempts share
+    one budget, so eight unanswered addresses cost one timeout, not eight."""
+    attempts: list[float] = []
+
+    class SilentSocket:
+        def __init__(self, *args):
+            self.wait = None
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def settimeout(self, seconds):
+            self.wait = seconds
+
+        def connect(self, address):
+            attempts.append(self.wait)
+            time.sleep(self.wait)
+            raise socket.timeout("timed out")
+
+    addresses = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (f"192.0.2.{n}", 443)) for n in range(1, 9)]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: addresses)
+    monkeypatch.setattr(socket, "socket", SilentSocket)
+    assert network_check.unreachable_reason("https://dropped.example", timeout=0.2) == \
+        "dropped.example:443 cannot be reached (timed out)"
+    assert len(attempts) == 1 and 0 < attempts[0] <= 0.2
+
+
 def test_the_verdict_is_kept_per_server(no_proxy, listening_port, closed_port, counted_lookups):
     for _ in range(3):
         assert network_check.unreachable_reason(f"http://127.0.0.1:{listening_port}") is None
