@@ -177,16 +177,10 @@ def _annotate(
 
     from avseg_cli.console import DEBUG, err, out as stdout, warn
     from models.errors import AVSegError, UsageError
-    from models.pipeline.annotate import (
-        AnnotateOptions,
-        Annotator,
-        BatchInterrupted,
-        annotate_batch,
-        ensure_output_dir,
-        expand_inputs,
-        iter_failures,
-        parse_vocabulary,
-    )
+    from models.pipeline.annotate import Annotator
+    from models.pipeline.annotate_batch import BatchInterrupted, annotate_batch, iter_failures
+    from models.pipeline.annotate_inputs import expand_inputs, parse_vocabulary
+    from models.pipeline.annotate_outputs import AnnotateOptions, ensure_output_dir
 
     vocabulary = parse_vocabulary(classes, classes_file)
     options = AnnotateOptions(
@@ -278,7 +272,7 @@ def _print_summary(console, result) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from models.pipeline.annotate import STATUS_DONE, STATUS_FAILED, STATUS_SKIPPED
+    from models.pipeline.annotate_batch import STATUS_DONE, STATUS_FAILED, STATUS_SKIPPED
 
     counts = ", ".join(
         f"{result.count(status)} {status}" for status in (STATUS_DONE, STATUS_SKIPPED, STATUS_FAILED)

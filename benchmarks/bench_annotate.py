@@ -129,7 +129,8 @@ def main() -> None:
     parser.add_argument("--cuda-graphs", action="store_true", help="predictor option cuda_graphs (CUDA only)")
     args = parser.parse_args()
 
-    from models.pipeline.annotate import AnnotateOptions, Annotator
+    from models.pipeline.annotate import Annotator
+    from models.pipeline.annotate_outputs import AnnotateOptions
 
     import torch
 

@@ -29,19 +29,11 @@ from media import (
 )
 from models.errors import AVSegError, UsageError
 from models.pipeline import annotate as annotate_module
-from models.pipeline.annotate import (
-    AnnotateOptions,
-    Annotator,
-    BatchInterrupted,
-    analysed_source_index,
-    annotate_batch,
-    block_clips,
-    clip_stride,
-    expand_inputs,
-    iter_failures,
-    output_paths,
-    parse_vocabulary,
-)
+from models.pipeline.annotate import Annotator
+from models.pipeline.annotate_batch import BatchInterrupted, annotate_batch, iter_failures
+from models.pipeline.annotate_inputs import expand_inputs, parse_vocabulary
+from models.pipeline.annotate_outputs import AnnotateOptions, output_paths
+from models.pipeline.clip_schedule import analysed_source_index, block_clips, clip_stride
 from models.pipeline.frame_audio import FrameAudio, chunked_log_mel, log_mel_start
 from models.prediction import ClipInput, FramePrediction, Instance
 
@@ -666,7 +658,8 @@ _MEMORY_SCRIPT = textwrap.dedent(
     from models.device import prepare_cpu
     prepare_cpu()  # as the CLI does (resolve_device): freed memory is kept for reuse
     from test_annotate import FakePredictor, VOCABULARY
-    from models.pipeline.annotate import AnnotateOptions, Annotator
+    from models.pipeline.annotate import Annotator
+    from models.pipeline.annotate_outputs import AnnotateOptions
     predictor = FakePredictor(fps=5, keep_clips=False)
     result = Annotator(predictor, VOCABULARY, AnnotateOptions(out_dir=Path(sys.argv[2]))).annotate(sys.argv[1])
     print(result.num_frames, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

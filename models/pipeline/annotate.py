@@ -48,295 +48,52 @@ the current block's JSON records, and the sound of the whole video (about 330 MB
 
 Every output is written under a temporary name and renamed into place when complete (the JSON last);
 on any failure or Ctrl-C the temporary files are removed and earlier outputs are left as they were.
+
+Beside this module: `annotate_inputs` (vocabulary, input globs), `annotate_outputs` (options, output names,
+output folder checks), `clip_schedule` (the clip scheme above) and `annotate_batch` (many videos, outcomes,
+exit code).
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
-import math
 import os
 import sys
-import tempfile
 import time
 import warnings
 from concurrent.futures import BrokenExecutor, Executor, Future
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, Callable, Iterator, Sequence
+from typing import IO, Callable, Sequence
 
 import numpy as np
 
 from models.atomic import atomic_dir, atomic_open
-from models.errors import AVSegError, UsageError
+from models.errors import AVSegError
 from models.prediction import ClipInput, FramePrediction, VideoPredictor
+from models.pipeline.annotate_inputs import check_vocabulary, has_glob
+from models.pipeline.annotate_outputs import (
+    AnnotateOptions,
+    OutputPaths,
+    check_not_input,
+    ensure_output_dir,
+    output_paths,
+)
 from models.pipeline.background_writer import BackgroundFrameWriter
-from models.pipeline.frame_outputs import POOL_KINDS, FrameJob, FrameResult, finish_frame, render_pool
+from models.pipeline.clip_schedule import analysed_source_index, block_clips, clip_stride
+from models.pipeline.frame_outputs import FrameJob, FrameResult, finish_frame, render_pool
 from models.progress import NullProgress, Progress
 
-VIDEO_SUFFIX = ".avseg.mp4"
-MASKS_SUFFIX = ".masks"
-JSON_SUFFIX = ".json"
-MAX_VOCABULARY = 255
-"""Mask PNGs hold one byte per pixel: vocabulary index + 1 must fit in 1..255."""
 JSON_FORMAT = "avseg-annotate"
 JSON_FORMAT_VERSION = 1
-
-_GLOB_CHARACTERS = frozenset("*?[")
 
 WarningCallback = Callable[[str], None]
 
 
 class AnnotateWarning(UserWarning):
     """Issued by `Annotator.annotate` when no `warn` callback is given (e.g. a video without audio)."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Vocabulary and inputs
-
-
-def parse_vocabulary(classes: str | None = None, classes_file: str | os.PathLike | None = None) -> list[str]:
-    """The class names of `--classes a,b,c` followed by those of `--classes-file` (one name per line).
-
-    Names are stripped of surrounding whitespace and may contain spaces ("electric guitar"); in the
-    file, blank lines and lines starting with `#` are ignored, as is anything after a `#`.
-
-    Raises:
-        UsageError: the file cannot be read, the vocabulary is empty, a name appears twice (after
-            stripping; case-sensitive), or there are more than 255 names.
-    """
-    names: list[str] = []
-    if classes:
-        names += [name.strip() for name in classes.split(",")]
-        names = [name for name in names if name]
-    if classes_file is not None:
-        path = Path(classes_file)
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except FileNotFoundError:
-            raise UsageError(f"classes file not found: {path}") from None
-        except IsADirectoryError:
-            raise UsageError(f"expected a classes file, found a folder: {path}") from None
-        except UnicodeDecodeError:
-            raise UsageError(f"classes file is not UTF-8 text: {path}") from None
-        except OSError as error:
-            raise UsageError(f"cannot read classes file {path}: {error.strerror or error}") from None
-        for line in text.splitlines():
-            name = line.split("#", 1)[0].strip()
-            if name:
-                names.append(name)
-    hint = f" (nothing in {classes_file})" if classes_file is not None else ""
-    return check_vocabulary(names, hint)
-
-
-def check_vocabulary(names: Sequence[str], empty_hint: str = "") -> list[str]:
-    """Stripped `names`, checked: not empty, no duplicates, no empty name, at most 255.
-
-    Raises:
-        UsageError: with one line naming the problem (and the duplicated names).
-    """
-    names = [str(name).strip() for name in names]
-    if not names:
-        raise UsageError(
-            "empty vocabulary: give class names with --classes a,b,c or --classes-file FILE" + empty_hint
-        )
-    if not all(names):
-        raise UsageError("empty class name in the vocabulary")
-    seen: set[str] = set()
-    duplicates = [name for name in names if name in seen or seen.add(name)]
-    if duplicates:
-        listed = ", ".join(repr(name) for name in dict.fromkeys(duplicates))
-        raise UsageError(f"duplicate class names in the vocabulary: {listed} (each name may appear once)")
-    if len(names) > MAX_VOCABULARY:
-        raise UsageError(f"{len(names)} class names given; at most {MAX_VOCABULARY} fit in the mask PNGs")
-    return names
-
-
-def has_glob(pattern: str) -> bool:
-    """True when `pattern` contains a glob character (* ? [)."""
-    return any(character in _GLOB_CHARACTERS for character in pattern)
-
-
-def expand_inputs(patterns: Sequence[str | os.PathLike]) -> list[Path]:
-    """Expand glob patterns (for shells that do not) into sorted file paths, keeping the given order.
-
-    A pattern that names an existing path is taken literally (even with glob characters in it); a glob
-    matches recursively with `**`; the same file named twice is kept once. A glob that matches nothing
-    is returned as it is, so that annotating it fails with "no file matches ...".
-    """
-    result: list[Path] = []
-    seen: set[str] = set()
-
-    def add(path: Path) -> None:
-        key = os.path.normcase(os.path.abspath(path))
-        if key not in seen:
-            seen.add(key)
-            result.append(path)
-
-    for pattern in patterns:
-        text = os.fspath(pattern)
-        if os.path.lexists(text) or not has_glob(text):
-            add(Path(text))
-            continue
-        matches = sorted(glob.glob(os.path.expanduser(text), recursive=True))
-        if not matches:
-            add(Path(text))
-        for match in matches:
-            add(Path(match))
-    return result
-
-
-# --------------------------------------------------------------------------------------------------
-# Options and output names
-
-
-@dataclass(frozen=True)
-class AnnotateOptions:
-    """What `Annotator` writes and how densely it analyses.
-
-    Attributes:
-        out_dir: folder for the outputs (None: next to each input video).
-        analysis_fps: analyse only this many frames per second (None: every frame; capped at the
-            video's rate); results are held until the next analysed frame.
-        write_video, write_masks, write_json: which of the three outputs to write.
-        skip_existing: `annotate_batch` skips a video whose requested outputs all exist.
-        alpha: opacity of the mask fill in the overlay video.
-        crf, preset: libx264 quality and speed of the overlay video.
-        workers: threads or processes that render, paint and encode the results of a block while the
-            predictor runs its next clips (None: min(8, CPU count); 1 thread: everything in the calling
-            thread). The outputs do not depend on it.
-        render_workers: "threads" or "processes". Processes do not compete with the predictor for the GIL
-            (a CUDA predictor's Python side holds it, and so does most rendering); see
-            `models.pipeline.frame_outputs`.
-    """
-
-    out_dir: Path | None = None
-    analysis_fps: float | None = None
-    write_video: bool = True
-    write_masks: bool = True
-    write_json: bool = True
-    skip_existing: bool = False
-    alpha: float = 0.5
-    crf: int = 20
-    preset: str = "veryfast"
-    workers: int | None = None
-    render_workers: str = "threads"
-
-    def __post_init__(self) -> None:
-        fps = self.analysis_fps
-        if fps is not None and (
-            isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)) or not math.isfinite(fps) or fps <= 0
-        ):
-            raise UsageError(f"--analysis-fps must be a positive number of frames per second, got {fps!r}")
-        if not (self.write_video or self.write_masks or self.write_json):
-            raise UsageError("nothing to write: --no-video, --no-masks and --no-json were all given")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise UsageError(f"alpha must be in [0, 1], got {self.alpha}")
-        if self.workers is not None and (isinstance(self.workers, bool) or self.workers < 1):
-            raise UsageError(f"workers must be at least 1, got {self.workers!r}")
-        if self.render_workers not in POOL_KINDS:
-            raise UsageError(f"--render-workers must be threads or processes, got {self.render_workers!r}")
-
-    def worker_count(self) -> int:
-        """The number of threads `workers` means here."""
-        return self.workers if self.workers is not None else max(1, min(8, os.cpu_count() or 1))
-
-
-@dataclass(frozen=True)
-class OutputPaths:
-    """The outputs of one video; None for those not requested."""
-
-    video: Path | None
-    masks: Path | None
-    json: Path | None
-
-    def requested(self) -> list[Path]:
-        return [path for path in (self.video, self.masks, self.json) if path is not None]
-
-    def all_exist(self) -> bool:
-        return all(path.exists() for path in self.requested())
-
-    def as_dict(self) -> dict[str, str | None]:
-        return {name: None if path is None else str(path) for name, path in
-                (("video", self.video), ("masks", self.masks), ("json", self.json))}
-
-
-def output_paths(video: str | os.PathLike, options: AnnotateOptions = AnnotateOptions()) -> OutputPaths:
-    """`<dir>/<stem>.avseg.mp4`, `<dir>/<stem>.masks/`, `<dir>/<stem>.json` (dir = out_dir or the input's)."""
-    video = Path(video)
-    folder = Path(options.out_dir) if options.out_dir is not None else video.parent
-    stem = video.stem if video.suffix else video.name
-    return OutputPaths(
-        video=folder / f"{stem}{VIDEO_SUFFIX}" if options.write_video else None,
-        masks=folder / f"{stem}{MASKS_SUFFIX}" if options.write_masks else None,
-        json=folder / f"{stem}{JSON_SUFFIX}" if options.write_json else None,
-    )
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
-
-
-def check_not_input(video: Path, outputs: OutputPaths) -> None:
-    """Refuse outputs that would replace the input video itself (e.g. an input named `clip.json`)."""
-    for path in outputs.requested():
-        if _same_file(path, video):
-            raise AVSegError(
-                f"{video}: refusing to write an output over the input video itself ({path}); "
-                "rename the video or choose another --out folder"
-            )
-
-
-def ensure_output_dir(folder: str | os.PathLike) -> Path:
-    """Create `folder` if needed and check that files can be created in it.
-
-    Raises:
-        AVSegError: one line naming the folder (e.g. it lies under a regular file, or is read-only).
-    """
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except FileExistsError:
-        raise AVSegError(f"cannot use {folder} as the output folder: it is a file") from None
-    except OSError as error:
-        raise AVSegError(f"cannot write to the output folder {folder}: {error.strerror or error}") from None
-    return folder
-
-
-# --------------------------------------------------------------------------------------------------
-# The clip scheme
-
-
-def clip_stride(analysis_rate: float | Fraction) -> int:
-    """s: analysed frames per second, round(F) half up, at least 1 (25 for 25 fps, 30 for 29.97)."""
-    return max(1, math.floor(Fraction(analysis_rate) + Fraction(1, 2)))
-
-
-def block_clips(num_frames: int, clip_len: int, stride: int) -> list[list[int]]:
-    """Positions (0-based inside a block) of the frames of each clip of a block of `num_frames` frames.
-
-    Clip j holds j, j + stride, j + 2 stride, ... (at most `clip_len` of them); `num_frames` is at most
-    `clip_len * stride` (a full block) and less for the last block of a video.
-    """
-    if clip_len < 1 or stride < 1:
-        raise ValueError(f"clip_len and stride must be >= 1, got {clip_len}, {stride}")
-    if not 0 <= num_frames <= clip_len * stride:
-        raise ValueError(f"a block holds 0..{clip_len * stride} frames, got {num_frames}")
-    return [list(range(j, num_frames, stride)) for j in range(min(stride, num_frames))]
-
-
-def analysed_source_index(k: int, source_fps: Fraction, analysis_rate: Fraction) -> int:
-    """Source frame of analysed frame k: the frame shown at k / F, floor(k x fps / F) (exact fractions)."""
-    return (k * source_fps.numerator * analysis_rate.denominator) // (source_fps.denominator * analysis_rate.numerator)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -700,174 +457,3 @@ class Annotator:
                 "masks": outputs.masks.name if outputs.masks else None,
             },
         }
-
-
-# --------------------------------------------------------------------------------------------------
-# Many videos
-
-STATUS_DONE = "done"
-STATUS_SKIPPED = "skipped"
-STATUS_FAILED = "failed"
-STATUS_INTERRUPTED = "interrupted"
-STATUS_NOT_RUN = "not run"
-
-
-@dataclass
-class FileOutcome:
-    """One input of a batch: `status` done / skipped / failed / interrupted / not run."""
-
-    input: Path
-    status: str
-    outputs: OutputPaths | None = None
-    result: VideoResult | None = None
-    error: str | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        result = self.result
-        return {
-            "input": str(self.input),
-            "status": self.status,
-            "error": self.error,
-            "outputs": None if self.outputs is None else self.outputs.as_dict(),
-            "frames": None if result is None else result.num_frames,
-            "analysed_frames": None if result is None else result.num_analysed_frames,
-            "seconds": None if result is None else round(result.seconds, 3),
-            "warnings": list(self.warnings),
-        }
-
-
-@dataclass
-class BatchResult:
-    """All outcomes of `annotate_batch`, in input order."""
-
-    outcomes: list[FileOutcome]
-    interrupted: bool = False
-
-    def count(self, status: str) -> int:
-        return sum(outcome.status == status for outcome in self.outcomes)
-
-    @property
-    def exit_code(self) -> int:
-        """130 when interrupted, 1 when a file failed, else 0 (skipped files count as success)."""
-        if self.interrupted:
-            return 130
-        return 1 if self.count(STATUS_FAILED) else 0
-
-    def as_dict(self) -> dict:
-        statuses = (STATUS_DONE, STATUS_SKIPPED, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_NOT_RUN)
-        return {
-            "exit_code": self.exit_code,
-            "interrupted": self.interrupted,
-            "counts": {status: self.count(status) for status in statuses},
-            "files": [outcome.as_dict() for outcome in self.outcomes],
-        }
-
-
-class BatchInterrupted(KeyboardInterrupt):
-    """Ctrl-C during `annotate_batch`; `result` holds what was done (the current file's outputs removed)."""
-
-    def __init__(self, result: BatchResult) -> None:
-        super().__init__("interrupted")
-        self.result = result
-
-
-def _planned_conflicts(inputs: Sequence[Path], annotator: Annotator) -> dict[int, str]:
-    """Inputs whose outputs would overwrite another input or the outputs of an earlier input."""
-    conflicts: dict[int, str] = {}
-    input_keys = {os.path.normcase(os.path.abspath(path)): path for path in inputs}
-    claimed: dict[str, Path] = {}
-    for number, video in enumerate(inputs):
-        for path in annotator.outputs_for(video).requested():
-            key = os.path.normcase(os.path.abspath(path))
-            if key in input_keys:
-                conflicts[number] = (
-                    f"{video}: refusing to write {path}: it is an input of this run; "
-                    "rename it or choose another --out folder"
-                )
-                break
-            if key in claimed and claimed[key] != video:
-                conflicts[number] = (
-                    f"{video}: its outputs would overwrite those of {claimed[key]} (same file name); "
-                    "annotate them into different --out folders"
-                )
-                break
-            claimed[key] = video
-    return conflicts
-
-
-def annotate_batch(
-    annotator: Annotator,
-    inputs: Sequence[str | os.PathLike],
-    *,
-    file_progress: Progress | None = None,
-    overall_progress: Progress | None = None,
-    warn: WarningCallback | None = None,
-    on_outcome: Callable[[FileOutcome], None] | None = None,
-    raise_unexpected: bool = False,
-) -> BatchResult:
-    """Annotate several videos one after the other; a failure is recorded and the batch goes on.
-
-    Args:
-        inputs: video paths (expand globs first with `expand_inputs`).
-        file_progress: per-video progress (frames); overall_progress: one step per input.
-        warn: receives one-line warnings; on_outcome: called after each input with its outcome.
-        raise_unexpected: re-raise exceptions other than `AVSegError` (bugs) instead of recording them.
-
-    Raises:
-        BatchInterrupted: on Ctrl-C (KeyboardInterrupt), after removing the current video's temporary
-            files; completed outputs stay. Its `result` lists every input's status.
-    """
-    videos = [Path(path) for path in inputs]
-    outcomes: list[FileOutcome] = []
-    overall = overall_progress or NullProgress()
-    conflicts = _planned_conflicts(videos, annotator)
-    overall.start("all videos", total=len(videos))
-    try:
-        for number, video in enumerate(videos):
-            outputs = annotator.outputs_for(video)
-            file_warnings: list[str] = []
-
-            def collect(message: str, _sink=file_warnings) -> None:
-                _sink.append(message)
-                if warn is not None:
-                    warn(message)
-
-            try:
-                if number in conflicts:
-                    raise AVSegError(conflicts[number])
-                if annotator.options.skip_existing and outputs.all_exist():
-                    outcome = FileOutcome(video, STATUS_SKIPPED, outputs)
-                else:
-                    result = annotator.annotate(video, file_progress, collect)
-                    outcome = FileOutcome(video, STATUS_DONE, outputs, result, warnings=file_warnings)
-            except KeyboardInterrupt:
-                outcomes.append(FileOutcome(video, STATUS_INTERRUPTED, outputs, error="interrupted",
-                                            warnings=file_warnings))
-                outcomes.extend(FileOutcome(rest, STATUS_NOT_RUN, annotator.outputs_for(rest))
-                                for rest in videos[number + 1:])
-                raise BatchInterrupted(BatchResult(outcomes, interrupted=True)) from None
-            except AVSegError as error:
-                outcome = FileOutcome(video, STATUS_FAILED, outputs, error=error.message, warnings=file_warnings)
-            except Exception as error:
-                if raise_unexpected:
-                    raise
-                outcome = FileOutcome(
-                    video, STATUS_FAILED, outputs, error=f"{video}: internal error: {type(error).__name__}: {error}",
-                    warnings=file_warnings,
-                )
-            outcomes.append(outcome)
-            if on_outcome is not None:
-                on_outcome(outcome)
-            overall.advance(1)
-    finally:
-        overall.finish()
-    return BatchResult(outcomes)
-
-
-def iter_failures(result: BatchResult) -> Iterator[str]:
-    """One line per failed input, each naming the file and the reason."""
-    for outcome in result.outcomes:
-        if outcome.status == STATUS_FAILED:
-            message = outcome.error or "failed"
-            yield message if str(outcome.input) in message else f"{outcome.input}: {message}"

@@ -1,0 +1,139 @@
+"""Where `avseg annotate` writes, and with which options: `AnnotateOptions`, the three output names of a video
+(`<stem>.avseg.mp4`, `<stem>.masks/`, `<stem>.json`), and the checks that no input is overwritten and that the
+output folder is writable."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from models.errors import AVSegError, UsageError
+from models.pipeline.frame_outputs import POOL_KINDS
+
+VIDEO_SUFFIX = ".avseg.mp4"
+MASKS_SUFFIX = ".masks"
+JSON_SUFFIX = ".json"
+
+
+@dataclass(frozen=True)
+class AnnotateOptions:
+    """What `Annotator` writes and how densely it analyses.
+
+    Attributes:
+        out_dir: folder for the outputs (None: next to each input video).
+        analysis_fps: analyse only this many frames per second (None: every frame; capped at the
+            video's rate); results are held until the next analysed frame.
+        write_video, write_masks, write_json: which of the three outputs to write.
+        skip_existing: `annotate_batch` skips a video whose requested outputs all exist.
+        alpha: opacity of the mask fill in the overlay video.
+        crf, preset: libx264 quality and speed of the overlay video.
+        workers: threads or processes that render, paint and encode the results of a block while the
+            predictor runs its next clips (None: min(8, CPU count); 1 thread: everything in the calling
+            thread). The outputs do not depend on it.
+        render_workers: "threads" or "processes". Processes do not compete with the predictor for the GIL
+            (a CUDA predictor's Python side holds it, and so does most rendering); see
+            `models.pipeline.frame_outputs`.
+    """
+
+    out_dir: Path | None = None
+    analysis_fps: float | None = None
+    write_video: bool = True
+    write_masks: bool = True
+    write_json: bool = True
+    skip_existing: bool = False
+    alpha: float = 0.5
+    crf: int = 20
+    preset: str = "veryfast"
+    workers: int | None = None
+    render_workers: str = "threads"
+
+    def __post_init__(self) -> None:
+        fps = self.analysis_fps
+        if fps is not None and (
+            isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)) or not math.isfinite(fps) or fps <= 0
+        ):
+            raise UsageError(f"--analysis-fps must be a positive number of frames per second, got {fps!r}")
+        if not (self.write_video or self.write_masks or self.write_json):
+            raise UsageError("nothing to write: --no-video, --no-masks and --no-json were all given")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise UsageError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.workers is not None and (isinstance(self.workers, bool) or self.workers < 1):
+            raise UsageError(f"workers must be at least 1, got {self.workers!r}")
+        if self.render_workers not in POOL_KINDS:
+            raise UsageError(f"--render-workers must be threads or processes, got {self.render_workers!r}")
+
+    def worker_count(self) -> int:
+        """The number of threads `workers` means here."""
+        return self.workers if self.workers is not None else max(1, min(8, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """The outputs of one video; None for those not requested."""
+
+    video: Path | None
+    masks: Path | None
+    json: Path | None
+
+    def requested(self) -> list[Path]:
+        return [path for path in (self.video, self.masks, self.json) if path is not None]
+
+    def all_exist(self) -> bool:
+        return all(path.exists() for path in self.requested())
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {name: None if path is None else str(path) for name, path in
+                (("video", self.video), ("masks", self.masks), ("json", self.json))}
+
+
+def output_paths(video: str | os.PathLike, options: AnnotateOptions = AnnotateOptions()) -> OutputPaths:
+    """`<dir>/<stem>.avseg.mp4`, `<dir>/<stem>.masks/`, `<dir>/<stem>.json` (dir = out_dir or the input's)."""
+    video = Path(video)
+    folder = Path(options.out_dir) if options.out_dir is not None else video.parent
+    stem = video.stem if video.suffix else video.name
+    return OutputPaths(
+        video=folder / f"{stem}{VIDEO_SUFFIX}" if options.write_video else None,
+        masks=folder / f"{stem}{MASKS_SUFFIX}" if options.write_masks else None,
+        json=folder / f"{stem}{JSON_SUFFIX}" if options.write_json else None,
+    )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
+
+
+def check_not_input(video: Path, outputs: OutputPaths) -> None:
+    """Refuse outputs that would replace the input video itself (e.g. an input named `clip.json`)."""
+    for path in outputs.requested():
+        if _same_file(path, video):
+            raise AVSegError(
+                f"{video}: refusing to write an output over the input video itself ({path}); "
+                "rename the video or choose another --out folder"
+            )
+
+
+def ensure_output_dir(folder: str | os.PathLike) -> Path:
+    """Create `folder` if needed and check that files can be created in it.
+
+    Raises:
+        AVSegError: one line naming the folder (e.g. it lies under a regular file, or is read-only).
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except FileExistsError:
+        raise AVSegError(f"cannot use {folder} as the output folder: it is a file") from None
+    except OSError as error:
+        raise AVSegError(f"cannot write to the output folder {folder}: {error.strerror or error}") from None
+    return folder
