@@ -46,7 +46,8 @@ def build(detector_kind: str, device: torch.device, folder: Path, sounding: int,
 
     from models.clip_loading import load_pretrained_clip
     from models.zeroshot.audio_text import ClapAudioTagger
-    from models.zeroshot.detector import GroundingDinoDetector, Owlv2Detector
+    from models.zeroshot.grounding_dino import GroundingDinoDetector
+    from models.zeroshot.owlv2 import Owlv2Detector
     from models.zeroshot.rescore import CropRescorer
     from models.zeroshot.segmenter import SamBoxSegmenter
     from tiny_clap_sam import save_tiny_clap, save_tiny_sam

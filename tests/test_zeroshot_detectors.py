@@ -14,12 +14,9 @@ import pytest
 import torch
 
 from models.errors import AVSegError
-from models.zeroshot.detector import (
-    Detections,
-    GroundingDinoDetector,
-    Owlv2Detector,
-    load_detector,
-)
+from models.zeroshot.detector import Detections, load_detector
+from models.zeroshot.grounding_dino import GroundingDinoDetector
+from models.zeroshot.owlv2 import Owlv2Detector
 from tiny_detectors import save_tiny_grounding_dino, save_tiny_owlv2
 
 torch.set_num_threads(1)
