@@ -78,15 +78,19 @@ def _probe(host: str, port: int, timeout: float) -> str | None:
         if left <= 0:
             last_error = last_error or TimeoutError()
             break
-        with socket.socket(family, kind, protocol) as connection:
-            connection.settimeout(left)
-            try:
+        try:  # an address family this machine lacks (IPv6 off) fails already here
+            with socket.socket(family, kind, protocol) as connection:
+                connection.settimeout(left)
                 connection.connect(address)
                 return None
-            except OSError as error:
-                last_error = error
-    why = "timed out" if isinstance(last_error, (socket.timeout, TimeoutError)) else (
-        getattr(last_error, "strerror", None) or str(last_error) or "failed").lower()
+        except OSError as error:
+            last_error = error
+    if last_error is None:
+        why = "no address"
+    elif isinstance(last_error, (socket.timeout, TimeoutError)):
+        why = "timed out"
+    else:
+        why = (last_error.strerror or str(last_error) or "failed").lower()
     return f"{host}:{port} cannot be reached ({why})"
 
 
@@ -104,9 +108,12 @@ def unreachable_reason(url: str | None = None, timeout: float = PROBE_TIMEOUT_S)
     if any(os.environ.get(variable) for variable in PROXY_VARIABLES):
         return None
     parts = urlsplit(url or hub_endpoint())
+    try:
+        port = parts.port or (80 if parts.scheme == "http" else 443)
+    except ValueError:  # a malformed port: the download itself reports the URL
+        return None
     if not parts.hostname:
         return None
-    port = parts.port or (80 if parts.scheme == "http" else 443)
     key = (parts.hostname, port)
     with _verdicts_lock:
         if key in _verdicts:

@@ -124,6 +124,29 @@ def test_connection_attempts_share_one_time_budget(no_proxy, monkeypatch):
     assert len(attempts) == 1 and 0 < attempts[0] <= 0.2
 
 
+def test_an_unusable_address_family_moves_on_to_the_next_address(no_proxy, monkeypatch, listening_port):
+    """A host with an IPv6 address on a machine without IPv6: making the socket fails; the IPv4 address works."""
+    real_socket = socket.socket
+
+    def no_ipv6(family=socket.AF_INET, *args):
+        if family == socket.AF_INET6:
+            raise OSError(97, "Address family not supported by protocol")
+        return real_socket(family, *args)
+
+    addresses = [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", listening_port, 0, 0)),
+                 (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", listening_port))]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: addresses)
+    monkeypatch.setattr(socket, "socket", no_ipv6)
+    assert network_check.unreachable_reason(f"http://dual.example:{listening_port}") is None
+    network_check.forget_verdicts()
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: addresses[:1])
+    assert network_check.unreachable_reason(f"http://dual.example:{listening_port}") == \
+        f"dual.example:{listening_port} cannot be reached (address family not supported by protocol)"
+    network_check.forget_verdicts()
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: [])
+    assert network_check.unreachable_reason("http://empty.example") == "empty.example:80 cannot be reached (no address)"
+
+
 def test_the_verdict_is_kept_per_server(no_proxy, listening_port, closed_port, counted_lookups):
     for _ in range(3):
         assert network_check.unreachable_reason(f"http://127.0.0.1:{listening_port}") is None
@@ -138,6 +161,15 @@ def test_default_server_is_the_hub_endpoint(no_proxy, monkeypatch, closed_port):
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{closed_port}")
     assert network_check.hub_endpoint() == f"http://127.0.0.1:{closed_port}"
     assert network_check.unreachable_reason() == f"127.0.0.1:{closed_port} cannot be reached (connection refused)"
+
+
+@pytest.mark.parametrize("url", ["file:///tmp/weights.bin", "https://host.example:notaport/x"])
+def test_urls_without_a_server_to_probe_are_left_to_the_download(no_proxy, monkeypatch, url):
+    def fail(*args, **kwargs):
+        raise AssertionError("probed")
+
+    monkeypatch.setattr(socket, "getaddrinfo", fail)
+    assert network_check.unreachable_reason(url) is None
 
 
 @pytest.mark.parametrize("variable", network_check.PROXY_VARIABLES)
