@@ -12,7 +12,7 @@ CPU, from synthetic data in the AVSBench layout (like tests/test_learning.py):
 1. clips with two moving objects of 4 classes (guitar, dog, piano, car), one sounding (a class-specific tone)
    and one silent; only the sounding one is labelled. 64 training and 12 test videos of 10 frames, 64x96;
 2. the `tiny` network (10 queries) trained on them: 400 iterations at batch 2, random VGGish (as the test);
-3. a tiny CLIP (open_clip ViT, 32-pixel input, one layer) trained to name square crops of the training
+3. a tiny CLIP (open_clip ViT, 32-pixel input, one layer; `tests/ov_synthetic.py`) trained to name square crops of the training
    objects (the official crop protocol, sounding and silent objects alike) against all 70 AVSBench class
    names in the 14 ViLD templates, with the classifier's own 100 x cosine logits;
 4. `avseg eval`'s path (`evaluate_open_vocabulary`: the 70-name vocabulary, every frame, PNGs at the original
@@ -35,16 +35,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from ov_synthetic import score, train_clip  # noqa: E402  (shared with tests/test_learning.py)
 
 POOL = ("guitar", "dog", "piano", "car")
-TINY_CLIP = {
-    "embed_dim": 64,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8, "head_width": 32},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
-}
 
 
 def parse_mode(mode: str) -> dict:
@@ -88,102 +85,6 @@ def train_network(data_dir: Path, out: Path, iters: int) -> Path:
     return out / "last.pt"
 
 
-def object_crops(dataset, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Square crops (official protocol) of every object in every training frame, and their POOL labels."""
-    from models.data.transforms import frames_to_tensor, read_frame
-    from models.ovavss.square_crop import crop_regions, square_boxes, tight_boxes
-
-    regions, labels = [], []
-    for video in dataset.split("train"):
-        folder = video.video_dir(dataset.root) / "frames"
-        frames = frames_to_tensor([read_frame(folder / f"{k}.jpg") for k in range(video.num_frames)])
-        for obj in video.objects:
-            masks = torch.from_numpy(obj.masks)  # (T, H, W) bool
-            valid, boxes = tight_boxes(masks)
-            frame_index = valid.nonzero(as_tuple=True)[0]
-            logits = (masks.float() * 40 - 20)[None]  # (1, T, H, W): sigmoid ~ the binary mask
-            squares = square_boxes(boxes[frame_index])
-            regions.append(crop_regions(frames, logits, torch.zeros_like(frame_index), frame_index, squares, size))
-            labels.append(torch.full((len(frame_index),), POOL.index(obj.class_name)))
-    return torch.cat(regions), torch.cat(labels)
-
-
-def train_clip(dataset, folder: Path, steps: int, seed: int) -> Path:
-    """A tiny open_clip CLIP that names the 4 classes' crops among the 70 AVSBench names; saved as a folder."""
-    from open_clip.model import CLIP
-    from open_clip.tokenizer import SimpleTokenizer
-
-    from models.data.classes import CLASS_NAMES
-    from models.ovavss.clip_model import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-    from models.ovavss.prompts import VILD_TEMPLATES
-    from models.ovavss.text_embeddings import encode_class_names
-
-    torch.manual_seed(seed)
-    model = CLIP(**TINY_CLIP)
-    tokenizer = SimpleTokenizer(context_length=77)
-    names = tuple(CLASS_NAMES[1:])
-    targets_of_pool = torch.tensor([names.index(name) for name in POOL])
-    regions, labels = object_crops(dataset, TINY_CLIP["vision_cfg"]["image_size"])
-    mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
-    images = (regions / 255.0 - mean) / std
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(seed)
-    for step in range(steps):
-        batch = torch.randint(len(images), (128,), generator=generator)
-        text = encode_class_names(model, tokenizer, names, VILD_TEMPLATES)  # (70, D), with gradients
-        image = F.normalize(model.encode_image(images[batch]), dim=-1)
-        loss = F.cross_entropy(100.0 * image @ text.T, targets_of_pool[labels[batch]])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        text = encode_class_names(model, tokenizer, names, VILD_TEMPLATES)
-        image = F.normalize(model.encode_image(images), dim=-1)
-        accuracy = float(((image @ text.T).argmax(dim=1) == targets_of_pool[labels]).float().mean())
-    print(f"tiny CLIP: {len(images)} training crops, final loss {loss.item():.3f}, crop accuracy among 70 names "
-          f"{accuracy:.3f}")
-    folder.mkdir(parents=True, exist_ok=True)
-    config = {"model_cfg": TINY_CLIP, "preprocess_cfg": {"mean": list(OPENAI_CLIP_MEAN), "std": list(OPENAI_CLIP_STD)}}
-    (folder / "open_clip_config.json").write_text(json.dumps(config))
-    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
-    return folder
-
-
-def score(dataset, data_dir: Path, pred_dir: Path) -> dict:
-    """mIoU over POOL, class-agnostic foreground IoU and silent share of the painted pixels, at original size."""
-    from PIL import Image
-
-    from models.data.classes import CLASS_NAMES
-    from models.data.prepared import PreparedData
-
-    ids = [CLASS_NAMES.index(name) for name in POOL]
-    inter = dict.fromkeys(ids, 0)
-    union = dict.fromkeys(ids, 0)
-    fg_inter = fg_union = painted = on_silent = 0
-    for record in PreparedData.open(data_dir).load_split("test"):
-        video = dataset.video(record.uid)
-        for k in range(record.num_frames):
-            pred = np.asarray(Image.open(pred_dir / record.uid / f"{k}.png"))
-            gt = video.label_index(k)
-            for c in ids:
-                inter[c] += int(np.sum((pred == c) & (gt == c)))
-                union[c] += int(np.sum((pred == c) | (gt == c)))
-            fg_inter += int(np.sum((pred > 0) & (gt > 0)))
-            fg_union += int(np.sum((pred > 0) | (gt > 0)))
-            painted += int(np.sum(pred > 0))
-            silent = np.zeros_like(gt, dtype=bool)
-            for obj in video.silent_objects:
-                silent |= obj.masks[k] & ~video.sounding_mask(k)
-            on_silent += int(np.sum((pred > 0) & silent))
-    ious = [inter[c] / union[c] for c in ids if union[c]]
-    return {
-        "miou_4_classes": float(np.mean(ious)) if ious else 0.0,
-        "fg_iou": fg_inter / fg_union if fg_union else 0.0,
-        "silent_share_of_painted": on_silent / painted if painted else 0.0,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--modes", nargs="+", default=["official", "gate0.5", "crops1", "crops2", "gate0.5+crops1"])
@@ -211,7 +112,8 @@ def main() -> None:
         dataset, data_dir = make_data(root, args.train_videos, args.test_videos, args.seed)
         checkpoint = train_network(data_dir, root / "run", args.train_iters)
         print(f"tiny network trained: {args.train_iters} iterations in {time.perf_counter() - started:.0f} s")
-        clip_dir = train_clip(dataset, root / "clip", args.clip_steps, args.seed)
+        clip_dir, crops_seen, accuracy = train_clip(dataset, POOL, root / "clip", args.clip_steps, args.seed)
+        print(f"tiny CLIP: {crops_seen} training crops, accuracy among the 70 names {accuracy:.3f}")
         data = PreparedData.open(data_dir)
         rows = []
         for mode in args.modes:
@@ -228,15 +130,15 @@ def main() -> None:
             result = evaluate_open_vocabulary(predictor, data, "test", root / "pred" / mode)
             frames = result.run.num_frames
             row = {"mode": mode, "crops_per_frame": crops[0] / frames, "s_per_frame": result.run.seconds / frames,
-                   **score(dataset, data_dir, root / "pred" / mode)}
+                   **score(dataset, POOL, data_dir, root / "pred" / mode)}
             rows.append(row)
             print(f"{mode:16} crops/frame {row['crops_per_frame']:5.2f}  s/frame {row['s_per_frame']:.3f}  "
-                  f"mIoU(4) {row['miou_4_classes']:.3f}  fg IoU {row['fg_iou']:.3f}  "
+                  f"mIoU(4) {row['miou']:.3f}  fg IoU {row['fg_iou']:.3f}  "
                   f"silent share {row['silent_share_of_painted']:.3f}", flush=True)
     print("\n| mode | CLIP crops / frame | s / frame | mIoU (4 classes) | foreground IoU | painted on the silent object |")
     print("|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['mode']} | {row['crops_per_frame']:.2f} | {row['s_per_frame']:.3f} | {row['miou_4_classes']:.3f} | "
+        print(f"| {row['mode']} | {row['crops_per_frame']:.2f} | {row['s_per_frame']:.3f} | {row['miou']:.3f} | "
               f"{row['fg_iou']:.3f} | {row['silent_share_of_painted']:.3f} |")
     if args.json is not None:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))

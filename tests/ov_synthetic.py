@@ -1,0 +1,140 @@
+"""Open-vocabulary pieces trained on synthetic data, shared by tests/test_learning.py and
+benchmarks/bench_sound_options.py: a tiny CLIP that learns to name the objects of synthetic clips, and the scores
+of saved predictions against the clips' objects.
+
+The tiny CLIP (open_clip ViT, 32-pixel input, one layer) is trained on square crops of every object in every
+training frame (the official crop protocol, sounding and silent objects alike) to pick its class among all 70
+AVSBench names in the 14 ViLD templates, with the classifier's own 100 x cosine logits, so `avseg eval`'s path
+(70-name vocabulary) can name the objects.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+TINY_CLIP = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
+}
+
+
+def save_clip_folder(model: torch.nn.Module, folder: Path) -> Path:
+    """An open_clip folder (open_clip_config.json + weights) that `--clip-weights FOLDER` loads."""
+    from models.ovavss.clip_model import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"model_cfg": TINY_CLIP, "preprocess_cfg": {"mean": list(OPENAI_CLIP_MEAN), "std": list(OPENAI_CLIP_STD)}}
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    return folder
+
+
+def random_clip(folder: Path, seed: int = 0) -> Path:
+    """The tiny CLIP untrained (the baseline a trained one must beat)."""
+    from open_clip.model import CLIP
+
+    torch.manual_seed(seed)
+    return save_clip_folder(CLIP(**TINY_CLIP), folder)
+
+
+def object_crops(dataset, classes: Sequence[str], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Square crops (official protocol) of every object in every training frame, and their indices in `classes`."""
+    from models.data.transforms import frames_to_tensor, read_frame
+    from models.ovavss.square_crop import crop_regions, square_boxes, tight_boxes
+
+    regions, labels = [], []
+    for video in dataset.split("train"):
+        folder = video.video_dir(dataset.root) / "frames"
+        frames = frames_to_tensor([read_frame(folder / f"{k}.jpg") for k in range(video.num_frames)])
+        for obj in video.objects:
+            masks = torch.from_numpy(obj.masks)  # (T, H, W) bool
+            valid, boxes = tight_boxes(masks)
+            frame_index = valid.nonzero(as_tuple=True)[0]
+            logits = (masks.float() * 40 - 20)[None]  # (1, T, H, W): sigmoid ~ the binary mask
+            squares = square_boxes(boxes[frame_index])
+            regions.append(crop_regions(frames, logits, torch.zeros_like(frame_index), frame_index, squares, size))
+            labels.append(torch.full((len(frame_index),), classes.index(obj.class_name)))
+    return torch.cat(regions), torch.cat(labels)
+
+
+def train_clip(
+    dataset, classes: Sequence[str], folder: Path, steps: int = 300, seed: int = 0
+) -> tuple[Path, int, float]:
+    """A tiny open_clip CLIP that names the crops of `classes` among the 70 AVSBench names, saved as a folder.
+
+    Returns:
+        (the folder, the number of training crops, its accuracy on them among the 70 names).
+    """
+    from open_clip.model import CLIP
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from models.data.classes import CLASS_NAMES
+    from models.ovavss.clip_model import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+    from models.ovavss.prompts import VILD_TEMPLATES
+    from models.ovavss.text_embeddings import encode_class_names
+
+    torch.manual_seed(seed)
+    model = CLIP(**TINY_CLIP)
+    tokenizer = SimpleTokenizer(context_length=77)
+    names = tuple(CLASS_NAMES[1:])
+    targets = torch.tensor([names.index(name) for name in classes])
+    regions, labels = object_crops(dataset, classes, TINY_CLIP["vision_cfg"]["image_size"])
+    mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
+    images = (regions / 255.0 - mean) / std
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        batch = torch.randint(len(images), (128,), generator=generator)
+        text = encode_class_names(model, tokenizer, names, VILD_TEMPLATES)  # (70, D), with gradients
+        image = F.normalize(model.encode_image(images[batch]), dim=-1)
+        loss = F.cross_entropy(100.0 * image @ text.T, targets[labels[batch]])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        text = encode_class_names(model, tokenizer, names, VILD_TEMPLATES)
+        image = F.normalize(model.encode_image(images), dim=-1)
+        accuracy = float(((image @ text.T).argmax(dim=1) == targets[labels]).float().mean())
+    return save_clip_folder(model, folder), len(images), accuracy
+
+
+def score(dataset, classes: Sequence[str], data_dir: Path, pred_dir: Path) -> dict:
+    """mIoU over `classes`, class-agnostic foreground IoU and silent share of the painted pixels, at original size."""
+    from PIL import Image
+
+    from models.data.classes import CLASS_NAMES
+    from models.data.prepared import PreparedData
+
+    ids = [CLASS_NAMES.index(name) for name in classes]
+    inter = dict.fromkeys(ids, 0)
+    union = dict.fromkeys(ids, 0)
+    fg_inter = fg_union = painted = on_silent = 0
+    for record in PreparedData.open(data_dir).load_split("test"):
+        video = dataset.video(record.uid)
+        for k in range(record.num_frames):
+            pred = np.asarray(Image.open(pred_dir / record.uid / f"{k}.png"))
+            gt = video.label_index(k)
+            for c in ids:
+                inter[c] += int(np.sum((pred == c) & (gt == c)))
+                union[c] += int(np.sum((pred == c) | (gt == c)))
+            fg_inter += int(np.sum((pred > 0) & (gt > 0)))
+            fg_union += int(np.sum((pred > 0) | (gt > 0)))
+            painted += int(np.sum(pred > 0))
+            silent = np.zeros_like(gt, dtype=bool)
+            for obj in video.silent_objects:
+                silent |= obj.masks[k] & ~video.sounding_mask(k)
+            on_silent += int(np.sum((pred > 0) & silent))
+    ious = [inter[c] / union[c] for c in ids if union[c]]
+    return {
+        "miou": float(np.mean(ious)) if ious else 0.0,
+        "fg_iou": fg_inter / fg_union if fg_union else 0.0,
+        "silent_share_of_painted": on_silent / painted if painted else 0.0,
+    }
