@@ -39,23 +39,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from bench_predictor import parse_mode  # noqa: E402  (the same mode names: official, gate<p>, crops<n>, joined by +)
 from ov_synthetic import score, train_clip  # noqa: E402  (shared with tests/test_learning.py)
 
 POOL = ("guitar", "dog", "piano", "car")
-
-
-def parse_mode(mode: str) -> dict:
-    options: dict = {}
-    for part in mode.split("+"):
-        if part == "official":
-            continue
-        if part.startswith("gate"):
-            options["sound_gate"] = float(part[4:])
-        elif part.startswith("crops"):
-            options["max_crops_per_frame"] = int(part[5:])
-        else:
-            raise SystemExit(f"unknown mode {mode!r}: official, gate<p>, crops<n>, joined by + (e.g. gate0.5+crops1)")
-    return options
 
 
 def make_data(root: Path, num_train: int, num_test: int, seed: int):
