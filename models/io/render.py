@@ -344,12 +344,11 @@ def _draw_tag(pixels: np.ndarray, item: OverlayInstance, mask: np.ndarray, colou
     A tag that would cover one already drawn (`placed`, updated here) moves down a row at a time to the first
     free place inside the image; if there is none it stays where it was first put.
     """
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
+    box = _box(mask)
+    if box is None:
         return
     height, width = pixels.shape[:2]
-    columns = np.flatnonzero(mask.any(axis=0))
-    x0, y0 = int(columns[0]), int(rows[0])
+    y0, x0 = box[0].start, box[1].start
     stamp = _text_stamp(f"{item.label} {item.score:.2f}", size)
     pad = max(1, stamp.bottom // 6)
     box_width, box_height = stamp.width + 2 * pad, stamp.bottom - stamp.top + 2 * pad
