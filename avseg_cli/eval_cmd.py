@@ -15,6 +15,7 @@ from avseg_cli.ovavss_options import (
     SOUND_GATE_OPTION,
     cpu_speed_hint,
     ovavss_only_options,
+    runs_on_cpu,
 )
 from avseg_cli.zeroshot_options import (
     AUDIO_THRESHOLD_OPTION,
@@ -292,10 +293,11 @@ def _evaluate_open_vocabulary(load_predictor, what, data, split, json_path, save
         check_json_destination(json_path)
     predictor = load_predictor()
     described = predictor.describe()
-    num_frames = sum(record.num_frames for record in prepared.load_split(split))
-    for hint in (cpu_speed_hint(described), zeroshot_eval_cpu_hint(described, num_frames)):
-        if hint:
-            warn(hint)
+    hint = cpu_speed_hint(described)
+    if runs_on_cpu(described, "zeroshot"):
+        hint = zeroshot_eval_cpu_hint(sum(record.num_frames for record in prepared.load_split(split)))
+    if hint:
+        warn(hint)
     with RichProgress(unit="video", transient=True) as progress:
         result = evaluate_open_vocabulary(predictor, prepared, split, save_predictions, progress)
     if result.scores.unknown_gt_pixels:

@@ -23,13 +23,18 @@ def ovavss_only_options(amp: str, sound_gate: float | None, max_crops: int | Non
     return {"--amp": None if amp == "off" else amp, "--sound-gate": sound_gate, "--max-crops": max_crops}
 
 
+def runs_on_cpu(described: dict, method: str) -> bool:
+    """Whether a predictor's `describe()` says it is `method` ("ov-avss", "zeroshot") running on the CPU."""
+    return described.get("method") == method and str(described.get("device", "")).startswith("cpu")
+
+
 def cpu_speed_hint(described: dict) -> str | None:
     """One warning line for an OV-AVSS predictor on the CPU with the official protocol, else None.
 
     `described` is the predictor's `describe()`. The official protocol sends every valid (query, frame) mask to
     CLIP: tens per frame at about 0.1-0.4 s each on a CPU, the bulk of the time (benchmarks/RESULTS.md).
     """
-    if described.get("method") != "ov-avss" or not str(described.get("device", "")).startswith("cpu"):
+    if not runs_on_cpu(described, "ov-avss"):
         return None
     if described.get("max_crops_per_frame") is not None or described.get("sound_gate") is not None:
         return None

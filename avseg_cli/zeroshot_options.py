@@ -6,6 +6,8 @@ from enum import Enum
 
 import typer
 
+from avseg_cli.ovavss_options import runs_on_cpu
+
 
 class Method(str, Enum):
     auto = "auto"
@@ -24,29 +26,31 @@ class InstancePolicy(str, Enum):
     all = "all"
 
 
+ZEROSHOT_CPU_SECONDS = (15, 30)
+"""Seconds per analysed frame with sound of the zero-shot method on 2 CPU cores (benchmarks/RESULTS.md)."""
+
+
 def zeroshot_cpu_hint(described: dict, analysis_fps: float | None) -> str | None:
     """One warning line for the zero-shot method analysing every frame on the CPU, else None.
 
-    `described` is the predictor's `describe()`. A frame with sound costs Grounding DINO + SAM + CLIP, about
-    15-30 s on 2 CPU cores (benchmarks/RESULTS.md): every frame of a 25 fps video is hours per minute of video.
+    `described` is the predictor's `describe()`. A frame with sound costs Grounding DINO + SAM + CLIP
+    (`ZEROSHOT_CPU_SECONDS`): every frame of a 25 fps video is hours per minute of video.
     """
-    if described.get("method") != "zeroshot" or not str(described.get("device", "")).startswith("cpu"):
+    if not runs_on_cpu(described, "zeroshot") or analysis_fps is not None:
         return None
-    if analysis_fps is not None:
-        return None
-    return ("on the CPU the zero-shot method costs about 15-30 s per analysed frame with sound (every frame by "
-            "default); --analysis-fps 1 analyses one frame per second and holds each result until the next")
+    low, high = ZEROSHOT_CPU_SECONDS
+    return (f"on the CPU the zero-shot method costs about {low}-{high} s per analysed frame with sound (every frame "
+            "by default); --analysis-fps 1 analyses one frame per second and holds each result until the next")
 
 
-def zeroshot_eval_cpu_hint(described: dict, num_frames: int) -> str | None:
-    """One warning line for evaluating the zero-shot method on the CPU (every frame of the split), else None."""
-    if described.get("method") != "zeroshot" or not str(described.get("device", "")).startswith("cpu"):
-        return None
-    low, high = num_frames * 15, num_frames * 30
+def zeroshot_eval_cpu_hint(num_frames: int) -> str:
+    """The warning line for evaluating the zero-shot method on the CPU: every one of the split's `num_frames`
+    frames is analysed (call it when `runs_on_cpu(described, "zeroshot")`)."""
+    low, high = (num_frames * seconds for seconds in ZEROSHOT_CPU_SECONDS)
     span = f"{low / 3600:.0f}-{high / 3600:.0f} hours" if high >= 7200 else f"{low / 60:.0f}-{high / 60:.0f} minutes"
-    return (f"on the CPU the zero-shot method costs about 15-30 s per frame with sound: up to {span} for the "
-            f"{num_frames} frames of this split; use --device cuda, and --save-predictions DIR to resume an "
-            "interrupted run")
+    return (f"on the CPU the zero-shot method costs about {ZEROSHOT_CPU_SECONDS[0]}-{ZEROSHOT_CPU_SECONDS[1]} s per "
+            f"frame with sound: up to {span} for the {num_frames} frames of this split; use --device cuda, and "
+            "--save-predictions DIR to resume an interrupted run")
 
 
 # Options shared by annotate and eval (one definition each).
