@@ -112,15 +112,11 @@ def load_pretrained_clip(
     if local is not None:
         return load_clip(name, pretrained=tag, weights_path=local, device=device), str(local)
     reason = offline_reason(offline)
-    if reason is not None:
+    # probed only when downloads are allowed: without network huggingface_hub would retry for half a minute
+    why = f"downloads are off ({reason})" if reason is not None else clip_download_unreachable(name, tag)
+    if why is not None:
         raise AVSegError(
-            f"CLIP {name} '{tag}' weights not found and downloads are off ({reason}): download {weight.url} and "
-            f"put it at {cache_dir() / weight.filename} (or pass --clip-weights PATH)"
-        )
-    unreachable = clip_download_unreachable(name, tag)  # huggingface_hub would retry for half a minute
-    if unreachable is not None:
-        raise AVSegError(
-            f"CLIP {name} '{tag}' weights not found and {unreachable}: download {weight.url} and put it at "
+            f"CLIP {name} '{tag}' weights not found and {why}: download {weight.url} and put it at "
             f"{cache_dir() / weight.filename} (or pass --clip-weights PATH)"
         )
     return load_clip(name, pretrained=tag, device=device), f"open_clip:{tag}"

@@ -440,17 +440,14 @@ def _open_clip_download(weight: WeightFile) -> Path:
     from models.ovavss.clip_model import _is_network_error
 
     config = open_clip.get_pretrained_cfg(weight.clip_model, weight.clip_tag)
+    advice = f"download {weight.url} and put it at {cache_dir() / weight.filename}"
     unreachable = clip_download_unreachable(weight.clip_model, weight.clip_tag)
     if unreachable is not None:
-        raise AVSegError(f"cannot download {weight.name}: {unreachable}: download {weight.url} and put it at "
-                         f"{cache_dir() / weight.filename}")
+        raise AVSegError(f"cannot download {weight.name}: {unreachable}: {advice}")
     try:
         path = download_pretrained(config)
     except Exception as error:
         if _is_network_error(error):
-            raise AVSegError(
-                f"cannot download {weight.name} (no network?): download {weight.url} and put it at "
-                f"{cache_dir() / weight.filename}"
-            ) from error
+            raise AVSegError(f"cannot download {weight.name} (no network?): {advice}") from error
         raise
     return Path(path)
