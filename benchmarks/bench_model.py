@@ -102,10 +102,10 @@ def bench(config: str, device: torch.device, short_side: int, frames: int, amp: 
     network = model
     if runner == "graphs":
         from models.ovavss.graphed_network import GraphedNetwork
+        from models.predictor import AMP_DTYPES
 
         model.eval()
-        graphed = GraphedNetwork(model, {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp])
-        network = lambda x, audio_examples: graphed(x, audio_examples)  # noqa: E731 (train steps run eagerly)
+        network = GraphedNetwork(model, AMP_DTYPES.get(amp))  # train steps run eagerly (GraphedNetwork: inference)
     elif runner.startswith("compile"):
         mode = runner.removeprefix("compile").removeprefix("-") or None
         network = torch.compile(model, mode=mode)
