@@ -33,44 +33,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from bench_predictor import parse_mode  # noqa: E402  (the same mode names: official, gate<p>, crops<n>, joined by +)
-from ov_synthetic import score, train_clip  # noqa: E402  (shared with tests/test_learning.py)
-
-POOL = ("guitar", "dog", "piano", "car")
-
-
-def make_data(root: Path, num_train: int, num_test: int, seed: int):
-    from models.data.synthetic import SyntheticVideoSpec, make_synthetic_avsbench
-    from models.pipeline.prepare import prepare_dataset
-
-    rng = np.random.default_rng(seed)
-
-    def specs(split: str, count: int) -> list:
-        out = []
-        for _ in range(count):
-            a, b = rng.choice(len(POOL), size=2, replace=False)
-            out.append(SyntheticVideoSpec(split=split, subset="v2", sounding=(POOL[a],), silent=(POOL[b],)))
-        return out
-
-    dataset = make_synthetic_avsbench(root / "root", specs("train", num_train) + specs("test", num_test), seed=seed + 1)
-    prepare_dataset(root / "root", root / "data")
-    return dataset, root / "data"
-
-
-def train_network(data_dir: Path, out: Path, iters: int) -> Path:
-    from models.pipeline.train import TrainOptions, train
-
-    train(TrainOptions(data_dir=data_dir, config_name="tiny", out_dir=out, device="cpu", max_iters=iters,
-                       checkpoint_period=iters, batch_size=2, vggish_weights="random",
-                       overrides={"flip_prob": 0.5}), warn=lambda *_: None)
-    return out / "last.pt"
-
+from ov_synthetic import (  # noqa: E402  (shared with tests/test_learning.py)
+    POOL,
+    make_sounding_silent_dataset,
+    score,
+    train_clip,
+    train_tiny,
+)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -96,8 +71,8 @@ def main() -> None:
         root = Path(tmp)
         os.environ["AVSEG_CACHE"] = str(root / "cache")  # the tiny CLIP's text embeddings stay out of the user's
         started = time.perf_counter()
-        dataset, data_dir = make_data(root, args.train_videos, args.test_videos, args.seed)
-        checkpoint = train_network(data_dir, root / "run", args.train_iters)
+        dataset, data_dir = make_sounding_silent_dataset(root, args.train_videos, args.test_videos, args.seed)
+        checkpoint = train_tiny(data_dir, root / "run", args.train_iters)
         print(f"tiny network trained: {args.train_iters} iterations in {time.perf_counter() - started:.0f} s")
         clip_dir, crops_seen, accuracy = train_clip(dataset, POOL, root / "clip", args.clip_steps, args.seed)
         print(f"tiny CLIP: {crops_seen} training crops, accuracy among the 70 names {accuracy:.3f}")

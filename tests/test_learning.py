@@ -19,21 +19,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.data.synthetic import SyntheticVideoSpec, make_synthetic_avsbench
-from models.pipeline.prepare import prepare_dataset
+from ov_synthetic import POOL, make_sounding_silent_dataset, train_tiny
 
-POOL = ("guitar", "dog", "piano", "car")
 TRAIN_ITERS = 400
 NUM_TRAIN_VIDEOS = 64
 NUM_TEST_VIDEOS = 12
-
-
-def _specs(rng: np.random.Generator, split: str, count: int) -> list[SyntheticVideoSpec]:
-    specs = []
-    for _ in range(count):
-        a, b = rng.choice(len(POOL), size=2, replace=False)
-        specs.append(SyntheticVideoSpec(split=split, subset="v2", sounding=(POOL[a],), silent=(POOL[b],)))
-    return specs
 
 
 def _all_objects_baseline(dataset, data) -> float:
@@ -50,16 +40,6 @@ def _all_objects_baseline(dataset, data) -> float:
     return metrics.scores().miou
 
 
-def _train(data_dir: Path, out: Path, shuffle_audio: bool) -> Path:
-    from models.pipeline.train import TrainOptions, train
-
-    train(TrainOptions(data_dir=data_dir, config_name="tiny", out_dir=out, device="cpu", max_iters=TRAIN_ITERS,
-                       checkpoint_period=TRAIN_ITERS, batch_size=2, vggish_weights="random",
-                       audio_shuffle=shuffle_audio, overrides={"flip_prob": 0.5}),
-          warn=lambda *_: None)
-    return out / "last.pt"
-
-
 def _score(checkpoint: Path, data_dir: Path) -> float:
     from models.data.prepared import PreparedData
     from models.pipeline.evaluate_model import evaluate_class_agnostic
@@ -74,11 +54,8 @@ def trained(tmp_path_factory):
     """The synthetic dataset and the tiny network trained on it with its audio (shared by the tests here)."""
     torch.set_num_threads(2)
     base = tmp_path_factory.mktemp("learning")
-    rng = np.random.default_rng(0)
-    specs = _specs(rng, "train", NUM_TRAIN_VIDEOS) + _specs(rng, "test", NUM_TEST_VIDEOS)
-    dataset = make_synthetic_avsbench(base / "root", specs, seed=1)
-    prepare_dataset(base / "root", base / "data")
-    return dataset, base / "data", _train(base / "data", base / "run", shuffle_audio=False)
+    dataset, data_dir = make_sounding_silent_dataset(base, NUM_TRAIN_VIDEOS, NUM_TEST_VIDEOS, seed=0)
+    return dataset, data_dir, train_tiny(data_dir, base / "run", TRAIN_ITERS)
 
 
 @pytest.mark.slow
@@ -89,7 +66,7 @@ def test_tiny_model_learns_which_object_sounds(trained, tmp_path: Path):
     dataset, data_dir, checkpoint = trained
     all_objects = _all_objects_baseline(dataset, PreparedData.open(data_dir))
     with_audio = _score(checkpoint, data_dir)
-    shuffled = _score(_train(data_dir, tmp_path / "shuffled", shuffle_audio=True), data_dir)
+    shuffled = _score(train_tiny(data_dir, tmp_path / "shuffled", TRAIN_ITERS, shuffle_audio=True), data_dir)
     print(f"fg mIoU: audio {with_audio:.3f}, shuffled audio {shuffled:.3f}, all objects {all_objects:.3f}")
     assert with_audio > shuffled + 0.10
     assert with_audio > all_objects + 0.10
