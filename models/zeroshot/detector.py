@@ -8,8 +8,8 @@ every queried name (`Detections`). Thresholding by `min_score` and the `max_boxe
   split into chunks that fit the model's text length;
 * `Owlv2Detector` (`models.zeroshot.owlv2`): one text query per name.
 
-This module holds what both share: `Detections`, the `TextBoxDetector` protocol, `load_detector`, and the
-checks and box selection every detector applies.
+This module holds what both share: `Detections`, the `TextBoxDetector` protocol, `load_detector`, the
+`TransformersDetector` base (model, processor, device and checked box options) and the box selection.
 
 Boxes that keep no area once clipped to the frame (e.g. OWLv2 boxes wholly in the padding) are dropped.
 """
@@ -117,13 +117,37 @@ def check_frames(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
     return frames
 
 
-def check_options(min_score: float, max_boxes: int, batch_size: int) -> None:
-    if not 0.0 <= float(min_score) <= 1.0:
-        raise AVSegError(f"detector min_score must be in [0, 1], got {min_score}", exit_code=2)
-    if int(max_boxes) < 1:
-        raise AVSegError(f"detector max_boxes must be at least 1, got {max_boxes}", exit_code=2)
-    if int(batch_size) < 1:
-        raise AVSegError(f"detector batch_size must be at least 1, got {batch_size}", exit_code=2)
+class TransformersDetector:
+    """What every detector here holds: a `transformers` model and its processor on a device, and the box options.
+
+    Args:
+        model: the detection model, in eval mode.
+        processor: its processor (image processor + tokenizer).
+        device: where the model runs.
+        min_score: a box is kept when its max class score is at least this.
+        max_boxes: at most this many boxes per frame (highest max class score first).
+        batch_size: frames per forward.
+
+    Raises:
+        AVSegError (exit code 2): an option out of range.
+    """
+
+    name = ""
+
+    def __init__(self, model: Any, processor: Any, device: torch.device | str = "cpu", min_score: float = 0.1,
+                 max_boxes: int = 50, batch_size: int = 4) -> None:
+        if not 0.0 <= float(min_score) <= 1.0:
+            raise AVSegError(f"detector min_score must be in [0, 1], got {min_score}", exit_code=2)
+        if int(max_boxes) < 1:
+            raise AVSegError(f"detector max_boxes must be at least 1, got {max_boxes}", exit_code=2)
+        if int(batch_size) < 1:
+            raise AVSegError(f"detector batch_size must be at least 1, got {batch_size}", exit_code=2)
+        self.model = model
+        self.processor = processor
+        self.device = torch.device(device)
+        self.min_score = float(min_score)
+        self.max_boxes = int(max_boxes)
+        self.batch_size = int(batch_size)
 
 
 def load_detector_folder(

@@ -18,8 +18,8 @@ import torch
 
 from models.zeroshot.detector import (
     Detections,
+    TransformersDetector,
     check_frames,
-    check_options,
     cxcywh_to_xyxy,
     indices_by_size,
     load_detector_folder,
@@ -27,7 +27,7 @@ from models.zeroshot.detector import (
 )
 
 
-class GroundingDinoDetector:
+class GroundingDinoDetector(TransformersDetector):
     """Grounding DINO (`GroundingDinoForObjectDetection` + `GroundingDinoProcessor`) as a `TextBoxDetector`.
 
     On the CPU the model's deformable-attention kernels are replaced in place by the fused-gather form
@@ -56,21 +56,15 @@ class GroundingDinoDetector:
         batch_size: int = 4,
         input_short_side: int | None = None,
     ) -> None:
-        check_options(min_score, max_boxes, batch_size)
+        super().__init__(model, processor, device, min_score, max_boxes, batch_size)
         if input_short_side is not None and input_short_side < 32:
             raise ValueError(f"input_short_side must be >= 32 or None, got {input_short_side}")
         self.input_short_side = input_short_side
-        self.model = model
-        self.processor = processor
-        self.device = torch.device(device)
         if self.device.type == "cpu":
             # transformers' grid_sample kernel is ~30 % of a CPU forward; the fused gather computes the same
             from models.zeroshot.deformable_attention import use_gather_deformable_attention
 
             use_gather_deformable_attention(model)
-        self.min_score = float(min_score)
-        self.max_boxes = int(max_boxes)
-        self.batch_size = int(batch_size)
 
     @classmethod
     def from_folder(

@@ -17,15 +17,15 @@ import torch
 from models.errors import AVSegError
 from models.zeroshot.detector import (
     Detections,
+    TransformersDetector,
     check_frames,
-    check_options,
     cxcywh_to_xyxy,
     load_detector_folder,
     select_boxes,
 )
 
 
-class Owlv2Detector:
+class Owlv2Detector(TransformersDetector):
     """OWLv2 (`Owlv2ForObjectDetection` + `Owlv2Processor`) as a `TextBoxDetector`.
 
     Args:
@@ -50,15 +50,9 @@ class Owlv2Detector:
         batch_size: int = 4,
         prompt: str = "a photo of a {}",
     ) -> None:
-        check_options(min_score, max_boxes, batch_size)
+        super().__init__(model, processor, device, min_score, max_boxes, batch_size)
         if not _is_name_template(prompt):
             raise AVSegError(f"OWLv2 prompt needs one '{{}}' for the class name and no other braces: {prompt!r}")
-        self.model = model
-        self.processor = processor
-        self.device = torch.device(device)
-        self.min_score = float(min_score)
-        self.max_boxes = int(max_boxes)
-        self.batch_size = int(batch_size)
         self.prompt = prompt
 
     @classmethod
