@@ -458,3 +458,15 @@ def test_grounding_dino_on_the_cpu_uses_the_gather_and_matches_the_plain_model(g
     assert sum(isinstance(m, GatherDeformableAttention) for m in gd_all.model.modules()) == sum(
         type(m).__name__ == "MultiScaleDeformableAttention" for m in gd_raw[0].modules())
     assert set(gd_all.model.state_dict()) == set(gd_raw[0].state_dict())
+
+
+@pytest.mark.parametrize("detector", [GroundingDinoDetector, Owlv2Detector])
+@pytest.mark.parametrize("option, value, message", [
+    ("min_score", 1.5, "detector min_score must be in [0, 1], got 1.5"),
+    ("max_boxes", 0, "detector max_boxes must be at least 1, got 0"),
+    ("batch_size", 0, "detector batch_size must be at least 1, got 0"),
+])
+def test_box_options_out_of_range_are_usage_errors(detector, option, value, message):
+    with pytest.raises(AVSegError) as caught:  # checked before the model is touched
+        detector(None, None, **{option: value})
+    assert caught.value.message == message and caught.value.exit_code == 2
