@@ -1,0 +1,178 @@
+"""The official OV-AVSS code (github.com/ruohaoguo/ovavss), imported from a checkout, for the parity tests.
+
+Nothing of it is copied into avseg: `AVSEG_OFFICIAL_REPO` names a checkout that is imported as it is,
+next to detectron2 (its source tree on PYTHONPATH is enough: nothing used here needs its compiled ops) and
+the official code's own imports (`pip install -e '.[parity]'`; see README "Parity with the official code").
+
+The official code is written for CUDA. To run it on any machine, this module bridges three things, each
+for the official code only and only inside `official_cpu_bridges()`:
+
+* the compiled `MultiScaleDeformableAttention` op is absent: its forward raises, and the official module
+  then takes its own pure-PyTorch fallback (`ms_deform_attn_core_pytorch`, the same formula);
+* `Tensor.cuda()` returns the tensor itself where CUDA is absent (the crop code and the audio path move
+  tensors to CUDA unconditionally);
+* the official fp16 steps of the CLIP branch run in float32: `roi_align` on the half-precision crops is
+  computed in float32 and rounded to half (avseg's `half_precision_crops` rounds the same way), and the
+  crops enter CLIP as float32 (on CUDA the official code relies on autocast for that).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+OFFICIAL_CONFIGS = {
+    "r50": "configs/avsbench/OV_AVSS_R50.yaml",
+    "swinb": "configs/avsbench/swin/OV_AVSS_SwinB.yaml",
+}
+
+PARITY_CLIP = {
+    "embed_dim": 64,
+    # one attention head per 64 channels, as the OpenAI CLIP builder infers from the weights' shapes
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8, "head_width": 64},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1},
+    "quick_gelu": True,
+}
+"""A tiny open_clip CLIP whose state_dict the OpenAI `clip.model.build_model` rebuilds as the same network."""
+
+
+def official_repo() -> Path:
+    """The checkout named by AVSEG_OFFICIAL_REPO, or skip the calling test."""
+    value = os.environ.get("AVSEG_OFFICIAL_REPO")
+    if not value:
+        pytest.skip("AVSEG_OFFICIAL_REPO is not set (a checkout of github.com/ruohaoguo/ovavss)")
+    repo = Path(value).expanduser()
+    if not (repo / "ov_avss" / "ov_avss.py").is_file():
+        pytest.skip(f"AVSEG_OFFICIAL_REPO={repo} is not a checkout of ruohaoguo/ovavss")
+    return repo
+
+
+def _absent_op(*args, **kwargs):
+    raise RuntimeError("MultiScaleDeformableAttention is not compiled here")
+
+
+def import_official() -> types.SimpleNamespace:
+    """Import the official package (once per process) and what the tests call; skip if anything is missing."""
+    repo = official_repo()
+    for path in (repo / "third_parties" / "mask_adapted_clip", repo):
+        if str(path) not in sys.path:
+            sys.path.insert(0, str(path))
+    if "MultiScaleDeformableAttention" not in sys.modules:
+        op = types.ModuleType("MultiScaleDeformableAttention")
+        op.ms_deform_attn_forward = op.ms_deform_attn_backward = _absent_op
+        sys.modules["MultiScaleDeformableAttention"] = op
+    try:
+        from detectron2.config import get_cfg
+        from detectron2.modeling import build_backbone, build_model, build_sem_seg_head
+        from detectron2.projects.deeplab import add_deeplab_config
+
+        import ov_avss
+        from ov_avss import config as official_config
+        from ov_avss import ov_avss as official_meta
+        from ov_avss.modeling.audio_encoder import vggish as official_vggish
+        from ov_avss.modeling.audio_encoder import vggish_input as official_vggish_input
+        from ov_avss.modeling.clip_adapter import adapter as official_adapter
+        from ov_avss.modeling.clip_adapter import text_prompt as official_text_prompt
+        from ov_avss.modeling import video_maskformer as official_video_maskformer
+    except ImportError as error:
+        pytest.skip(f"the official code cannot be imported here ({error}); see README 'Parity with the official code'")
+
+    def official_cfg(config: str):
+        cfg = get_cfg()
+        add_deeplab_config(cfg)
+        official_config.add_maskformer2_config(cfg)
+        official_config.add_maskformer2_video_config(cfg)
+        official_config.add_minvis_config(cfg)
+        official_config.add_open_vocabulary_config(cfg)
+        cfg.merge_from_file(str(repo / OFFICIAL_CONFIGS[config]))
+        cfg.MODEL.DEVICE = "cpu"
+        cfg.MODEL.WEIGHTS = ""
+        return cfg
+
+    return types.SimpleNamespace(
+        repo=repo, package=ov_avss, cfg=official_cfg, build_backbone=build_backbone,
+        build_sem_seg_head=build_sem_seg_head, build_model=build_model, meta=official_meta,
+        vggish=official_vggish, vggish_input=official_vggish_input, adapter=official_adapter,
+        text_prompt=official_text_prompt, video_maskformer=official_video_maskformer,
+    )
+
+
+def _float32_roi_align(roi_align):
+    def bridged(input, boxes, *args, **kwargs):
+        return roi_align(input.float(), boxes.float(), *args, **kwargs).to(input.dtype)
+
+    return bridged
+
+
+@contextlib.contextmanager
+def official_cpu_bridges(official: types.SimpleNamespace):
+    """The three bridges of the module docstring, undone on exit."""
+    patches = []
+
+    def patch(owner, name, value):
+        patches.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, value)
+
+    if not torch.cuda.is_available():
+        patch(torch.Tensor, "cuda", lambda self, *args, **kwargs: self)
+    patch(official.adapter, "roi_align", _float32_roi_align(official.adapter.roi_align))
+    encode_image = official.adapter.ClipAdapter.encode_image
+    patch(official.adapter.ClipAdapter, "encode_image", lambda self, image: encode_image(self, image.float()))
+    try:
+        yield
+    finally:
+        for owner, name, value in reversed(patches):
+            setattr(owner, name, value)
+
+
+def perturbed_state(state: dict[str, torch.Tensor], seed: int = 1) -> dict[str, torch.Tensor]:
+    """Random but well-conditioned values for every tensor of a freshly initialised official model.
+
+    Every floating tensor moves away from its initial value, the zero-initialised ones included (the
+    deformable attention's sampling offsets and attention weights, biases, the fusion's gammas), so no
+    term of the forward is trivially zero; norm scales stay near 1 and FrozenBN variances positive.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, value in state.items():
+        if not value.is_floating_point():
+            out[key] = value.clone()
+        elif key.endswith("running_var"):
+            out[key] = 0.5 + torch.rand(value.shape, generator=generator)
+        elif key.endswith("running_mean"):
+            out[key] = 0.1 * torch.randn(value.shape, generator=generator)
+        elif "norm" in key.split(".")[-2] or key.split(".")[-2].startswith("bn"):
+            base = 1.0 if key.endswith("weight") else 0.0
+            out[key] = base + 0.1 * torch.randn(value.shape, generator=generator)
+        else:
+            scale = 0.1 if "sampling_offsets" in key else 0.02
+            out[key] = value + scale * torch.randn(value.shape, generator=generator)
+    return out
+
+
+def no_dropout(*modules: torch.nn.Module) -> None:
+    """Switch off every stochastic layer (dropout, attention-probability dropout, stochastic depth)."""
+    for root in modules:
+        for module in root.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+            if isinstance(getattr(module, "dropout", None), float):
+                module.dropout = 0.0
+            if hasattr(module, "drop_prob"):
+                module.drop_prob = 0.0
+            if type(module).__name__ == "DropPath" and hasattr(module, "p"):
+                module.p = 0.0
+
+
+def openai_clip_from_open_clip(open_clip_model: torch.nn.Module) -> torch.nn.Module:
+    """The same weights in the OpenAI `clip` package's CLIP (what the official adapter holds), float32, eval."""
+    from clip.model import build_model
+
+    state = {k: v.clone() for k, v in open_clip_model.state_dict().items() if k != "attn_mask"}
+    return build_model(state).float().eval()
