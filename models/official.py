@@ -359,6 +359,34 @@ def load_mask2former_pkl(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return {k: _to_tensor(k, v, path) for k, v in raw.items()}
 
 
+def mask2former_init_state(
+    state: Mapping[str, torch.Tensor], pixel_decoder: bool = False
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The part of a Mask2Former checkpoint that initialises training, as the official training takes it.
+
+    The official head (`MaskFormerHeadAV._load_from_state_dict`, a legacy-format hook) renames every key
+    that contains "sem_seg_head" but does not start with "sem_seg_head.predictor" to
+    "sem_seg_head.pixel_decoder.<rest>" whenever the loaded state dict carries no module version. A model-zoo
+    `.pkl` loaded by detectron2's checkpointer never does (its name matching returns a plain dict; so since
+    detectron2 v0.4, February 2021, which Mask2Former and OV-AVSS require), so the pixel-decoder keys land on
+    names that do not exist and the official training starts with a randomly initialised pixel decoder: only
+    the backbone and the transformer decoder come from Mask2Former. Checked against the official code and
+    detectron2 themselves (`tests/test_official_parity.py`).
+
+    Args:
+        state: the checkpoint (`load_mask2former_pkl`).
+        pixel_decoder: also keep the pixel decoder's tensors (what the paper and the spec describe).
+
+    Returns:
+        (the tensors to load, the names left out).
+    """
+    left_out = [] if pixel_decoder else [
+        key for key in state if "sem_seg_head" in key and not key.startswith("sem_seg_head.predictor")
+    ]
+    dropped = set(left_out)
+    return {key: value for key, value in state.items() if key not in dropped}, left_out
+
+
 # ----------------------------------------------------------------------------------------- loading
 def load_matching(module: nn.Module, state: Mapping[str, torch.Tensor], prefix: str = "") -> LoadReport:
     """Copy every checkpoint tensor whose name and shape match a module entry; report the rest.

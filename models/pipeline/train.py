@@ -38,6 +38,7 @@ class TrainOptions:
     max_iters: int | None = None
     resume: bool = False
     init: Path | None = None
+    init_pixel_decoder: bool = False  # with `init`: load the pixel decoder too (the official training does not)
     amp: str = "off"  # "bf16" | "fp16" | "off"
     batch_size: int | None = None
     checkpoint_period: int | None = None
@@ -140,6 +141,8 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
     progress = progress or NullProgress()
     if options.amp not in ("off", "bf16", "fp16"):
         raise UsageError(f"unknown --amp {options.amp!r}: use bf16, fp16 or off")
+    if options.init_pixel_decoder and options.init is None:
+        raise UsageError("--init-pixel-decoder needs --init (the Mask2Former .pkl to take it from)")
     device = resolve_device(options.device)
     if options.amp != "off" and device.type != "cuda":
         raise UsageError("--amp needs --device cuda (on the CPU training runs in float32)")
@@ -194,11 +197,13 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
         warn("VGGish is randomly initialised (--vggish-weights random): audio features are not the real ones")
     audio_source = setup_audio_encoder(model, vggish_arg, train_cfg.seed)
     if options.init is not None and resume_state is None:
-        from models.official import load_mask2former_pkl, load_matching
+        from models.official import load_mask2former_pkl, load_matching, mask2former_init_state
 
-        init_sd = load_mask2former_pkl(options.init)
+        init_sd, left_out = mask2former_init_state(load_mask2former_pkl(options.init), options.init_pixel_decoder)
         report = load_matching(model, init_sd)
-        warn(f"initialised from {options.init}: {report.summary()}")
+        note = (f"; the pixel decoder keeps its random initialisation, as in the official training ({len(left_out)} "
+                "tensors of the file not used; --init-pixel-decoder loads them)") if left_out else ""
+        warn(f"initialised from {options.init}: {report.summary()}{note}")
     model.to(device)
     model.train()
 
