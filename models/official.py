@@ -359,6 +359,11 @@ def load_mask2former_pkl(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return {k: _to_tensor(k, v, path) for k, v in raw.items()}
 
 
+def is_plain_pickle(path: str | os.PathLike) -> bool:
+    """True for a pickle that is not a PyTorch file (a model-zoo `.pkl`: its dict carries no module versions)."""
+    return _file_format(Path(path)) == "pickle"
+
+
 def mask2former_init_state(
     state: Mapping[str, torch.Tensor], pixel_decoder: bool = False
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -367,11 +372,14 @@ def mask2former_init_state(
     The official head (`MaskFormerHeadAV._load_from_state_dict`, a legacy-format hook) renames every key
     that contains "sem_seg_head" but does not start with "sem_seg_head.predictor" to
     "sem_seg_head.pixel_decoder.<rest>" whenever the loaded state dict carries no module version. A model-zoo
-    `.pkl` loaded by detectron2's checkpointer never does (its name matching returns a plain dict; so since
-    detectron2 v0.4, February 2021, which Mask2Former and OV-AVSS require), so the pixel-decoder keys land on
+    `.pkl` loaded by detectron2's checkpointer never does (its name matching returns a plain dict, since
+    detectron2 v0.4 of March 2021; Mask2Former and OV-AVSS need v0.6 or later), so the pixel-decoder keys land on
     names that do not exist and the official training starts with a randomly initialised pixel decoder: only
     the backbone and the transformer decoder come from Mask2Former. Checked against the official code and
     detectron2 themselves (`tests/test_official_parity.py`).
+
+    A PyTorch file saved from a module's state_dict keeps its module versions, so the official code loads its
+    pixel decoder (`is_plain_pickle` tells the two apart).
 
     Args:
         state: the checkpoint (`load_mask2former_pkl`).
@@ -385,6 +393,18 @@ def mask2former_init_state(
     ]
     dropped = set(left_out)
     return {key: value for key, value in state.items() if key not in dropped}, left_out
+
+
+def read_init_checkpoint(
+    path: str | os.PathLike, pixel_decoder: bool = False
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """`avseg train --init PATH`: the tensors that initialise training, taken as the official training takes
+    them (`mask2former_init_state`: a model-zoo pickle's pixel decoder is left out unless `pixel_decoder`).
+
+    Returns:
+        (the tensors to load, the names left out).
+    """
+    return mask2former_init_state(load_mask2former_pkl(path), pixel_decoder or not is_plain_pickle(path))
 
 
 # ----------------------------------------------------------------------------------------- loading

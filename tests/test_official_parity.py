@@ -10,6 +10,7 @@ How the official CUDA-only steps are run on the CPU: `tests/official_code.py`.
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import types
@@ -68,7 +69,7 @@ def build_official_model(official, config: str, clip_model: torch.nn.Module) -> 
     cfg = official.cfg(config)
     audio_cfg = official.meta.vgg_cfg.TRAIN
     saved = (official.adapter.build_clip_model, audio_cfg.FREEZE_AUDIO_EXTRACTOR)
-    official.adapter.build_clip_model = lambda name: clip_model
+    official.adapter.build_clip_model = lambda name: copy.deepcopy(clip_model)  # nothing leaks between tests
     audio_cfg.FREEZE_AUDIO_EXTRACTOR = False
     try:
         torch.manual_seed(0)
@@ -87,12 +88,16 @@ def save_official_checkpoint(model: torch.nn.Module, path: Path) -> Path:
     return path
 
 
-def load_avseg_network(path: Path) -> torch.nn.Module:
+def load_avseg_network(path: Path, delete: bool = False) -> torch.nn.Module:
+    """avseg's network from a checkpoint file; `delete` removes the file afterwards (they are 0.5-0.7 GB, and
+    pytest keeps the temporary folders of its last three runs)."""
     from models.checkpoint_parts import build_network, read_checkpoint_parts, setup_vggish
 
     parts = read_checkpoint_parts(path)
     model = build_network(parts, str(path))
     setup_vggish(model, parts, None, offline=True)
+    if delete:
+        path.unlink()
     return model.eval()
 
 
@@ -107,7 +112,7 @@ def test_network_matches_official(official, parity_clip, config: str, tmp_path: 
     """Official checkpoint file -> avseg's loader -> the same outputs as the official model, in eval mode and
     in training mode (dropout and stochastic depth off), every decoder layer."""
     model = build_official_model(official, config, parity_clip[2])
-    ours = load_avseg_network(save_official_checkpoint(model, tmp_path / f"model_ov_avss_{config}.pth"))
+    ours = load_avseg_network(save_official_checkpoint(model, tmp_path / f"model_ov_avss_{config}.pth"), delete=True)
     assert set(ours.trained_state_dict()) == {
         k for k in model.state_dict() if k.startswith(("backbone.", "sem_seg_head."))
     }
@@ -223,7 +228,7 @@ def test_optimizer_schedule_and_clipped_steps_match_official(official, parity_cl
     trainer = official_trainer(official)
     cfg = official.cfg("r50")
     model = build_official_model(official, "r50", parity_clip[2])
-    ours = load_avseg_network(save_official_checkpoint(model, tmp_path / "model_ov_avss_r50.pth"))
+    ours = load_avseg_network(save_official_checkpoint(model, tmp_path / "model_ov_avss_r50.pth"), delete=True)
     train_cfg = TrainConfig()
 
     theirs_optimizer = trainer.build_optimizer(cfg, model)
@@ -270,36 +275,53 @@ def test_optimizer_schedule_and_clipped_steps_match_official(official, parity_cl
             compare(param.detach(), theirs_params[name].detach(), f"{name} after 3 steps", atol=1e-7, rtol=1e-6)
 
 
-@pytest.mark.parametrize("config", ["r50", "swinb"])
-def test_mask2former_initialisation_matches_official(official, parity_clip, config: str, tmp_path: Path):
-    """`avseg train --init model_final_*.pkl` against the official start of training (detectron2's
-    `DetectionCheckpointer`, as `train_net.py` loads MODEL.WEIGHTS) on a Mask2Former COCO pickle with the
-    model zoo's key names and shapes: the same parameters are taken from the file, with the same values.
-    Not taken: the class head and `empty_weight` (shapes differ), the audio parts (absent) and, which the
-    spec did not expect, the whole pixel decoder: the official head's legacy-format hook renames its keys
-    away because detectron2's name matching hands over a dict without module versions."""
+@pytest.mark.parametrize("config, kind", [("r50", "pkl"), ("swinb", "pkl"), ("r50", "pth")])
+def test_training_initialisation_matches_official(official, parity_clip, config: str, kind: str, tmp_path: Path):
+    """`avseg train --init FILE` against the official start of training (detectron2's `DetectionCheckpointer`,
+    as `train_net.py` loads MODEL.WEIGHTS): the same parameters are taken from the file, with the same values.
+
+    "pkl": a Mask2Former COCO model-zoo pickle (the model zoo's key names and shapes). Not taken: the class head
+    and `empty_weight` (shapes differ), the audio parts (absent) and, which the spec did not expect, the whole
+    pixel decoder: the official head's legacy-format hook renames its keys away because detectron2's name
+    matching hands over a dict without module versions. "pth": a PyTorch file of an OV-AVSS state_dict, whose
+    module versions survive, so everything is taken."""
+    from collections import OrderedDict
+
     from detectron2.checkpoint import DetectionCheckpointer
 
     import fake_official
-    from models.official import load_mask2former_pkl, load_matching, mask2former_init_state
-
-    path = tmp_path / "model_final.pkl"
-    arrays = fake_official.make_fake_mask2former_pkl(path, config, seed=13)
-    model = build_official_model(official, config, parity_clip[2])
-    DetectionCheckpointer(model).load(str(path))
-    theirs_state = model.state_dict()
-    theirs_loaded = {k for k, v in arrays.items() if k in theirs_state and tuple(theirs_state[k].shape) == v.shape
-                     and torch.equal(theirs_state[k], torch.from_numpy(v).to(theirs_state[k].dtype))}
-
+    from models.official import load_matching, read_init_checkpoint
     from models.ovavss.model import build_ovavss
 
+    model = build_official_model(official, config, parity_clip[2])
+    if kind == "pkl":
+        path = tmp_path / "model_final.pkl"
+        arrays = {k: torch.from_numpy(v) for k, v in fake_official.make_fake_mask2former_pkl(path, config, 13).items()}
+    else:
+        path = tmp_path / "model_ov_avss.pth"
+        donor = model.state_dict()  # an OrderedDict with the modules' versions, as torch.save keeps it
+        for key, value in donor.items():
+            if value.is_floating_point() and key.startswith(("backbone.", "sem_seg_head.")):
+                donor[key] = value + 1.0
+        torch.save({"model": donor}, path)
+        arrays = OrderedDict(donor)
+    DetectionCheckpointer(model).load(str(path))
+    theirs_state = model.state_dict()
+    trained = ("backbone.", "sem_seg_head.")
+    theirs_loaded = {k for k, v in arrays.items() if k.startswith(trained) and k in theirs_state
+                     and theirs_state[k].shape == v.shape and torch.equal(theirs_state[k], v.to(theirs_state[k].dtype))}
+
     ours = build_ovavss(config)
-    init_state, left_out = mask2former_init_state(load_mask2former_pkl(path))
+    init_state, left_out = read_init_checkpoint(path)
+    path.unlink()  # 0.2-0.7 GB
     report = load_matching(ours, init_state)
-    assert set(report.loaded) == theirs_loaded
+    assert {k for k in report.loaded if k.startswith(trained)} == theirs_loaded
     pixel_decoder = {k for k in arrays if k.startswith("sem_seg_head.pixel_decoder.")}
-    assert set(left_out) == pixel_decoder and not pixel_decoder & theirs_loaded
-    assert {"sem_seg_head.predictor.class_embed.weight", "criterion.empty_weight"} <= set(arrays) - theirs_loaded
+    if kind == "pkl":
+        assert set(left_out) == pixel_decoder and not pixel_decoder & theirs_loaded
+        assert {"sem_seg_head.predictor.class_embed.weight", "criterion.empty_weight"} <= set(arrays) - theirs_loaded
+    else:
+        assert not left_out and pixel_decoder <= theirs_loaded
     ours_state = ours.state_dict()
     for key in theirs_loaded:
         assert torch.equal(ours_state[key], theirs_state[key]), key
@@ -317,14 +339,35 @@ def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def official_vggish(official, tmp_path_factory):
+    """(the official VGGish with random weights, avseg's VGGish loading them from a vggish-10086976.pth file)."""
+    from models.ovavss.vggish import VGGish, load_vggish_weights
+
+    audio_cfg = official.meta.vgg_cfg
+    saved = audio_cfg.TRAIN.FREEZE_AUDIO_EXTRACTOR
+    audio_cfg.TRAIN.FREEZE_AUDIO_EXTRACTOR = False
+    try:
+        torch.manual_seed(5)
+        theirs = official.vggish.VGGish(audio_cfg, torch.device("cpu")).eval()
+    finally:
+        audio_cfg.TRAIN.FREEZE_AUDIO_EXTRACTOR = saved
+    weights = tmp_path_factory.mktemp("vggish") / "vggish-10086976.pth"
+    torch.save(theirs.state_dict(), weights)
+    ours = VGGish().eval()
+    load_vggish_weights(ours, weights)
+    weights.unlink()  # 288 MB
+    return theirs, ours
+
+
 @pytest.mark.parametrize(
     "seconds, rate, channels",
     [(10.0, 16000, 1), (10.0, 44100, 2), (5.0, 48000, 1), (4.3, 16000, 2), (10.5, 22050, 1)],
 )
-def test_audio_front_end_and_vggish_match_official(official, tmp_path: Path, seconds, rate, channels):
+def test_audio_front_end_and_vggish_match_official(official, official_vggish, tmp_path: Path, seconds, rate,
+                                                   channels):
     """wav file -> 10 log-mel examples (zero-padded or cut) -> VGGish embeddings, both codes, same weights."""
     from models.ovavss.audio_frontend import read_wav_examples
-    from models.ovavss.vggish import VGGish, load_vggish_weights
 
     rng = np.random.default_rng(int(seconds * 10) + rate + channels)
     times = np.arange(int(seconds * rate)) / rate
@@ -332,19 +375,7 @@ def test_audio_front_end_and_vggish_match_official(official, tmp_path: Path, sec
     samples = tone[:, None] + 0.05 * rng.standard_normal((times.size, channels))
     path = write_wav(tmp_path / "audio.wav", samples[:, 0] if channels == 1 else samples, rate)
 
-    audio_cfg = official.meta.vgg_cfg
-    saved = audio_cfg.TRAIN.FREEZE_AUDIO_EXTRACTOR
-    audio_cfg.TRAIN.FREEZE_AUDIO_EXTRACTOR = False
-    try:
-        torch.manual_seed(5)
-        theirs_net = official.vggish.VGGish(audio_cfg, torch.device("cpu")).eval()
-    finally:
-        audio_cfg.TRAIN.FREEZE_AUDIO_EXTRACTOR = saved
-    weights = tmp_path / "vggish-10086976.pth"
-    torch.save({k: v for k, v in theirs_net.state_dict().items()}, weights)
-    ours_net = VGGish().eval()
-    load_vggish_weights(ours_net, weights)
-
+    theirs_net, ours_net = official_vggish
     theirs_examples = theirs_net._preprocess([str(path)])  # (10, 1, 96, 64)
     ours_examples = read_wav_examples(path)
     compare(ours_examples, theirs_examples, "log-mel examples", atol=1e-4, rtol=1e-5)
@@ -488,6 +519,7 @@ def test_open_vocabulary_prediction_matches_official(official, parity_clip, conf
     official_maps = official_maps.numpy().astype(np.int64)
 
     predictor = AVSegPredictor.from_checkpoint(path, device="cpu", clip_weights=clip_folder)
+    path.unlink()  # 0.5-0.7 GB
     predictor.set_vocabulary(VOCABULARY)
     canvas = MaskCanvas(network_out["pred_masks"][0], (224, 320))
     with torch.no_grad():

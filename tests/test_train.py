@@ -115,11 +115,12 @@ def test_user_errors(data_dir: Path, tmp_path: Path):
         train(_options(data_dir, tmp_path / "y", vggish_weights=str(tmp_path / "nope.pth")), warn=_quiet)
 
 
-@pytest.mark.parametrize("pixel_decoder", [False, True])
-def test_init_takes_what_the_official_training_takes(data_dir: Path, tmp_path: Path, pixel_decoder: bool):
+@pytest.mark.parametrize("kind, pixel_decoder", [("pkl", False), ("pkl", True), ("pth", False)])
+def test_init_takes_what_the_official_training_takes(data_dir: Path, tmp_path: Path, kind: str, pixel_decoder: bool):
     """--init: backbone and transformer decoder from a Mask2Former-style pickle; the pixel decoder keeps its
     random initialisation, as in the official training (`models.official.mask2former_init_state`), unless
-    --init-pixel-decoder. lr 0 keeps the weights of the first step where they started."""
+    --init-pixel-decoder; a PyTorch file gives everything. lr 0 keeps the weights of the first step where they
+    started."""
     import pickle
 
     from models.checkpoint_parts import read_checkpoint_parts
@@ -128,10 +129,13 @@ def test_init_takes_what_the_official_training_takes(data_dir: Path, tmp_path: P
     torch.manual_seed(123)
     donor = {k: v + 0.5 * torch.randn_like(v) if v.is_floating_point() else v
              for k, v in build_ovavss("tiny").trained_state_dict().items()}
-    init = tmp_path / "model_final.pkl"
-    with open(init, "wb") as handle:
-        pickle.dump({"model": {k: v.numpy() for k, v in donor.items()}, "__author__": "Mask2Former",
-                     "matching_heuristics": True}, handle)
+    init = tmp_path / f"model_final.{kind}"
+    if kind == "pkl":
+        with open(init, "wb") as handle:
+            pickle.dump({"model": {k: v.numpy() for k, v in donor.items()}, "__author__": "Mask2Former",
+                         "matching_heuristics": True}, handle)
+    else:
+        torch.save({"model": donor}, init)
     messages = []
     train(_options(data_dir, tmp_path / "run", max_iters=1, checkpoint_period=1, init=init,
                    init_pixel_decoder=pixel_decoder, overrides={"train_num_points": 256, "base_lr": 0.0}),
@@ -141,9 +145,11 @@ def test_init_takes_what_the_official_training_takes(data_dir: Path, tmp_path: P
     other_keys = [k for k in donor if k not in pixel_keys]
     assert pixel_keys and other_keys
     assert all(torch.equal(state[k], donor[k]) for k in other_keys)
-    assert all(torch.equal(state[k], donor[k]) == pixel_decoder for k in pixel_keys if donor[k].is_floating_point())
+    expect_pixel_decoder = pixel_decoder or kind == "pth"
+    assert all(torch.equal(state[k], donor[k]) == expect_pixel_decoder
+               for k in pixel_keys if donor[k].is_floating_point())
     note = [m for m in messages if m.startswith(f"initialised from {init}")]
-    assert len(note) == 1 and ("keeps its random initialisation" in note[0]) != pixel_decoder
+    assert len(note) == 1 and ("keeps its random initialisation" in note[0]) != expect_pixel_decoder
 
 
 def test_init_pixel_decoder_needs_init(data_dir: Path, tmp_path: Path):

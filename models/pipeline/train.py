@@ -197,9 +197,9 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
         warn("VGGish is randomly initialised (--vggish-weights random): audio features are not the real ones")
     audio_source = setup_audio_encoder(model, vggish_arg, train_cfg.seed)
     if options.init is not None and resume_state is None:
-        from models.official import load_mask2former_pkl, load_matching, mask2former_init_state
+        from models.official import load_matching, read_init_checkpoint
 
-        init_sd, left_out = mask2former_init_state(load_mask2former_pkl(options.init), options.init_pixel_decoder)
+        init_sd, left_out = read_init_checkpoint(options.init, options.init_pixel_decoder)
         report = load_matching(model, init_sd)
         note = (f"; the pixel decoder keeps its random initialisation, as in the official training ({len(left_out)} "
                 "tensors of the file not used; --init-pixel-decoder loads them)") if left_out else ""
