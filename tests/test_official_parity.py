@@ -208,6 +208,99 @@ def test_matching_and_losses_match_official(official, parity_clip, subset: str, 
     assert all(float(theirs[name]) > 0 for name in theirs)
 
 
+@pytest.mark.parametrize("subset", ["v2", "v1s"])
+def test_training_step_matches_official(official, parity_clip, subset: str, tmp_path: Path, monkeypatch):
+    """One training step from data to gradients: an avseg training clip of a synthetic AVSBench video (frames,
+    audio examples by frame id, targets) against the official training forward on the same clip in the
+    official input format (frames, per-frame `Instances` with ids, file names, wav path, subset label), which
+    normalises and pads the frames, runs VGGish on the wav and picks each frame's example, builds padded
+    targets (v1s: first frame only), and returns the weighted losses: every weighted loss term and the
+    gradient of every trained parameter equal (fusion dropout off, the same sampling points)."""
+    from detectron2.structures import BitMasks, Instances
+
+    from models.data.clips import TrainClipDataset, collate_train_clips
+    from models.data.prepared import PreparedData
+    from models.data.synthetic import SyntheticVideoSpec, make_synthetic_avsbench
+    from models.ovavss.config import TrainConfig
+    from models.ovavss.criterion import SetCriterion, default_weight_dict, weighted_total
+    from models.ovavss.matcher import HungarianMatcher
+    from models.pipeline.prepare import prepare_dataset
+
+    root = tmp_path / "AVSBench-semantic"
+    make_synthetic_avsbench(root, [SyntheticVideoSpec("train", subset, ("dog", "piano"), ("car",))], seed=5)
+    prepare_dataset(root, tmp_path / "data")
+    data = PreparedData.open(tmp_path / "data")
+    clip = TrainClipDataset(data, "train", short_sides=(128,), flip_prob=1.0)[(0, 7)]
+    record = data.load_split("train")[0]
+    batch = collate_train_clips([clip])
+
+    model = build_official_model(official, "r50", parity_clip[2])
+    ours = load_avseg_network(save_official_checkpoint(model, tmp_path / "model.pth"), delete=True)
+    model.train()
+    ours.train()
+    no_dropout(model, ours)
+
+    height, width = clip.image_size
+    instances = []
+    for t in range(clip.frames.shape[0]):
+        frame = Instances((height, width))
+        position = (clip.frame_indices == t).nonzero()
+        masks = clip.masks[:, int(position)] if len(position) else torch.zeros(len(clip.labels), height, width, dtype=torch.bool)
+        present = masks.flatten(1).any(1)
+        frame.gt_masks = BitMasks(masks)
+        frame.gt_ids = torch.where(present, torch.arange(len(clip.labels)), torch.full_like(clip.labels, -1))
+        frame.gt_classes = clip.labels.clone()
+        instances.append(frame)
+    batched_inputs = [{
+        "image": [frame.float() for frame in clip.frames],
+        "instances": instances,
+        "file_names": [f"{record.uid}/{int(k)}.jpg" for k in clip.frame_ids],
+        "wav_data": str(record.audio_path(root)),
+        "label": subset,
+        "height": height,
+        "width": width,
+    }]
+
+    train_cfg = TrainConfig()
+    weight_dict = default_weight_dict(9, class_weight=train_cfg.class_weight, mask_weight=train_cfg.mask_weight,
+                                      dice_weight=train_cfg.dice_weight)
+    criterion = SetCriterion(
+        num_classes=1, weight_dict=weight_dict, eos_coef=train_cfg.no_object_weight,
+        matcher=HungarianMatcher(cost_class=train_cfg.class_weight, cost_mask=train_cfg.mask_weight,
+                                 cost_dice=train_cfg.dice_weight, num_points=train_cfg.train_num_points),
+        num_points=train_cfg.train_num_points, oversample_ratio=train_cfg.oversample_ratio,
+        importance_sample_ratio=train_cfg.importance_sample_ratio)
+
+    monkeypatch.setattr(torch, "rand", fixed_points_rand())
+    with official_cpu_bridges(official):
+        theirs = model(batched_inputs)
+    sum(theirs.values()).backward()
+    with torch.no_grad():
+        embeddings = ours.embed_audio(batch.audio_examples)
+    outputs = ours(batch.images, audio_embeddings=embeddings)
+    mine = criterion(outputs, batch.targets)
+    total = weighted_total(mine, weight_dict)
+    total.backward()
+
+    assert set(mine) == set(theirs) and len(theirs) == 30
+    for name in sorted(theirs):
+        compare(mine[name] * weight_dict[name], theirs[name], f"{subset} {name}", atol=1e-4, rtol=1e-4)
+    # Gradients relative to their norm. The float32 noise floor of this random, deep network is ~2.5e-3 (avseg's
+    # own float32 gradients against its float64 ones, same inputs); a wrong term would give O(1). A gradient that
+    # is zero in exact arithmetic (the fusion's v_proj.bias: one audio token per frame, so the vision-to-audio
+    # softmax is constant) is float noise of ~1e-8 in both, hence the absolute 1e-6.
+    theirs_params = dict(model.named_parameters())
+    checked = 0
+    for name, param in ours.named_parameters():
+        if param.requires_grad and name.startswith(("backbone.", "sem_seg_head.")):
+            theirs_grad = theirs_params[name].grad
+            assert param.grad is not None and theirs_grad is not None, name
+            difference = float((param.grad - theirs_grad).norm())
+            assert difference <= 1e-2 * float(theirs_grad.norm()) + 1e-6, (name, difference, float(theirs_grad.norm()))
+            checked += 1
+    assert checked > 400
+
+
 def official_trainer(official):
     """The official `train_net.Trainer` (its optimizer and lr-schedule builders)."""
     sys.path.insert(0, str(official.repo))
