@@ -1,4 +1,5 @@
-"""The official OV-AVSS code (github.com/ruohaoguo/ovavss), imported from a checkout, for the parity tests.
+"""The official OV-AVSS code (github.com/ruohaoguo/ovavss), imported from a checkout, and the helpers both parity
+test modules share (`test_official_parity.py`, `test_official_parity_training.py`).
 
 Nothing of it is copied into avseg: `AVSEG_OFFICIAL_REPO` names a checkout that is imported as it is,
 next to detectron2 (its source tree on PYTHONPATH is enough: nothing used here needs its compiled ops) and
@@ -19,13 +20,20 @@ for the official code only and only inside `official_cpu_bridges()`:
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 import os
 import sys
 import types
+import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+
+FRAMES = 5
+"""Frames per clip in the parity tests (the official clip length)."""
 
 OFFICIAL_CONFIGS = {
     "r50": "configs/avsbench/OV_AVSS_R50.yaml",
@@ -176,3 +184,94 @@ def openai_clip_from_open_clip(open_clip_model: torch.nn.Module) -> torch.nn.Mod
 
     state = {k: v.clone() for k, v in open_clip_model.state_dict().items() if k != "attn_mask"}
     return build_model(state).float().eval()
+
+
+def parity_clip_models(folder: Path):
+    """(a tiny open_clip CLIP, its folder for `--clip-weights` written to `folder`, the same weights in the OpenAI
+    `clip` package's CLIP)."""
+    from open_clip.model import CLIP
+
+    from ov_synthetic import save_clip_folder
+
+    torch.manual_seed(3)
+    model = CLIP(**PARITY_CLIP).eval()
+    with torch.no_grad():  # OpenAI's CLIP builder stores weights in float16 (the released weights are float16)
+        for tensor in model.state_dict().values():
+            tensor.copy_(tensor.half().float())
+        model.visual.conv1.weight.mul_(16)  # crops, not the class token, then decide the image embedding
+    folder.mkdir(parents=True, exist_ok=True)
+    save_clip_folder(model, folder)
+    config = json.loads((folder / "open_clip_config.json").read_text())
+    config["model_cfg"] = PARITY_CLIP
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    return model, folder, openai_clip_from_open_clip(model)
+
+
+def build_official_model(official, config: str, clip_model: torch.nn.Module) -> torch.nn.Module:
+    """The official `OV_AVSS` meta-architecture from its config file, random weights, eval mode.
+
+    Its CLIP is `clip_model` (instead of a download) and its VGGish is random (instead of a file).
+    """
+    cfg = official.cfg(config)
+    audio_cfg = official.meta.vgg_cfg.TRAIN
+    saved = (official.adapter.build_clip_model, audio_cfg.FREEZE_AUDIO_EXTRACTOR)
+    official.adapter.build_clip_model = lambda name: copy.deepcopy(clip_model)  # nothing leaks between tests
+    audio_cfg.FREEZE_AUDIO_EXTRACTOR = False
+    try:
+        torch.manual_seed(0)
+        model = official.build_model(cfg)
+    finally:
+        official.adapter.build_clip_model, audio_cfg.FREEZE_AUDIO_EXTRACTOR = saved
+    state = model.state_dict()  # keeps its `_metadata` (the head's version: no legacy key renaming)
+    state.update(perturbed_state({k: v for k, v in state.items() if k.startswith(("backbone.", "sem_seg_head."))}))
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def save_official_checkpoint(model: torch.nn.Module, path: Path) -> Path:
+    """What the official detectron2 checkpointer writes: {"model": state_dict, "iteration": n}."""
+    torch.save({"model": model.state_dict(), "iteration": 96227}, path)
+    return path
+
+
+def load_avseg_network(path: Path, delete: bool = False) -> torch.nn.Module:
+    """avseg's network from a checkpoint file; `delete` removes the file afterwards (they are 0.5-0.7 GB, and
+    pytest keeps the temporary folders of its last three runs)."""
+    from models.checkpoint_parts import build_network, read_checkpoint_parts, setup_vggish
+
+    parts = read_checkpoint_parts(path)
+    model = build_network(parts, str(path))
+    setup_vggish(model, parts, None, offline=True)
+    if delete:
+        path.unlink()
+    return model.eval()
+
+
+def compare(ours: torch.Tensor, theirs: torch.Tensor, what: str, atol: float = 1e-4, rtol: float = 1e-4) -> None:
+    assert ours.shape == theirs.shape, f"{what}: shape {tuple(ours.shape)} vs official {tuple(theirs.shape)}"
+    torch.testing.assert_close(ours.float(), theirs.float(), atol=atol, rtol=rtol, msg=lambda m: f"{what}: {m}")
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
+    data = np.clip(samples * 32767, -32768, 32767).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1 if data.ndim == 1 else data.shape[1])
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(data.tobytes())
+    return path
+
+
+def official_demo_modules(official):
+    """The official evaluation scripts' modules (`demo_video/`: the demo predictor, painting and metrics)."""
+    folder = str(official.repo / "demo_video")
+    sys.path.insert(0, folder)
+    try:
+        import avsbench_dataloader
+        import avsbench_eval
+        import avsbench_utils
+        from predictor import VideoPredictor, VisualizationDemo
+    finally:
+        sys.path.remove(folder)
+    return types.SimpleNamespace(eval=avsbench_eval, utils=avsbench_utils, demo=VisualizationDemo,
+                                 video_predictor=VideoPredictor, dataloader=avsbench_dataloader)
