@@ -51,3 +51,20 @@ def wide_cli_consoles():
     yield
     for c, width in saved:
         c._width = width
+
+
+# ------------------------------------------------------------------------------- parity with the official code
+@pytest.fixture(scope="module")
+def official():
+    """The official OV-AVSS code (`tests/official_code.py`); skips the test where it is not available."""
+    from official_code import import_official
+
+    return import_official()
+
+
+@pytest.fixture(scope="module")
+def parity_clip(tmp_path_factory):
+    """(open_clip model, its folder for `--clip-weights`, the same weights in the OpenAI `clip` package)."""
+    from official_code import parity_clip_models
+
+    return parity_clip_models(tmp_path_factory.mktemp("parity_clip"))

@@ -23,29 +23,16 @@ from official_code import (
     FRAMES,
     build_official_model,
     compare,
-    import_official,
     load_avseg_network,
     no_dropout,
     official_cpu_bridges,
     official_demo_modules,
-    parity_clip_models,
     save_official_checkpoint,
     write_wav,
 )
 
 VOCABULARY = ("violin", "dog", "man")  # few names, so CLIP's probabilities pass the 0.3 threshold
 HEIGHT, WIDTH = 200, 300  # unpadded; the network pads to 224 x 320
-
-
-@pytest.fixture(scope="module")
-def official() -> types.SimpleNamespace:
-    return import_official()
-
-
-@pytest.fixture(scope="module")
-def parity_clip(tmp_path_factory):
-    """(open_clip model, its folder for `--clip-weights`, the same weights in the OpenAI `clip` package)."""
-    return parity_clip_models(tmp_path_factory.mktemp("parity_clip"))
 
 
 # ---------------------------------------------------------------------------------------------- network

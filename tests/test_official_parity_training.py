@@ -5,7 +5,6 @@ these tests need; they skip without it)."""
 from __future__ import annotations
 
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -16,24 +15,11 @@ from official_code import (
     FRAMES,
     build_official_model,
     compare,
-    import_official,
     load_avseg_network,
     no_dropout,
     official_cpu_bridges,
-    parity_clip_models,
     save_official_checkpoint,
 )
-
-@pytest.fixture(scope="module")
-def official() -> types.SimpleNamespace:
-    return import_official()
-
-
-@pytest.fixture(scope="module")
-def parity_clip(tmp_path_factory):
-    """(open_clip model, its folder for `--clip-weights`, the same weights in the OpenAI `clip` package)."""
-    return parity_clip_models(tmp_path_factory.mktemp("parity_clip"))
-
 
 def fixed_points_rand(count: int = 40000, seed: int = 9):
     """A stand-in for `torch.rand(..., n, 2)` that always returns the same first n points (broadcast over the
