@@ -376,7 +376,7 @@ def mask2former_init_state(
     detectron2 v0.4 of March 2021; Mask2Former and OV-AVSS need v0.6 or later), so the pixel-decoder keys land on
     names that do not exist and the official training starts with a randomly initialised pixel decoder: only
     the backbone and the transformer decoder come from Mask2Former. Checked against the official code and
-    detectron2 themselves (`tests/test_official_parity.py`).
+    detectron2 themselves (`tests/test_official_parity_training.py`).
 
     A PyTorch file saved from a module's state_dict keeps its module versions, so the official code loads its
     pixel decoder (`is_plain_pickle` tells the two apart).

@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 import sys
 import types
-import wave
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -77,17 +74,14 @@ def import_official() -> types.SimpleNamespace:
         sys.modules["MultiScaleDeformableAttention"] = op
     try:
         from detectron2.config import get_cfg
-        from detectron2.modeling import build_backbone, build_model, build_sem_seg_head
+        from detectron2.modeling import build_model
         from detectron2.projects.deeplab import add_deeplab_config
 
-        import ov_avss
         from ov_avss import config as official_config
         from ov_avss import ov_avss as official_meta
         from ov_avss.modeling.audio_encoder import vggish as official_vggish
-        from ov_avss.modeling.audio_encoder import vggish_input as official_vggish_input
         from ov_avss.modeling.clip_adapter import adapter as official_adapter
         from ov_avss.modeling.clip_adapter import text_prompt as official_text_prompt
-        from ov_avss.modeling import video_maskformer as official_video_maskformer
     except ImportError as error:
         pytest.skip(f"the official code cannot be imported here ({error}); see README 'Parity with the official code'")
 
@@ -104,10 +98,8 @@ def import_official() -> types.SimpleNamespace:
         return cfg
 
     return types.SimpleNamespace(
-        repo=repo, package=ov_avss, cfg=official_cfg, build_backbone=build_backbone,
-        build_sem_seg_head=build_sem_seg_head, build_model=build_model, meta=official_meta,
-        vggish=official_vggish, vggish_input=official_vggish_input, adapter=official_adapter,
-        text_prompt=official_text_prompt, video_maskformer=official_video_maskformer,
+        repo=repo, cfg=official_cfg, build_model=build_model, meta=official_meta, vggish=official_vggish,
+        adapter=official_adapter, text_prompt=official_text_prompt,
     )
 
 
@@ -199,12 +191,7 @@ def parity_clip_models(folder: Path):
         for tensor in model.state_dict().values():
             tensor.copy_(tensor.half().float())
         model.visual.conv1.weight.mul_(16)  # crops, not the class token, then decide the image embedding
-    folder.mkdir(parents=True, exist_ok=True)
-    save_clip_folder(model, folder)
-    config = json.loads((folder / "open_clip_config.json").read_text())
-    config["model_cfg"] = PARITY_CLIP
-    (folder / "open_clip_config.json").write_text(json.dumps(config))
-    return model, folder, openai_clip_from_open_clip(model)
+    return model, save_clip_folder(model, folder, PARITY_CLIP), openai_clip_from_open_clip(model)
 
 
 def build_official_model(official, config: str, clip_model: torch.nn.Module) -> torch.nn.Module:
@@ -250,16 +237,6 @@ def load_avseg_network(path: Path, delete: bool = False) -> torch.nn.Module:
 def compare(ours: torch.Tensor, theirs: torch.Tensor, what: str, atol: float = 1e-4, rtol: float = 1e-4) -> None:
     assert ours.shape == theirs.shape, f"{what}: shape {tuple(ours.shape)} vs official {tuple(theirs.shape)}"
     torch.testing.assert_close(ours.float(), theirs.float(), atol=atol, rtol=rtol, msg=lambda m: f"{what}: {m}")
-
-
-def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
-    data = np.clip(samples * 32767, -32768, 32767).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1 if data.ndim == 1 else data.shape[1])
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(data.tobytes())
-    return path
 
 
 def official_demo_modules(official):

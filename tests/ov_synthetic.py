@@ -63,12 +63,13 @@ def train_tiny(data_dir: Path, out: Path, iters: int = 400, shuffle_audio: bool 
     return out / "last.pt"
 
 
-def save_clip_folder(model: torch.nn.Module, folder: Path) -> Path:
-    """An open_clip folder (open_clip_config.json + weights) that `--clip-weights FOLDER` loads."""
+def save_clip_folder(model: torch.nn.Module, folder: Path, model_cfg: dict = TINY_CLIP) -> Path:
+    """An open_clip folder (open_clip_config.json naming `model_cfg`, the model's architecture, + weights) that
+    `--clip-weights FOLDER` loads."""
     from models.ovavss.clip_model import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
     folder.mkdir(parents=True, exist_ok=True)
-    config = {"model_cfg": TINY_CLIP, "preprocess_cfg": {"mean": list(OPENAI_CLIP_MEAN), "std": list(OPENAI_CLIP_STD)}}
+    config = {"model_cfg": model_cfg, "preprocess_cfg": {"mean": list(OPENAI_CLIP_MEAN), "std": list(OPENAI_CLIP_STD)}}
     (folder / "open_clip_config.json").write_text(json.dumps(config))
     torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
     return folder

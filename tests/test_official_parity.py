@@ -15,9 +15,10 @@ import types
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 import pytest
+import soundfile
 import torch
+from PIL import Image
 
 from official_code import (
     FRAMES,
@@ -28,7 +29,6 @@ from official_code import (
     official_cpu_bridges,
     official_demo_modules,
     save_official_checkpoint,
-    write_wav,
 )
 
 VOCABULARY = ("violin", "dog", "man")  # few names, so CLIP's probabilities pass the 0.3 threshold
@@ -104,7 +104,8 @@ def test_audio_front_end_and_vggish_match_official(official, official_vggish, tm
     times = np.arange(int(seconds * rate)) / rate
     tone = 0.3 * np.sin(2 * np.pi * 440 * times) * (1 + np.sin(2 * np.pi * 0.5 * times))
     samples = tone[:, None] + 0.05 * rng.standard_normal((times.size, channels))
-    path = write_wav(tmp_path / "audio.wav", samples[:, 0] if channels == 1 else samples, rate)
+    path = tmp_path / "audio.wav"
+    soundfile.write(path, samples[:, 0] if channels == 1 else samples, rate, subtype="PCM_16")
 
     theirs_net, ours_net = official_vggish
     theirs_examples = theirs_net._preprocess([str(path)])  # (10, 1, 96, 64)
@@ -204,7 +205,8 @@ def test_open_vocabulary_prediction_matches_official(official, parity_clip, conf
     frames = torch.randint(0, 256, (FRAMES, 3, HEIGHT, WIDTH), generator=generator, dtype=torch.uint8)
     rate = 16000
     times = np.arange(10 * rate) / rate
-    wav = write_wav(tmp_path / "audio.wav", 0.4 * np.sin(2 * np.pi * 330 * times) * (times % 1 < 0.6), rate)
+    wav = tmp_path / "audio.wav"
+    soundfile.write(wav, 0.4 * np.sin(2 * np.pi * 330 * times) * (times % 1 < 0.6), rate, subtype="PCM_16")
     batched_inputs = [{
         "image": [frame.float() for frame in frames],
         "file_names": [f"video/{k}.png" for k in range(FRAMES)],
