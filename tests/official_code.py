@@ -131,6 +131,16 @@ def official_cpu_bridges(official: types.SimpleNamespace):
             setattr(owner, name, value)
 
 
+def bare_clip_adapter(official: types.SimpleNamespace, **attributes) -> torch.nn.Module:
+    """The official `ClipAdapter` without its constructor (which downloads CLIP), holding only `attributes`
+    (e.g. `clip_model`, `templates`, `text_cache`, `input_resolution`) for the method under test."""
+    adapter = official.adapter.ClipAdapter.__new__(official.adapter.ClipAdapter)
+    torch.nn.Module.__init__(adapter)
+    for name, value in attributes.items():
+        setattr(adapter, name, value)
+    return adapter
+
+
 def perturbed_state(state: dict[str, torch.Tensor], seed: int = 1) -> dict[str, torch.Tensor]:
     """Random but well-conditioned values for every tensor of a freshly initialised official model.
 

@@ -22,6 +22,7 @@ from PIL import Image
 
 from official_code import (
     FRAMES,
+    bare_clip_adapter,
     build_official_model,
     compare,
     load_avseg_network,
@@ -131,9 +132,7 @@ def test_prompt_templates_and_text_embeddings_match_official(official, parity_cl
     assert tuple(official_templates) == VILD_TEMPLATES
 
     model, _, openai_model = parity_clip
-    adapter = official.adapter.ClipAdapter.__new__(official.adapter.ClipAdapter)
-    torch.nn.Module.__init__(adapter)
-    adapter.clip_model, adapter.templates, adapter.text_cache = openai_model, official_templates, {}
+    adapter = bare_clip_adapter(official, clip_model=openai_model, templates=official_templates, text_cache={})
     names = list(CLASS_NAMES[1:])
     with torch.no_grad():
         theirs = adapter.encode_text(names)
@@ -160,9 +159,7 @@ def test_region_crops_match_official(official):
     generator = torch.Generator().manual_seed(4)
     frames = torch.randint(0, 256, (FRAMES, 3, HEIGHT, WIDTH), generator=generator).float()
     logits = random_mask_logits(20, generator)
-    adapter = official.adapter.ClipAdapter.__new__(official.adapter.ClipAdapter)
-    torch.nn.Module.__init__(adapter)
-    adapter.input_resolution = 32
+    adapter = bare_clip_adapter(official, input_resolution=32)
     with official_cpu_bridges(official):
         regions, valid = adapter._preprocess_image(frames, logits.sigmoid().transpose(0, 1))  # (T, Q) order
 
