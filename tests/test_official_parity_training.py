@@ -46,21 +46,14 @@ def blob_masks(count: int, frames: int, generator: torch.Generator) -> torch.Ten
 def test_matching_and_losses_match_official(official, parity_clip, subset: str, monkeypatch):
     """The official criterion (Hungarian matching, 2-way CE with no-object weight 0.1, PointRend-sampled BCE
     and dice, deep supervision; v1s clips supervised on their first frame only) and avseg's, built from their
-    configs, on the same predictions and targets, sampling at the same points: every loss term equal."""
+    configs (avseg's: `build_criterion`, what `avseg train` uses), on the same predictions and targets, sampling
+    at the same points: every loss term equal."""
     from models.ovavss.config import TrainConfig, get_config
-    from models.ovavss.criterion import SetCriterion, default_weight_dict
-    from models.ovavss.matcher import HungarianMatcher
+    from models.ovavss.criterion import build_criterion
 
     model = build_official_model(official, "r50", parity_clip[2])
-    train_cfg = TrainConfig()
-    weight_dict = default_weight_dict(get_config("r50").dec_layers, class_weight=train_cfg.class_weight,
-                                      mask_weight=train_cfg.mask_weight, dice_weight=train_cfg.dice_weight)
-    assert weight_dict == model.criterion.weight_dict
-    matcher = HungarianMatcher(cost_class=train_cfg.class_weight, cost_mask=train_cfg.mask_weight,
-                               cost_dice=train_cfg.dice_weight, num_points=train_cfg.train_num_points)
-    ours = SetCriterion(num_classes=1, matcher=matcher, weight_dict=weight_dict, eos_coef=train_cfg.no_object_weight,
-                        num_points=train_cfg.train_num_points, oversample_ratio=train_cfg.oversample_ratio,
-                        importance_sample_ratio=train_cfg.importance_sample_ratio)
+    ours = build_criterion(TrainConfig(), get_config("r50").dec_layers)
+    assert ours.weight_dict == model.criterion.weight_dict
     assert torch.equal(ours.empty_weight, model.criterion.empty_weight)
 
     generator = torch.Generator().manual_seed(10)
@@ -100,9 +93,8 @@ def test_training_step_matches_official(official, parity_clip, subset: str, tmp_
     from models.data.clips import TrainClipDataset, collate_train_clips
     from models.data.prepared import PreparedData
     from models.data.synthetic import SyntheticVideoSpec, make_synthetic_avsbench
-    from models.ovavss.config import TrainConfig
-    from models.ovavss.criterion import SetCriterion, default_weight_dict, weighted_total
-    from models.ovavss.matcher import HungarianMatcher
+    from models.ovavss.config import TrainConfig, get_config
+    from models.ovavss.criterion import build_criterion, weighted_total
     from models.pipeline.prepare import prepare_dataset
 
     root = tmp_path / "AVSBench-semantic"
@@ -140,15 +132,8 @@ def test_training_step_matches_official(official, parity_clip, subset: str, tmp_
         "width": width,
     }]
 
-    train_cfg = TrainConfig()
-    weight_dict = default_weight_dict(9, class_weight=train_cfg.class_weight, mask_weight=train_cfg.mask_weight,
-                                      dice_weight=train_cfg.dice_weight)
-    criterion = SetCriterion(
-        num_classes=1, weight_dict=weight_dict, eos_coef=train_cfg.no_object_weight,
-        matcher=HungarianMatcher(cost_class=train_cfg.class_weight, cost_mask=train_cfg.mask_weight,
-                                 cost_dice=train_cfg.dice_weight, num_points=train_cfg.train_num_points),
-        num_points=train_cfg.train_num_points, oversample_ratio=train_cfg.oversample_ratio,
-        importance_sample_ratio=train_cfg.importance_sample_ratio)
+    criterion = build_criterion(TrainConfig(), get_config("r50").dec_layers)
+    weight_dict = criterion.weight_dict
 
     monkeypatch.setattr(torch, "rand", fixed_points_rand())
     with official_cpu_bridges(official):

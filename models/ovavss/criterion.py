@@ -25,7 +25,7 @@ with n_b instances (when every clip has at least one instance).
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,9 @@ from models.ovavss.point_sample import (
     get_uncertain_point_coords_with_randomness,
     point_sample,
 )
+
+if TYPE_CHECKING:
+    from models.ovavss.config import TrainConfig
 
 LOSS_NAMES = ("loss_ce", "loss_mask", "loss_dice")
 
@@ -322,3 +325,16 @@ class SetCriterion(nn.Module):
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, eos_coef={self.eos_coef}, num_points={self.num_points}, "
                 f"oversample_ratio={self.oversample_ratio}, importance_sample_ratio={self.importance_sample_ratio}")
+
+
+def build_criterion(train_cfg: "TrainConfig", num_aux: int) -> SetCriterion:
+    """The training criterion of a recipe (official: `VideoMaskFormer.from_config`): a Hungarian matcher and loss
+    weights from `train_cfg`, deep supervision over `num_aux` auxiliary outputs (the model config's
+    `dec_layers`), one foreground class ("sounding object")."""
+    matcher = HungarianMatcher(cost_class=train_cfg.class_weight, cost_mask=train_cfg.mask_weight,
+                               cost_dice=train_cfg.dice_weight, num_points=train_cfg.train_num_points)
+    weight_dict = default_weight_dict(num_aux, class_weight=train_cfg.class_weight, mask_weight=train_cfg.mask_weight,
+                                      dice_weight=train_cfg.dice_weight)
+    return SetCriterion(num_classes=1, matcher=matcher, weight_dict=weight_dict, eos_coef=train_cfg.no_object_weight,
+                        num_points=train_cfg.train_num_points, oversample_ratio=train_cfg.oversample_ratio,
+                        importance_sample_ratio=train_cfg.importance_sample_ratio)

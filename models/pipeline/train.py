@@ -126,8 +126,7 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
     )
     from models.data.clips import TrainClipDataset, collate_train_clips
     from models.data.prepared import PreparedData
-    from models.ovavss.criterion import SetCriterion, default_weight_dict, weighted_total
-    from models.ovavss.matcher import HungarianMatcher
+    from models.ovavss.criterion import build_criterion, weighted_total
     from models.ovavss.model import build_ovavss
     from models.ovavss.optim import (
         build_optimizer,
@@ -207,14 +206,8 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
     model.to(device)
     model.train()
 
-    weight_dict = default_weight_dict(model_cfg.dec_layers, class_weight=train_cfg.class_weight,
-                                      mask_weight=train_cfg.mask_weight, dice_weight=train_cfg.dice_weight)
-    matcher = HungarianMatcher(cost_class=train_cfg.class_weight, cost_mask=train_cfg.mask_weight,
-                               cost_dice=train_cfg.dice_weight, num_points=train_cfg.train_num_points)
-    criterion = SetCriterion(num_classes=1, matcher=matcher, weight_dict=weight_dict,
-                             eos_coef=train_cfg.no_object_weight, num_points=train_cfg.train_num_points,
-                             oversample_ratio=train_cfg.oversample_ratio,
-                             importance_sample_ratio=train_cfg.importance_sample_ratio).to(device)
+    criterion = build_criterion(train_cfg, model_cfg.dec_layers).to(device)
+    weight_dict = criterion.weight_dict
     optimizer = build_optimizer(model, train_cfg)
     scheduler = build_scheduler(optimizer, train_cfg)
     params = [p for p in model.parameters() if p.requires_grad]  # model order: the clipped norm's summation
