@@ -52,6 +52,72 @@ def test_frozen_bn_matches_formula_in_float64() -> None:
     torch.testing.assert_close(bn(x), expected, rtol=1e-12, atol=1e-12)
 
 
+def _frozen_bn_formula(bn: FrozenBatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """(x - mean) / sqrt(var + eps) * weight + bias, channel by channel in float64."""
+    x = x.double()
+    out = torch.empty_like(x)
+    for c in range(x.shape[1]):
+        std = math.sqrt(float(bn.running_var[c]) + bn.eps)
+        out[:, c] = (x[:, c] - float(bn.running_mean[c])) / std * float(bn.weight[c]) + float(bn.bias[c])
+    return out
+
+
+def test_frozen_bn_keeps_its_folded_affine_until_a_buffer_changes() -> None:
+    """scale / shift are folded once per dtype and reused; every way a buffer can change (load_state_dict,
+    an in-place edit, a replaced buffer, .to(dtype)) gives the new values at the next call."""
+    g = torch.Generator().manual_seed(2)
+    bn = FrozenBatchNorm2d(5).double()
+    _randomize_bn_buffers(bn, g)
+    x = torch.randn(2, 5, 3, 4, generator=g, dtype=torch.float64)
+    first = bn(x)
+    torch.testing.assert_close(first, _frozen_bn_formula(bn, x), rtol=1e-12, atol=1e-12)
+    kept = bn._folded
+    assert torch.equal(bn(x), first) and bn._folded is kept  # reused, not refolded
+
+    other = FrozenBatchNorm2d(5).double()
+    _randomize_bn_buffers(other, g)
+    bn.load_state_dict(other.state_dict())  # copies into the same tensors
+    loaded = bn(x)
+    assert not torch.allclose(loaded, first)
+    torch.testing.assert_close(loaded, _frozen_bn_formula(other, x), rtol=1e-12, atol=1e-12)
+
+    with torch.no_grad():
+        bn.running_var.mul_(4.0)  # an in-place edit
+    torch.testing.assert_close(bn(x), _frozen_bn_formula(bn, x), rtol=1e-12, atol=1e-12)
+    bn.bias = torch.randn(5, generator=g, dtype=torch.float64)  # a replaced buffer
+    torch.testing.assert_close(bn(x), _frozen_bn_formula(bn, x), rtol=1e-12, atol=1e-12)
+
+    bn.float()
+    y = bn(x.float())
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y.double(), _frozen_bn_formula(bn, x), rtol=1e-5, atol=1e-5)
+    half = bn(x.half())  # the folded affine of another input dtype is kept on its own
+    assert half.dtype == torch.float16 and torch.equal(bn(x.float()), y)
+
+
+def test_frozen_bn_with_inference_mode_buffers_folds_at_every_call() -> None:
+    """Buffers made in inference mode have no version counter: nothing is kept, values stay right."""
+    g = torch.Generator().manual_seed(3)
+    with torch.inference_mode():
+        bn = FrozenBatchNorm2d(4)
+        _randomize_bn_buffers(bn, g)
+        x = torch.randn(1, 4, 2, 2, generator=g)
+        torch.testing.assert_close(bn(x).double(), _frozen_bn_formula(bn, x), rtol=1e-5, atol=1e-5)
+        bn.running_mean.add_(1.0)
+        torch.testing.assert_close(bn(x).double(), _frozen_bn_formula(bn, x), rtol=1e-5, atol=1e-5)
+    assert bn._folded is None
+
+
+def test_frozen_bn_folded_in_inference_mode_does_not_reach_autograd() -> None:
+    """A forward in inference mode, then one with autograd (training after a prediction) works."""
+    bn = FrozenBatchNorm2d(3)
+    with torch.inference_mode():
+        bn(torch.randn(1, 3, 2, 2))
+    x = torch.randn(1, 3, 2, 2, requires_grad=True)
+    (bn(x) * 2).sum().backward()
+    torch.testing.assert_close(x.grad, torch.full_like(x, 2.0))  # fresh: scale 1)
+
+
 def test_frozen_bn_is_identity_when_fresh_and_keeps_channels_last() -> None:
     bn = FrozenBatchNorm2d(4)
     x = torch.randn(2, 4, 3, 5).contiguous(memory_format=torch.channels_last)

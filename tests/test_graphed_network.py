@@ -189,3 +189,31 @@ def test_arguments_are_checked(simulated):
         GraphedNetwork(model, max_graphs=0)
     with pytest.raises(ValueError, match="at least 1"):
         GraphedNetwork(model, warmup=0)
+
+
+def test_a_kept_graph_keeps_the_constants_it_reads_alive(simulated):
+    """A CUDA graph reads the modules' kept constants (`DeviceConstants`) by address: while a capture is kept,
+    the tensors it may read stay alive even when the caches drop them (e.g. after 64 other resolutions)."""
+    import gc
+    import weakref
+
+    from models.ovavss.device_constants import DeviceConstants
+
+    model, images, audio = network()
+    graphed = GraphedNetwork(model, max_graphs=1)
+    with torch.inference_mode():
+        graphed(images, audio)
+    kept = DeviceConstants.entries_in(model)
+    assert kept  # the deformable attention's level-size divisors, the encodings, the reference points
+    watched = [weakref.ref(tensor) for tensor in kept]
+    del kept
+    for module in model.modules():
+        for value in vars(module).values():
+            if isinstance(value, DeviceConstants):
+                value.entries.clear()
+    gc.collect()
+    assert all(ref() is not None for ref in watched)  # held by the capture
+    with torch.inference_mode():
+        graphed(images[:, :2], audio[:, :2])  # another shape: the only kept graph is replaced
+    gc.collect()
+    assert all(ref() is None for ref in watched)

@@ -112,11 +112,36 @@ def test_device_constants_are_made_once_and_bounded():
     a = constants.get("a", make, torch.device("cpu"), torch.float32)
     assert a.dtype == torch.float32 and a.tolist() == [0.0, 1.0, 2.0]
     assert constants.get("a", make, "cpu", torch.float32) is a and len(made) == 1
-    constants.get("b", make, "cpu", torch.float32)
-    constants.get("c", make, "cpu", torch.float32)  # full: emptied first
-    assert len(constants) == 1 and len(made) == 3
+    b = constants.get("b", make, "cpu", torch.float32)
+    assert constants.get("a", make, "cpu", torch.float32) is a  # "a" is now the most recently used
+    constants.get("c", make, "cpu", torch.float32)  # full: the least recently used ("b") goes
+    assert len(constants) == 2 and len(made) == 3
+    assert constants.get("a", make, "cpu", torch.float32) is a and len(made) == 3
+    assert constants.get("b", make, "cpu", torch.float32) is not b and len(made) == 4
     with pytest.raises(ValueError, match="at least 1"):
         DeviceConstants(0)
+
+
+def test_device_computed_constants_are_kept_per_mode_and_not_while_capturing(monkeypatch):
+    """`computed`: made by the caller on the device, kept per key and inference mode; made afresh and not
+    kept while a CUDA graph is being captured (the graph owns it then)."""
+    from models.ovavss import device_constants
+
+    made = []
+
+    def make():
+        made.append(1)
+        return torch.full((2,), float(len(made)))
+
+    constants = DeviceConstants(max_entries=4)
+    first = constants.computed("k", make, "cpu")
+    assert constants.computed("k", make, torch.device("cpu")) is first and len(made) == 1
+    with torch.inference_mode():
+        inference = constants.computed("k", make, "cpu")
+    assert inference is not first and len(made) == 2 and len(constants) == 2
+    monkeypatch.setattr(device_constants, "capturing_cuda_graph", lambda device: True)
+    during_capture = constants.computed("k", make, "cpu")
+    assert during_capture is not first and len(made) == 3 and len(constants) == 2
 
 
 def test_a_model_that_predicted_in_inference_mode_still_trains():

@@ -9,7 +9,10 @@ is captured once and kept (a video has at most two: its full clips and its short
 Rules of capture followed here (PyTorch "CUDA Graphs" notes): warm-up runs on the capture's own side stream
 before capturing (lazy library and cuDNN set-up must not happen mid-capture); autocast with its weight cache
 off; inputs copied into static tensors before each replay; outputs are the graph's own memory, overwritten
-by the next replay, so they are cloned before they are handed out.
+by the next replay, so they are cloned before they are handed out. A graph reads tensors made outside it (the
+per-shape constants the modules keep, `DeviceConstants`) by address without holding them, so each capture
+keeps a reference to them: a cache dropping an entry (a 65th resolution) must not free memory a kept graph
+still reads.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from models.ovavss.device_constants import DeviceConstants
+
 __all__ = ["GraphedNetwork"]
 
 
@@ -32,6 +37,7 @@ class _Capture:
     audio: torch.Tensor
     logits: torch.Tensor
     masks: torch.Tensor
+    constants: list[torch.Tensor]  # kept alive while the graph is: it reads them by address
 
 
 class GraphedNetwork:
@@ -87,7 +93,8 @@ class GraphedNetwork:
         with torch.cuda.graph(graph, stream=stream):
             outputs = self._eager(static_images, static_audio)
         torch.cuda.current_stream(self.device).wait_stream(stream)
-        return _Capture(graph, static_images, static_audio, outputs["pred_logits"], outputs["pred_masks"])
+        return _Capture(graph, static_images, static_audio, outputs["pred_logits"], outputs["pred_masks"],
+                        DeviceConstants.entries_in(self.model))
 
     def __call__(self, images: torch.Tensor, audio_examples: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.failed is not None or self.model.training:

@@ -23,7 +23,8 @@ from models.ovavss.conv import Conv2dNorm, c2_xavier_fill
 from models.ovavss.deform_attn import MSDeformAttn
 from models.ovavss.deform_sampling import SpatialShapes
 from models.ovavss.fusion import AudioVisualFusion
-from models.ovavss.position_encoding import PositionEmbeddingSine
+from models.ovavss.device_constants import DeviceConstants
+from models.ovavss.position_encoding import MAX_CACHED_ENCODINGS, PositionEmbeddingSine
 
 GROUP_NORM_GROUPS = 32
 """Every GroupNorm of the pixel decoder uses 32 groups (conv_dim must be a multiple of it)."""
@@ -88,6 +89,7 @@ class FusionEncoder(nn.Module):
         super().__init__()
         self.vl_layer = vl_layer
         self.layers = nn.ModuleList(layers)
+        self._reference_points = DeviceConstants(MAX_CACHED_ENCODINGS)  # per input shape; not part of the state
 
     @staticmethod
     def reference_points(level_sizes: Sequence[tuple[int, int]], batch: int, device: torch.device,
@@ -105,12 +107,20 @@ class FusionEncoder(nn.Module):
         flat = torch.cat(points, dim=0)  # (S, 2)
         return flat[None, :, None, :].expand(batch, -1, len(level_sizes), -1)
 
+    def _kept_reference_points(self, level_sizes: Sequence[tuple[int, int]], batch: int, device: torch.device,
+                               dtype: torch.dtype) -> torch.Tensor:
+        """`reference_points`, computed once per (level sizes, dtype, device) and kept (a view is returned)."""
+        sizes = tuple(level_sizes)
+        kept = self._reference_points.computed(
+            (sizes, dtype), lambda: self.reference_points(sizes, 1, device, dtype), device)
+        return kept.expand(batch, -1, -1, -1)
+
     def forward(self, visual: torch.Tensor, audio: torch.Tensor, pos: torch.Tensor,
                 level_sizes: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """visual (N, S, C) without positions, audio (N, A, Ca), pos (N, S, C), level_sizes [(h_l, w_l)] Python
         ints -> (visual (N, S, C), audio)."""
         visual, audio = self.vl_layer(visual, audio)
-        reference = self.reference_points(level_sizes, visual.shape[0], visual.device, visual.dtype)
+        reference = self._kept_reference_points(level_sizes, visual.shape[0], visual.device, visual.dtype)
         for layer in self.layers:
             visual = layer(visual, pos, reference, level_sizes)
         return visual, audio

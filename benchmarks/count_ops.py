@@ -1,0 +1,157 @@
+"""How many operations the network's inference forward dispatches, and what dispatching them costs the host.
+
+Usage:
+    .venv/bin/python benchmarks/count_ops.py --configs r50 swinb
+    .venv/bin/python benchmarks/count_ops.py --configs r50 --by-module 3 --top 25
+
+On an H100 the r50 forward is bound by the host issuing kernels, not by the GPU running them (~57 ms per
+5-frame 360p clip with the GPU mostly idle; benchmarks/RESULTS.md). Both quantities that matter can be measured
+without a GPU:
+
+- operations: every ATen operation the forward dispatches (counted with a `TorchDispatchMode`), split into
+  compute operations (each one or more kernel launches on CUDA) and views / no-op casts (no launch). The forward
+  takes the CUDA code path on the CPU (grid_sample deformable sampling, one-kernel softmax, contiguous frames),
+  so the counts are those of a CUDA run with `--amp off`.
+- host time: the median wall time of the forward from VGGish embeddings on a tiny CPU input (5 frames of
+  64x64): for the tiny config mostly the framework's (Python and dispatcher) cost of issuing the operations,
+  which a launch-bound CUDA run pays too (plus the launches). The r50 / swinb decoders' 100 queries keep real
+  work at any input size, so their host time is an upper bound. (PyTorch's meta device, which only computes
+  shapes, dispatches several times slower than the CPU here: no use as a proxy.)
+
+Weights are random. --by-module N groups the compute operations by the first N components of the module name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+NO_LAUNCH = {
+    "view", "_unsafe_view", "reshape", "select", "slice", "transpose", "t", "permute", "unsqueeze", "squeeze",
+    "flatten", "unflatten", "expand", "detach", "alias", "split", "split_with_sizes", "chunk", "unbind", "narrow",
+    "as_strided", "lift_fresh", "dropout", "contiguous", "to", "_to_copy", "type_as", "view_as",
+}
+"""Operations that launch nothing when their result shares the input's storage (views, no-op casts)."""
+
+
+class OperationCounter(TorchDispatchMode):
+    """Counts dispatched ATen operations; those returning a tensor that shares an input's storage count as views."""
+
+    def __init__(self, module_stack: list[str], depth: int) -> None:
+        super().__init__()
+        self.module_stack = module_stack
+        self.depth = depth
+        self.compute: collections.Counter[str] = collections.Counter()
+        self.by_module: collections.Counter[str] = collections.Counter()
+        self.views = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        storages = {a.untyped_storage().data_ptr() for a in args if isinstance(a, torch.Tensor)}
+        shares_input = isinstance(out, torch.Tensor) and out.untyped_storage().data_ptr() in storages
+        if name in NO_LAUNCH and (shares_input or name not in {"to", "_to_copy", "contiguous", "type_as"}):
+            self.views += 1
+        else:
+            self.compute[name] += 1
+            module = self.module_stack[-1] if self.module_stack else "<outside modules>"
+            self.by_module[".".join(module.split(".")[: self.depth]) or "<root>"] += 1
+        return out
+
+
+def build(config: str) -> torch.nn.Module:
+    """The network in eval mode with the CUDA code paths forced (see the module docstring)."""
+    from models.ovavss.deform_attn import MSDeformAttn
+    from models.ovavss.model import build_ovavss
+
+    model = build_ovavss(config).eval()
+    for module in model.modules():
+        if isinstance(module, MSDeformAttn):
+            module.sampling = "grid_sample"
+    return model
+
+
+def count(model: torch.nn.Module, images: torch.Tensor, audio: torch.Tensor, depth: int) -> OperationCounter:
+    stack: list[str] = []
+    hooks = []
+    for name, module in model.named_modules():
+        hooks.append(module.register_forward_pre_hook(lambda _m, _i, name=name: stack.append(name)))
+        hooks.append(module.register_forward_hook(lambda _m, _i, _o: stack.pop() and None))
+    counter = OperationCounter(stack, depth)
+    try:
+        with torch.inference_mode():
+            model(images, audio_examples=audio)  # the first call fills what is cached per input shape
+            with counter:
+                model(images, audio_examples=audio)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return counter
+
+
+def host_time(model: torch.nn.Module, frames: int, size: tuple[int, int], repeat: int) -> float:
+    """Median wall time of the forward from VGGish embeddings on a tiny CPU input: there the kernels take
+    little and the time is mostly the framework's cost of issuing the operations (for the tiny config; the
+    r50 / swinb transformer decoder's 100 queries keep real work at any input size)."""
+    images = torch.randn(1, frames, 3, *size)
+    embeddings = torch.randn(1, frames, 128)
+    times = []
+    with torch.inference_mode():
+        for _ in range(3):
+            model(images, audio_embeddings=embeddings)
+        for _ in range(repeat):
+            start = time.perf_counter()
+            model(images, audio_embeddings=embeddings)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=["r50"])
+    parser.add_argument("--frames", type=int, default=5)
+    parser.add_argument("--size", type=int, nargs=2, default=(384, 640), metavar=("H", "W"),
+                        help="input size (multiples of 32)")
+    parser.add_argument("--host-size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"),
+                        help="input size of the host-time runs")
+    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--by-module", type=int, default=0, metavar="N")
+    parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    from models.device import prepare_cpu
+
+    prepare_cpu()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}")
+    torch.manual_seed(0)
+    for config in args.configs:
+        model = build(config)
+        images = torch.randn(1, args.frames, 3, *args.size)
+        audio = torch.randn(1, args.frames, 1, 96, 64)
+        counter = count(model, images, audio, max(args.by_module, 1))
+        seconds = host_time(model, args.frames, tuple(args.host_size), args.repeat)
+        total = sum(counter.compute.values())
+        print(f"{config}: {total} compute operations, {counter.views} views / no-op casts per forward "
+              f"({args.frames}x{args.size[0]}x{args.size[1]}); host time {1000 * seconds:.1f} ms per forward at "
+              f"{args.frames}x{args.host_size[0]}x{args.host_size[1]} ({1e6 * seconds / (total + counter.views):.1f} "
+              "us per dispatched operation)")
+        top = ", ".join(f"{name} {n}" for name, n in counter.compute.most_common(args.top))
+        print(f"  most frequent: {top}")
+        if args.by_module:
+            for module, n in counter.by_module.most_common(args.top):
+                print(f"  {n:6d}  {module}")
+
+
+if __name__ == "__main__":
+    main()
