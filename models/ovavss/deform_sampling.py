@@ -68,17 +68,18 @@ def sample_with_grid_sample(
     batch, _, num_heads, head_dim = value.shape
     num_queries = sampling_locations.shape[1]
     per_level_values = value.split([h * w for h, w in level_sizes], dim=1)
-    # grid_sample wants [-1, 1]; fold heads into the batch: (N * heads, Lq, L, P, 2).
-    grids = (2 * sampling_locations - 1).transpose(1, 2).flatten(0, 1)
-    weights = attention_weights.transpose(1, 2).flatten(0, 1)  # (N * heads, Lq, L, P)
+    # grid_sample wants [-1, 1]; fold heads into the batch: L x (N * heads, Lq, P, 2). `unbind` rather than
+    # indexing per level: its backward is one stack, where L index selections are 2L kernels (zeros + copy).
+    grids = (2 * sampling_locations - 1).transpose(1, 2).flatten(0, 1).unbind(2)
+    weights = attention_weights.transpose(1, 2).flatten(0, 1).unsqueeze(1).unbind(3)  # L x (N * heads, 1, Lq, P)
 
     output = value.new_zeros(batch * num_heads, head_dim, num_queries)
     for level, (height, width) in enumerate(level_sizes):
         # (N, h*w, heads, D) -> (N, heads, D, h*w) -> (N * heads, D, h, w)
         level_map = per_level_values[level].permute(0, 2, 3, 1).reshape(batch * num_heads, head_dim, height, width)
-        sampled = F.grid_sample(level_map, grids[:, :, level], mode="bilinear", padding_mode="zeros",
+        sampled = F.grid_sample(level_map, grids[level], mode="bilinear", padding_mode="zeros",
                                 align_corners=False)  # (N * heads, D, Lq, P)
-        output = output + (sampled * weights[:, None, :, level]).sum(-1)
+        output = output + (sampled * weights[level]).sum(-1)
     # (N * heads, D, Lq) -> (N, Lq, heads * D)
     return output.view(batch, num_heads, head_dim, num_queries).permute(0, 3, 1, 2).reshape(
         batch, num_queries, num_heads * head_dim)
