@@ -18,6 +18,9 @@ without a GPU:
   work at any input size, so their host time is an upper bound. (PyTorch's meta device, which only computes
   shapes, dispatches several times slower than the CPU here: no use as a proxy.)
 
+--train-step also counts one `avseg train` step by phase (forward in training mode, criterion with Hungarian
+matching, backward, gradient clipping, fused AdamW) on a 5 x 256x448 clip with two target objects.
+
 Weights are random. --by-module N groups the compute operations by the first N components of the module name.
 """
 
@@ -115,6 +118,42 @@ def host_time(model: torch.nn.Module, frames: int, size: tuple[int, int], repeat
     return statistics.median(times)
 
 
+def count_train_step(config: str) -> dict[str, OperationCounter]:
+    """Operations of one training step by phase (the second step: the first one fills what is kept)."""
+    from models.ovavss.config import TrainConfig, get_config
+    from models.ovavss.criterion import build_criterion, weighted_total
+    from models.ovavss.optim import build_optimizer, clip_full_model_grad_norm
+
+    torch.manual_seed(0)
+    model = build(config).train()
+    train_cfg = TrainConfig()
+    criterion = build_criterion(train_cfg, get_config(config).dec_layers)
+    optimizer = build_optimizer(model, train_cfg, fused=True)  # what CUDA runs
+    params = [param for group in optimizer.param_groups for param in group["params"]]
+    frames, height, width = 5, 256, 448
+    images = torch.randn(1, frames, 3, height, width)
+    embeddings = torch.randn(1, frames, 128)
+    masks = torch.zeros(2, frames, height, width, dtype=torch.bool)
+    masks[0, :, 10:100, 20:200] = True
+    masks[1, :, 120:200, 200:400] = True
+    targets = [{"labels": torch.zeros(2, dtype=torch.long), "masks": masks, "frame_indices": torch.arange(frames)}]
+    phases = ("forward", "criterion", "backward", "clip", "step")
+    for _ in range(2):
+        counters = {phase: OperationCounter([], 1) for phase in phases}
+        with counters["forward"]:
+            outputs = model(images, audio_embeddings=embeddings)
+        with counters["criterion"]:
+            total = weighted_total(criterion(outputs, targets), criterion.weight_dict)
+        optimizer.zero_grad(set_to_none=True)
+        with counters["backward"]:
+            total.backward()
+        with counters["clip"]:
+            clip_full_model_grad_norm(params, train_cfg.clip_grad_norm)
+        with counters["step"]:
+            optimizer.step()
+    return counters
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=["r50"])
@@ -127,6 +166,7 @@ def main() -> None:
     parser.add_argument("--by-module", type=int, default=0, metavar="N")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--train-step", action="store_true", help="also count a training step by phase")
     args = parser.parse_args()
     from models.device import prepare_cpu
 
@@ -151,6 +191,11 @@ def main() -> None:
         if args.by_module:
             for module, n in counter.by_module.most_common(args.top):
                 print(f"  {n:6d}  {module}")
+        if args.train_step:
+            phases = count_train_step(config)
+            total = sum(sum(c.compute.values()) for c in phases.values())
+            parts = ", ".join(f"{phase} {sum(c.compute.values())}" for phase, c in phases.items())
+            print(f"  training step: {total} compute operations ({parts})")
 
 
 if __name__ == "__main__":
