@@ -95,3 +95,26 @@ def test_position_encodings_are_kept_per_shape_and_dtype(dtype):
     assert wider.shape == (1, 16, 3, 6) and wider.data_ptr() != first2.data_ptr()
     fresh2, fresh3 = PositionEmbeddingSine(8)(x2), PositionEmbeddingSine3D(8)(x3)
     assert torch.equal(first2, fresh2) and torch.equal(first3, fresh3)
+
+
+def test_moving_or_converting_the_network_drops_what_it_kept():
+    """`.to()` / `.double()` / `.cuda()` empty every kept constant (nothing stays allocated for the old device or
+    dtype), and the converted network computes what a freshly converted copy does."""
+    from models.ovavss.device_constants import DeviceConstants
+    from models.ovavss.frozen_bn import FrozenBatchNorm2d
+
+    _, images, audio = tiny_inputs(num_frames=2, height=64, width=96)
+    torch.manual_seed(0)
+    pristine = build_ovavss("r50").eval()
+    model = copy.deepcopy(pristine)
+    norms = [m for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
+    with torch.inference_mode():
+        model(images, audio_examples=audio)
+    assert DeviceConstants.entries_in(model) and all(norm._folded is not None for norm in norms)
+    model.double()
+    assert DeviceConstants.entries_in(model) == [] and all(norm._folded is None for norm in norms)
+    with torch.inference_mode():
+        got = model(images.double(), audio_examples=audio.double())
+        want = copy.deepcopy(pristine).double()(images.double(), audio_examples=audio.double())
+    assert got["pred_masks"].dtype == torch.float64
+    assert torch.equal(got["pred_masks"], want["pred_masks"])

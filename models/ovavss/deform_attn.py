@@ -21,7 +21,7 @@ from models.ovavss.deform_sampling import (
     check_sampling_method,
     multi_scale_deformable_attn,
 )
-from models.ovavss.device_constants import DeviceConstants
+from models.ovavss.device_constants import DeviceConstants, ModuleWithConstants
 
 __all__ = ["MSDeformAttn", "multi_scale_deformable_attn"]
 
@@ -42,7 +42,7 @@ def softmax_over_samples(logits: torch.Tensor) -> torch.Tensor:
     return exponentials / exponentials.sum(dim=-1, keepdim=True)
 
 
-class MSDeformAttn(nn.Module):
+class MSDeformAttn(ModuleWithConstants):
     """Multi-scale deformable attention with the official parameter names.
 
     Args:

@@ -21,7 +21,7 @@ from typing import Callable, Hashable
 import torch
 from torch import nn
 
-__all__ = ["DeviceConstants", "capturing_cuda_graph"]
+__all__ = ["DeviceConstants", "ModuleWithConstants", "capturing_cuda_graph"]
 
 
 def capturing_cuda_graph(device: torch.device) -> bool:
@@ -82,6 +82,10 @@ class DeviceConstants:
     def __len__(self) -> int:
         return len(self.entries)
 
+    def clear(self) -> None:
+        """Drop every entry."""
+        self.entries.clear()
+
     @staticmethod
     def entries_in(module: nn.Module) -> list[torch.Tensor]:
         """Every tensor kept by the `DeviceConstants` attributes of `module` and its submodules."""
@@ -91,3 +95,14 @@ class DeviceConstants:
                 if isinstance(value, DeviceConstants):
                     found.extend(value.entries.values())
         return found
+
+
+class ModuleWithConstants(nn.Module):
+    """An `nn.Module` whose `DeviceConstants` attributes are emptied whenever its tensors are moved or converted
+    (`.to()`, `.cuda()`, `.half()`, ...): what was kept for the old device must not stay allocated there."""
+
+    def _apply(self, fn, recurse: bool = True):
+        for value in vars(self).values():
+            if isinstance(value, DeviceConstants):
+                value.clear()
+        return super()._apply(fn, recurse)

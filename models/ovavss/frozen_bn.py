@@ -4,10 +4,11 @@ All four tensors are buffers, so nothing here is trained and the optimiser never
 
     y = x * scale + shift,   scale = weight / sqrt(running_var + eps),   shift = bias - running_mean * scale
 
-The folded `scale` / `shift` are computed once and kept, per input dtype, until a buffer changes (in place, as
-`load_state_dict` does, or replaced, as `.to()` does): recomputing them took 5 small operations per layer, 265
-of the r50 forward's ~1,400, each a kernel launch that a launch-bound GPU run waits for
-(benchmarks/count_ops.py). The kept values are exactly the recomputed ones.
+The folded `scale` / `shift` are computed once and kept, for the last input dtype, until a buffer changes (in
+place, as `load_state_dict` does, or replaced, as `.to()` does): recomputing them took 5 small operations per
+layer, 265 of the r50 forward's ~1,400, each a kernel launch that a launch-bound GPU run waits for
+(benchmarks/count_ops.py). The kept values are exactly the recomputed ones. (An in-place edit through `.data`,
+which bypasses PyTorch's version counter, is not seen: edit the buffers themselves, under `torch.no_grad()`.)
 
 A fresh module is the identity (weight 1, bias 0, running_mean 0, running_var 1 - eps, as detectron2 sets
 it). State dicts carry exactly `weight`, `bias`, `running_mean`, `running_var`; a `num_batches_tracked`
@@ -41,8 +42,8 @@ class FrozenBatchNorm2d(nn.Module):
         self.register_buffer("bias", torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features) - eps)
-        self._folded_key: tuple | None = None
         self._folded: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._folded_from: tuple | None = None  # (dtype, mode, buffer versions), the buffers themselves
 
     def scale_and_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The folded affine map: `scale`, `shift`, each (C,) float, with y = x * scale + shift."""
@@ -64,16 +65,24 @@ class FrozenBatchNorm2d(nn.Module):
         if (torch.compiler.is_compiling() or capturing_cuda_graph(self.weight.device)
                 or any(b.is_inference() for b in buffers)):
             return fold()
-        key = (dtype, torch.is_inference_mode_enabled(), *((b.data_ptr(), b._version) for b in buffers))
-        if key != self._folded_key or self._folded is None:
+        # The same tensor objects (held here, so a replaced buffer's memory cannot come back under a new tensor),
+        # unchanged in place since (their version counters), for the same dtype and mode.
+        state = (dtype, torch.is_inference_mode_enabled(), tuple(b._version for b in buffers))
+        kept = self._folded_from
+        if (self._folded is None or kept is None or state != kept[0]
+                or any(old is not new for old, new in zip(kept[1], buffers))):
             self._folded = fold()
-            self._folded_key = key
+            self._folded_from = (state, buffers)
         return self._folded
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) -> (N, C, H, W), same dtype and memory format."""
         scale, shift = self._folded_for(x.dtype)
         return torch.addcmul(shift, x, scale)
+
+    def _apply(self, fn, recurse: bool = True):
+        self._folded = self._folded_from = None  # moved or converted: nothing kept for the old buffers
+        return super()._apply(fn, recurse)
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs

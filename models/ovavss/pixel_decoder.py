@@ -23,7 +23,7 @@ from models.ovavss.conv import Conv2dNorm, c2_xavier_fill
 from models.ovavss.deform_attn import MSDeformAttn
 from models.ovavss.deform_sampling import SpatialShapes
 from models.ovavss.fusion import AudioVisualFusion
-from models.ovavss.device_constants import DeviceConstants
+from models.ovavss.device_constants import DeviceConstants, ModuleWithConstants
 from models.ovavss.position_encoding import MAX_CACHED_ENCODINGS, PositionEmbeddingSine
 
 GROUP_NORM_GROUPS = 32
@@ -82,7 +82,7 @@ class MSDeformAttnEncoderLayer(nn.Module):
         return self.norm2(x + self.dropout3(self.linear2(hidden)))
 
 
-class FusionEncoder(nn.Module):
+class FusionEncoder(ModuleWithConstants):
     """The fusion layer (`vl_layer`) applied once, then the deformable layers (`layers.{j}`)."""
 
     def __init__(self, vl_layer: AudioVisualFusion, layers: Sequence[MSDeformAttnEncoderLayer]) -> None:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
-from models.ovavss.device_constants import DeviceConstants
+from models.ovavss.device_constants import DeviceConstants, ModuleWithConstants
 
 MAX_CACHED_ENCODINGS = 12
 """Encodings a module keeps: 3 feature levels x 4 input shapes (a video has at most two clip shapes)."""
@@ -38,7 +37,7 @@ def sine_encoding_2d(height: int, width: int, num_feats: int, temperature: float
     return torch.cat((pos_y, pos_x), dim=-1).permute(2, 0, 1)
 
 
-class PositionEmbeddingSine(nn.Module):
+class PositionEmbeddingSine(ModuleWithConstants):
     """2-D sine encoding: (N, C, H, W) feature -> (N, 2 * num_pos_feats, H, W), channels [pos_y, pos_x].
 
     The result is an expanded view over the batch of one kept (1, 2 * num_pos_feats, H, W) tensor: do not
@@ -62,7 +61,7 @@ class PositionEmbeddingSine(nn.Module):
         return self._encodings.computed((h, w, x.dtype), make, x.device).expand(n, -1, -1, -1)
 
 
-class PositionEmbeddingSine3D(nn.Module):
+class PositionEmbeddingSine3D(ModuleWithConstants):
     """3-D sine encoding for a clip: (B, T, C, H, W) -> (B, T, 2 * num_pos_feats, H, W).
 
     pos = concat(pos_y, pos_x) + pos_z, where pos_z uses 2 * num_pos_feats channels and its own

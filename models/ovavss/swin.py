@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.ovavss.device_constants import DeviceConstants
+from models.ovavss.device_constants import DeviceConstants, ModuleWithConstants
 
 STAGE_NAMES = ("res2", "res3", "res4", "res5")
 
@@ -235,7 +235,7 @@ class PatchMerging(nn.Module):
         return self.reduction(self.norm(x))
 
 
-class SwinStage(nn.Module):
+class SwinStage(ModuleWithConstants):
     """`depth` blocks alternating regular / shifted windows, then an optional PatchMerging.
 
     forward: (B, H, W, C) -> (stage output (B, H, W, C), input of the next stage (B, H', W', C')).
