@@ -378,3 +378,35 @@ def test_the_swin_backbone_never_waits_for_the_gpu():
             torch.cuda.set_sync_debug_mode("default")
     assert [str(w.message) for w in caught if "synchroniz" in str(w.message)] == []
     assert all(torch.equal(reference[name], again[name]) for name in reference)
+
+
+def test_kept_constants_on_cuda_change_no_result():
+    """r50 (FrozenBN folds, encodings, reference points kept on the GPU): a repeated forward equals a fresh copy's
+    bit for bit, a CUDA-graph replay (which computes them inside the graph) equals the eager forward, and moving
+    the model to the CPU leaves nothing kept on the GPU. (Written without a GPU at hand, 2026-12-07.)"""
+    import copy
+
+    from models.ovavss.device_constants import DeviceConstants
+    from models.ovavss.frozen_bn import FrozenBatchNorm2d
+    from models.ovavss.graphed_network import GraphedNetwork
+    from test_host_reads import tiny_inputs
+
+    _, images, audio = tiny_inputs(num_frames=3, height=128, width=224)
+    torch.manual_seed(0)
+    pristine = build_ovavss("r50").eval()
+    model = copy.deepcopy(pristine).to(CUDA)
+    images, audio = images.to(CUDA), audio.to(CUDA)
+    with torch.inference_mode():
+        first = model(images, audio_examples=audio)["pred_masks"]
+        again = model(images, audio_examples=audio)["pred_masks"]
+        fresh = copy.deepcopy(pristine).to(CUDA)(images, audio_examples=audio)["pred_masks"]
+        assert torch.equal(again, first) and torch.equal(fresh, first)
+        graphed = GraphedNetwork(model)
+        for _ in range(2):
+            replayed = graphed(images, audio)["pred_masks"]
+            assert relative_error(replayed, first) < 1e-5
+        assert graphed.failed is None and len(graphed.captures) == 1
+    assert any(t.is_cuda for t in DeviceConstants.entries_in(model))
+    model.cpu()
+    assert DeviceConstants.entries_in(model) == []
+    assert all(m._folded is None for m in model.modules() if isinstance(m, FrozenBatchNorm2d))
