@@ -118,3 +118,23 @@ def test_moving_or_converting_the_network_drops_what_it_kept():
         want = copy.deepcopy(pristine).double()(images.double(), audio_examples=audio.double())
     assert got["pred_masks"].dtype == torch.float64
     assert torch.equal(got["pred_masks"], want["pred_masks"])
+
+
+def test_the_operation_counting_benchmark_runs():
+    """benchmarks/count_ops.py (how RESULTS.md's operation counts are made) on the tiny config: the forward it
+    counts is the repeated one (nothing recomputed), and every phase of a training step dispatches work."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import count_ops
+
+    _, images, audio = tiny_inputs(num_frames=3, height=64, width=96)
+    model = count_ops.build("tiny")
+    counter = count_ops.count(model, images, audio, depth=2)
+    assert sum(counter.compute.values()) > 100 and counter.views > 0
+    assert all(counter.compute[name] == 0 for name in RECOMPUTED_CONSTANTS)
+    assert counter.compute["grid_sampler"] > 0  # the CUDA code path of the deformable sampling
+    assert sum(counter.by_module.values()) == sum(counter.compute.values())
+    phases = count_ops.count_train_step("tiny")
+    assert all(sum(phase.compute.values()) > 0 for phase in phases.values())
