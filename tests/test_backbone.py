@@ -87,6 +87,8 @@ def test_frozen_bn_keeps_its_folded_affine_until_a_buffer_changes() -> None:
     for _ in range(3):  # replaced buffers (a new tensor may reuse a freed one's memory: still seen as new)
         bn.bias = torch.randn(5, generator=g, dtype=torch.float64)
         torch.testing.assert_close(bn(x), _frozen_bn_formula(bn, x), rtol=1e-12, atol=1e-12)
+    bn.running_mean.data = torch.randn(5, generator=g, dtype=torch.float64)  # memory swapped, version unchanged
+    torch.testing.assert_close(bn(x), _frozen_bn_formula(bn, x), rtol=1e-12, atol=1e-12)
 
     bn.float()
     y = bn(x.float())

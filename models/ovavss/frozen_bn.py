@@ -8,7 +8,8 @@ The folded `scale` / `shift` are computed once and kept, for the last input dtyp
 place, as `load_state_dict` does, or replaced, as `.to()` does): recomputing them took 5 small operations per
 layer, 265 of the r50 forward's ~1,400, each a kernel launch that a launch-bound GPU run waits for
 (benchmarks/count_ops.py). The kept values are exactly the recomputed ones. (An in-place edit through `.data`,
-which bypasses PyTorch's version counter, is not seen: edit the buffers themselves, under `torch.no_grad()`.)
+e.g. `bn.weight.data.mul_(2)`, bypasses PyTorch's version counter and is not seen: edit the buffers themselves,
+under `torch.no_grad()`, or assign new tensors.)
 
 A fresh module is the identity (weight 1, bias 0, running_mean 0, running_var 1 - eps, as detectron2 sets
 it). State dicts carry exactly `weight`, `bias`, `running_mean`, `running_var`; a `num_batches_tracked`
@@ -66,8 +67,9 @@ class FrozenBatchNorm2d(nn.Module):
                 or any(b.is_inference() for b in buffers)):
             return fold()
         # The same tensor objects (held here, so a replaced buffer's memory cannot come back under a new tensor),
-        # unchanged in place since (their version counters), for the same dtype and mode.
-        state = (dtype, torch.is_inference_mode_enabled(), tuple(b._version for b in buffers))
+        # with the same memory (`buffer.data = other` swaps it without a version change), unchanged in place since
+        # (their version counters), for the same dtype and mode.
+        state = (dtype, torch.is_inference_mode_enabled(), tuple((b.data_ptr(), b._version) for b in buffers))
         kept = self._folded_from
         if (self._folded is None or kept is None or state != kept[0]
                 or any(old is not new for old, new in zip(kept[1], buffers))):
