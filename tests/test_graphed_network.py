@@ -208,9 +208,8 @@ def test_a_kept_graph_keeps_the_constants_it_reads_alive(simulated):
     watched = [weakref.ref(tensor) for tensor in kept]
     del kept
     for module in model.modules():
-        for value in vars(module).values():
-            if isinstance(value, DeviceConstants):
-                value.entries.clear()
+        for constants in DeviceConstants.attributes_of(module):
+            constants.clear()
     gc.collect()
     assert all(ref() is not None for ref in watched)  # held by the capture
     with torch.inference_mode():

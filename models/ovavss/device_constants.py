@@ -87,14 +87,15 @@ class DeviceConstants:
         self.entries.clear()
 
     @staticmethod
+    def attributes_of(module: nn.Module) -> list["DeviceConstants"]:
+        """The `DeviceConstants` attributes of `module` itself (not of its submodules)."""
+        return [value for value in vars(module).values() if isinstance(value, DeviceConstants)]
+
+    @staticmethod
     def entries_in(module: nn.Module) -> list[torch.Tensor]:
         """Every tensor kept by the `DeviceConstants` attributes of `module` and its submodules."""
-        found = []
-        for submodule in module.modules():
-            for value in vars(submodule).values():
-                if isinstance(value, DeviceConstants):
-                    found.extend(value.entries.values())
-        return found
+        return [tensor for submodule in module.modules() for constants in DeviceConstants.attributes_of(submodule)
+                for tensor in constants.entries.values()]
 
 
 class ModuleWithConstants(nn.Module):
@@ -102,7 +103,6 @@ class ModuleWithConstants(nn.Module):
     (`.to()`, `.cuda()`, `.half()`, ...): what was kept for the old device must not stay allocated there."""
 
     def _apply(self, fn, recurse: bool = True):
-        for value in vars(self).values():
-            if isinstance(value, DeviceConstants):
-                value.clear()
+        for constants in DeviceConstants.attributes_of(self):
+            constants.clear()
         return super()._apply(fn, recurse)

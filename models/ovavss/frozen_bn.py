@@ -71,8 +71,7 @@ class FrozenBatchNorm2d(nn.Module):
         # (their version counters), for the same dtype and mode.
         state = (dtype, torch.is_inference_mode_enabled(), tuple((b.data_ptr(), b._version) for b in buffers))
         kept = self._folded_from
-        if (self._folded is None or kept is None or state != kept[0]
-                or any(old is not new for old, new in zip(kept[1], buffers))):
+        if kept is None or state != kept[0] or any(old is not new for old, new in zip(kept[1], buffers)):
             self._folded = fold()
             self._folded_from = (state, buffers)
         return self._folded

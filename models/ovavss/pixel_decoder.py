@@ -92,11 +92,11 @@ class FusionEncoder(ModuleWithConstants):
         self._reference_points = DeviceConstants(MAX_CACHED_ENCODINGS)  # per input shape; not part of the state
 
     @staticmethod
-    def reference_points(level_sizes: Sequence[tuple[int, int]], batch: int, device: torch.device,
+    def reference_points(level_sizes: Sequence[tuple[int, int]], device: torch.device,
                          dtype: torch.dtype) -> torch.Tensor:
         """Pixel centres ((j + 0.5) / w_l, (i + 0.5) / h_l) of every token, the same point on every level.
 
-        Returns (batch, S, L, 2) (an expanded view; no padding, so all valid ratios are 1).
+        Returns (1, S, L, 2) (an expanded view; no padding, so all valid ratios are 1).
         """
         points = []
         for height, width in level_sizes:
@@ -105,22 +105,17 @@ class FusionEncoder(ModuleWithConstants):
             grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
             points.append(torch.stack((grid_x.reshape(-1), grid_y.reshape(-1)), dim=-1))
         flat = torch.cat(points, dim=0)  # (S, 2)
-        return flat[None, :, None, :].expand(batch, -1, len(level_sizes), -1)
-
-    def _kept_reference_points(self, level_sizes: Sequence[tuple[int, int]], batch: int, device: torch.device,
-                               dtype: torch.dtype) -> torch.Tensor:
-        """`reference_points`, computed once per (level sizes, dtype, device) and kept (a view is returned)."""
-        sizes = tuple(level_sizes)
-        kept = self._reference_points.computed(
-            (sizes, dtype), lambda: self.reference_points(sizes, 1, device, dtype), device)
-        return kept.expand(batch, -1, -1, -1)
+        return flat[None, :, None, :].expand(1, -1, len(level_sizes), -1)
 
     def forward(self, visual: torch.Tensor, audio: torch.Tensor, pos: torch.Tensor,
                 level_sizes: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """visual (N, S, C) without positions, audio (N, A, Ca), pos (N, S, C), level_sizes [(h_l, w_l)] Python
         ints -> (visual (N, S, C), audio)."""
         visual, audio = self.vl_layer(visual, audio)
-        reference = self._kept_reference_points(level_sizes, visual.shape[0], visual.device, visual.dtype)
+        sizes, device, dtype = tuple(level_sizes), visual.device, visual.dtype
+        reference = self._reference_points.computed(  # (1, S, L, 2), made once per input shape
+            (sizes, dtype), lambda: self.reference_points(sizes, device, dtype), device)
+        reference = reference.expand(visual.shape[0], -1, -1, -1)
         for layer in self.layers:
             visual = layer(visual, pos, reference, level_sizes)
         return visual, audio
