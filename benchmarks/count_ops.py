@@ -3,6 +3,7 @@
 Usage:
     .venv/bin/python benchmarks/count_ops.py --configs r50 swinb
     .venv/bin/python benchmarks/count_ops.py --configs r50 --by-module 3 --top 25
+    .venv/bin/python benchmarks/count_ops.py --configs r50 --predictor-modes official crops3
 
 On an H100 the r50 forward is bound by the host issuing kernels, not by the GPU running them (~57 ms per
 5-frame 360p clip with the GPU mostly idle; benchmarks/RESULTS.md). Both quantities that matter can be measured
@@ -17,6 +18,10 @@ without a GPU:
   which a launch-bound CUDA run pays too (plus the launches). The r50 / swinb decoders' 100 queries keep real
   work at any input size, so their host time is an upper bound. (PyTorch's meta device, which only computes
   shapes, dispatches several times slower than the CPU here: no use as a proxy.)
+
+--predictor-modes official crops3 also counts one whole-predictor clip (`AVSegPredictor.predict_resized`: network,
+random CLIP ViT classifier with 70 class names, painting, per-frame outputs) by phase, and the value reads among
+them that make the host wait for the device.
 
 --train-step also counts one `avseg train` step by phase (forward in training mode, criterion with Hungarian
 matching, backward, gradient clipping, fused AdamW) on a 5 x 256x448 clip with two target objects.
@@ -41,7 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 NO_LAUNCH = {
     "view", "_unsafe_view", "reshape", "select", "slice", "transpose", "t", "permute", "unsqueeze", "squeeze",
     "flatten", "unflatten", "expand", "detach", "alias", "split", "split_with_sizes", "chunk", "unbind", "narrow",
-    "as_strided", "lift_fresh", "dropout", "contiguous", "to", "_to_copy", "type_as", "view_as",
+    "as_strided", "lift_fresh", "dropout", "contiguous", "to", "_to_copy", "type_as", "view_as", "expand_as",
+    "detach_", "numpy_T", "resolve_conj", "resolve_neg",
 }
 """Operations that launch nothing when their result shares the input's storage (views, no-op casts)."""
 
@@ -154,6 +160,84 @@ def count_train_step(config: str) -> dict[str, OperationCounter]:
     return counters
 
 
+PREDICTOR_PHASES = ("network", "mask boxes", "crops", "CLIP image tower", "scores", "paint", "frame outputs")
+"""The parts of one `AVSegPredictor.predict_resized` call, in order (`count_predictor`)."""
+
+SYNCS = {"_local_scalar_dense", "nonzero", "nonzero_numpy", "is_nonzero", "equal"}
+"""Operations that make the host wait for a CUDA device (a value read back; `nonzero` for its output size).
+Not seen: copies to the host (on the CPU indistinguishable from the no-op `.to(device)` calls) and `Tensor.tolist`
+(it dispatches nothing)."""
+
+
+def count_predictor(config: str, mode: str, size: tuple[int, int], num_frames: int) -> OperationCounter:
+    """Operations of one whole-predictor clip (network + CLIP classifier + painting) by phase.
+
+    The network and random CLIP are those `bench_predictor.py` times (70 class names, one template), amp off:
+    with random weights every query has a mask in every frame, so the official protocol crops all of them.
+    Phases are attributed through the counter's module stack: each part is wrapped to push its name.
+    """
+    from models.ovavss import classifier as classifier_module
+    from models.ovavss.clip_model import load_clip
+    from models.ovavss.config import get_config
+    from models.pipeline.network import random_vggish_
+    from models.predictor import AVSegPredictor, PredictorOptions
+
+    options: dict = {}
+    if mode.startswith("crops"):
+        options["max_crops_per_frame"] = int(mode[5:])
+    elif mode != "official":
+        raise SystemExit(f"--predictor-modes: official or crops<n>, got {mode!r}")
+    model_config = get_config(config)
+    torch.manual_seed(0)
+    model = build(config)
+    random_vggish_(model.audio_encoder, 0)
+    clip = load_clip(model_config.clip_model, pretrained=None, quick_gelu=True)
+    predictor = AVSegPredictor(model, clip, model_config, "cpu",
+                               PredictorOptions(templates=("a photo of a {}.",), **options))
+    from models.data.classes import CLASS_NAMES
+
+    predictor.set_vocabulary(CLASS_NAMES[1:71])
+    stack: list[str] = []
+    counter = OperationCounter(stack, 1)
+    counter.crop_batches = []
+
+    def phase(name: str, function):
+        def wrapped(*args, **kwargs):
+            stack.append(name)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                stack.pop()
+        return wrapped
+
+    classifier = predictor.classifier
+    predictor._network = phase("network", predictor._network)
+    classifier.pairs_to_crop = phase("mask boxes", classifier.pairs_to_crop)
+    encode_regions = phase("CLIP image tower", classifier.encode_regions)
+
+    def counting_crops(regions: torch.Tensor) -> torch.Tensor:
+        counter.crop_batches.append(int(regions.shape[0]))
+        return encode_regions(regions)
+
+    classifier.encode_regions = counting_crops
+    classifier.paint = phase("paint", classifier.paint)
+    predictor._frame_predictions = phase("frame outputs", predictor._frame_predictions)
+    original_crop_regions = classifier_module.crop_regions
+    classifier_module.crop_regions = phase("crops", original_crop_regions)
+    classify = classifier.classify
+    classifier.classify = phase("scores", classify)  # what the parts above leave of `classify`
+    frames_in = torch.randint(0, 256, (num_frames, 3, *size), dtype=torch.uint8)
+    audio = torch.randn(num_frames, 1, 96, 64)
+    try:
+        predictor.predict_resized(frames_in, audio, size)  # fills what is kept per shape
+        counter.crop_batches = []  # the CLIP batch sizes of the counted call
+        with counter:
+            predictor.predict_resized(frames_in, audio, size)
+    finally:
+        classifier_module.crop_regions = original_crop_regions
+    return counter
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=["r50"])
@@ -167,6 +251,8 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--train-step", action="store_true", help="also count a training step by phase")
+    parser.add_argument("--predictor-modes", nargs="*", default=[], metavar="MODE",
+                        help="also count one whole-predictor clip by phase (modes: official, crops<n>)")
     args = parser.parse_args()
     from models.device import prepare_cpu
 
@@ -196,6 +282,18 @@ def main() -> None:
             total = sum(sum(c.compute.values()) for c in phases.values())
             parts = ", ".join(f"{phase} {sum(c.compute.values())}" for phase, c in phases.items())
             print(f"  training step: {total} compute operations ({parts})")
+        for mode in args.predictor_modes:
+            counter = count_predictor(config, mode, tuple(args.size), args.frames)
+            total = sum(counter.compute.values())
+            syncs = sum(n for name, n in counter.compute.items() if name in SYNCS)
+            parts = ", ".join(f"{name} {counter.by_module.get(name, 0)}" for name in PREDICTOR_PHASES)
+            other = total - sum(counter.by_module.get(name, 0) for name in PREDICTOR_PHASES)
+            print(f"  predictor ({mode}): {total} compute operations ({parts}, other {other}); "
+                  f"{syncs} value reads (nonzero, item) that wait for the device; "
+                  f"{sum(counter.crop_batches)} crops in {len(counter.crop_batches)} CLIP calls")
+            if args.by_module:
+                top = ", ".join(f"{name} {n}" for name, n in counter.compute.most_common(args.top))
+                print(f"    most frequent: {top}")
 
 
 if __name__ == "__main__":

@@ -122,7 +122,8 @@ def test_moving_or_converting_the_network_drops_what_it_kept():
 
 def test_the_operation_counting_benchmark_runs():
     """benchmarks/count_ops.py (how RESULTS.md's operation counts are made) on the tiny config: the forward it
-    counts is the repeated one (nothing recomputed), and every phase of a training step dispatches work."""
+    counts is the repeated one (nothing recomputed), every phase of a training step dispatches work, and the
+    whole-predictor count attributes the network's operations to the network phase, nothing else to it."""
     import sys
     from pathlib import Path
 
@@ -138,3 +139,8 @@ def test_the_operation_counting_benchmark_runs():
     assert sum(counter.by_module.values()) == sum(counter.compute.values())
     phases = count_ops.count_train_step("tiny")
     assert all(sum(phase.compute.values()) > 0 for phase in phases.values())
+    predictor = count_ops.count_predictor("tiny", "crops1", (64, 96), num_frames=3)
+    assert predictor.by_module["network"] == sum(counter.compute.values())
+    assert all(predictor.by_module[phase] > 0 for phase in count_ops.PREDICTOR_PHASES)
+    assert sum(predictor.by_module.values()) == sum(predictor.compute.values())
+    assert predictor.crop_batches == [3]  # the crop cap: one per frame
