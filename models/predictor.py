@@ -21,7 +21,8 @@ inside). Precision: float32; on CUDA `amp="fp16"` runs the network, the CLIP ima
 under fp16 autocast like the official test (and rounds crops through fp16); the per-query logit mean stays
 float32 (the official code keeps it in fp16), which can only move probabilities in the last fp16 digit. By
 default the autocast parts also keep their weights in fp16 (`PredictorOptions.amp_weights`: the same matrix
-operands, norm scales rounded once; `amp_weights=False` is the official regime bit for bit). `amp="bf16"`
+operands, norm scales rounded once, CLIP's image tower fused; `amp_weights=False` is the official regime bit for
+bit). `amp="bf16"`
 also runs on CPUs with native bfloat16 (AMX / AVX512-BF16), where it is faster than float32.
 """
 
@@ -42,6 +43,7 @@ from models.device import cpu_supports_bf16, resolve_device  # noqa: F401 (resol
 from models.errors import AVSegError, UsageError
 from models.ovavss.classifier import ClassifierConfig, OpenVocabularyClassifier
 from models.ovavss.clip_model import LoadedClip
+from models.ovavss.clip_tower_fusion import fuse_image_tower
 from models.ovavss.config import ModelConfig
 from models.ovavss.mask_canvas import MaskCanvas
 from models.ovavss.prompts import VILD_TEMPLATES, resolve_templates, template_set_id, validate_templates
@@ -71,9 +73,12 @@ class PredictorOptions:
             CLIP image tower in the amp dtype once (the pixel decoder, which runs outside autocast, stays
             float32; buffers such as FrozenBN statistics stay float32). Autocast rounds those weights to the
             same dtype at every use anyway, so matrix products see the same operands; only the norm layers'
-            scales and shifts are rounded once (at most 2^-11 relative). False keeps float32 weights: the
-            official regime bit for bit, but a cast of every weight on every call (measured on an H100:
-            CLIP ViT-B/16 encodes 4,600 crops/s that way, 7,700 with half weights).
+            scales and shifts are rounded once (at most 2^-11 relative). The CLIP image tower is also fused
+            (`models.ovavss.clip_tower_fusion`: QuickGELU as one SiLU with 1.702 folded into its MLP weights,
+            layer norms in the amp dtype), which rounds the two MLP matrices' scaled values instead. False
+            keeps float32 weights and the tower as it is: the official regime bit for bit, but a cast of every
+            weight on every call (measured on an H100: CLIP ViT-B/16 encodes 4,600 crops/s that way, 7,700
+            with half weights).
         cuda_graphs: on CUDA, replay the network's forward as a CUDA graph per input shape
             (`models.ovavss.graphed_network`): the same computation without launching its ~4,000 kernels
             one by one. Costs one capture per new clip shape and the memory of one forward per kept graph.
@@ -144,8 +149,13 @@ def check_cuda_graphs_device(cuda_graphs: bool, device: torch.device) -> None:
 def cast_inference_weights(model: torch.nn.Module, clip_model: torch.nn.Module, dtype: torch.dtype) -> None:
     """Store, in place, the parameters of the parts that run under autocast in its dtype (see
     `PredictorOptions.amp_weights`): backbone, transformer decoder, VGGish, CLIP image tower. The pixel
-    decoder (float32 by design), all buffers and the CLIP text tower (class embeddings) keep their dtype."""
-    parts = [model.backbone, model.sem_seg_head.predictor, model.audio_encoder, getattr(clip_model, "visual", None)]
+    decoder (float32 by design), all buffers and the CLIP text tower (class embeddings) keep their dtype.
+    The image tower is first fused (`fuse_image_tower`: QuickGELU as one SiLU, folded in float32 before the
+    cast; layer norms in the amp dtype)."""
+    visual = getattr(clip_model, "visual", None)
+    if visual is not None:
+        fuse_image_tower(visual)
+    parts = [model.backbone, model.sem_seg_head.predictor, model.audio_encoder, visual]
     with torch.no_grad():
         for part in filter(None, parts):
             for param in part.parameters():
