@@ -172,10 +172,12 @@ Not seen: copies to the host (on the CPU indistinguishable from the no-op `.to(d
 def count_predictor(config: str, mode: str, size: tuple[int, int], num_frames: int) -> OperationCounter:
     """Operations of one whole-predictor clip (network + CLIP classifier + painting) by phase.
 
-    The network and random CLIP are those `bench_predictor.py` times (70 class names, one template), amp off:
-    with random weights every query has a mask in every frame, so the official protocol crops all of them.
-    Phases are attributed through the counter's module stack: each part is wrapped to push its name.
+    The network and random CLIP are those `bench_predictor.py` times (70 class names, one template), amp off;
+    with random weights the official protocol crops most (query, frame) pairs (353 of 500 for r50). Phases are
+    attributed through the counter's module stack: each part is wrapped to push its name. The returned counter
+    also holds `crop_batches`, the sizes of the counted call's CLIP batches.
     """
+    from models.data.classes import CLASS_NAMES
     from models.ovavss import classifier as classifier_module
     from models.ovavss.clip_model import load_clip
     from models.ovavss.config import get_config
@@ -194,8 +196,6 @@ def count_predictor(config: str, mode: str, size: tuple[int, int], num_frames: i
     clip = load_clip(model_config.clip_model, pretrained=None, quick_gelu=True)
     predictor = AVSegPredictor(model, clip, model_config, "cpu",
                                PredictorOptions(templates=("a photo of a {}.",), **options))
-    from models.data.classes import CLASS_NAMES
-
     predictor.set_vocabulary(CLASS_NAMES[1:71])
     stack: list[str] = []
     counter = OperationCounter(stack, 1)

@@ -22,8 +22,7 @@ under fp16 autocast like the official test (and rounds crops through fp16); the 
 float32 (the official code keeps it in fp16), which can only move probabilities in the last fp16 digit. By
 default the autocast parts also keep their weights in fp16 (`PredictorOptions.amp_weights`: the same matrix
 operands, norm scales rounded once, CLIP's image tower fused; `amp_weights=False` is the official regime bit for
-bit). `amp="bf16"`
-also runs on CPUs with native bfloat16 (AMX / AVX512-BF16), where it is faster than float32.
+bit). `amp="bf16"` also runs on CPUs with native bfloat16 (AMX / AVX512-BF16), where it is faster than float32.
 """
 
 from __future__ import annotations
