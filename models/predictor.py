@@ -396,6 +396,7 @@ class AVSegPredictor:
             "device": str(self.device),
             "amp": options.amp,
             "amp_weights": options.amp_weights if options.amp != "off" else None,
+            "clip_image_tower_fused": options.amp != "off" and options.amp_weights,
             "cuda_graphs": options.cuda_graphs,
             "protocol": options.protocol,
             "score_threshold": options.score_threshold,

@@ -158,7 +158,7 @@ def test_predictor_fuses_the_tower_with_amp_weights_only():
         predictor = AVSegPredictor(copy.deepcopy(network), clip, get_config("tiny"), "cpu",
                                    PredictorOptions(amp=amp, amp_weights=amp_weights, templates=("a {}.",)))
         fused = isinstance(clip.model.visual.transformer.resblocks[0].mlp.gelu, QuickGELUAsSiLU)
-        assert fused == (amp != "off" and amp_weights)
+        assert fused == (amp != "off" and amp_weights) == predictor.describe()["clip_image_tower_fused"]
         predictor.set_vocabulary(["dog", "violin", "man"])
         captured = []
         classify = predictor.classifier.classify
