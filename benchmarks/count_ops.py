@@ -224,8 +224,9 @@ def count_predictor(config: str, mode: str, size: tuple[int, int], num_frames: i
     predictor._frame_predictions = phase("frame outputs", predictor._frame_predictions)
     original_crop_regions = classifier_module.crop_regions
     classifier_module.crop_regions = phase("crops", original_crop_regions)
-    classify = classifier.classify
-    classifier.classify = phase("scores", classify)  # what the parts above leave of `classify`
+    # what the parts above leave of the classification
+    classifier.classify_pairs = phase("scores", classifier.classify_pairs)
+    classifier.mean_over_frames = phase("scores", classifier.mean_over_frames)
     frames_in = torch.randint(0, 256, (num_frames, 3, *size), dtype=torch.uint8)
     audio = torch.randn(num_frames, 1, 96, 64)
     try:

@@ -9,8 +9,9 @@
 #
 # Stages (each under its own time limit, so one slow stage does not eat the rest):
 #   quick      the open questions in about 8 minutes, for a short loan (run it first): the CUDA tests written
-#              without a GPU (syncs, pinned batches, CUDA graphs), the r50 train loop fp32, the predictor with
-#              and without CUDA graphs, annotate 360p with the crop cap, the predictor profile
+#              without a GPU (syncs, pinned batches, CUDA graphs, fused CLIP, overlapped clips), the r50 train
+#              loop fp32, the predictor with and without CUDA graphs and overlapped clips, annotate 360p with the
+#              crop cap, the predictor profile
 #   env        GPU, driver, torch and package versions
 #   tests      tests/test_cuda.py (CUDA results against float64 CPU references, CUDA training and resume)
 #   model      bench_model.py: r50 / swinb forward and forward+backward per 5-frame 360p clip, amp off/bf16/fp16,
@@ -90,9 +91,9 @@ for stage in "$@"; do
       step zeroshot-720p 240 "$PY" benchmarks/bench_zeroshot.py --device cuda --size 1280x720 --clips 2
       ;;
     quick)
-      step quick-tests 150 "$PY" -m pytest -q -p no:cacheprovider -s tests/test_cuda.py -k "graph or wait or pinned or kept or fused"
+      step quick-tests 150 "$PY" -m pytest -q -p no:cacheprovider -s tests/test_cuda.py -k "graph or wait or pinned or kept or fused or predict_clips"
       step quick-train-r50 150 "$PY" benchmarks/bench_train.py --config r50 --device cuda --amp off --iters 50 --skip 15 --workers 8 --videos 8
-      step quick-predictor-r50 150 "$PY" benchmarks/bench_predictor.py --config r50 --device cuda --amp fp16 --warmup 2 --repeat 5 --modes official official+graphs crops3 crops3+graphs
+      step quick-predictor-r50 180 "$PY" benchmarks/bench_predictor.py --config r50 --device cuda --amp fp16 --warmup 2 --repeat 5 --modes official official+pipelined official+graphs official+graphs+pipelined crops3 crops3+pipelined crops3+graphs
       step quick-annotate-360p 120 "$PY" benchmarks/bench_annotate.py --random-weights r50 --device cuda --amp fp16 --max-crops 3 --cuda-graphs --render-workers processes --sizes 360 --seconds 10
       step quick-profile 120 "$PY" benchmarks/profile_cuda.py --device cuda --amp fp16 --parts predictor --clips 5
       ;;

@@ -6,7 +6,8 @@ Usage:
 Each part is timed between device synchronisations, so CPU/GPU overlap is removed and the parts add up to
 a little more than a plain run; "rest" is the remainder of the enclosing call. Weights are random.
   predictor  predict_clip on a 5-frame 640x360 clip (official protocol), split into network / crop
-             selection / crop_regions / CLIP encode / paint / frame outputs, then torch.profiler's top operators
+             selection / crop_regions / CLIP encode / mean over frames / paint / frame outputs, then
+             torch.profiler's top operators
   clip       CLIP ViT-B/16 encode_image alone: batch 64 and 256, under autocast and with half weights
   train      the `avseg train` loop on a synthetic 360x640 dataset: data wait / VGGish / forward / criterion
              (matcher inside) / backward / clip + step
@@ -97,7 +98,8 @@ def profile_predictor(device: torch.device, amp: str, config: str, clips: int) -
     patch(predictor.classifier, "encode_regions", "CLIP encode")
     patch(OpenVocabularyClassifier, "paint", "paint")
     patch(predictor, "_frame_predictions", "frame outputs (to CPU)")
-    patch(OpenVocabularyClassifier, "classify", "classify (all)")
+    patch(OpenVocabularyClassifier, "classify_pairs", "classify_pairs (all)")
+    patch(OpenVocabularyClassifier, "mean_over_frames", "mean_over_frames")
     whole = timed("predict_clip (all)", predictor.predict_clip)
     for _ in range(clips):
         whole(clip)

@@ -7,7 +7,7 @@ plugged in (the OV-AVSS `AVSegPredictor`, a training-free method, or a fake in t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -70,7 +70,9 @@ class VideoPredictor(Protocol):
     """A method that names and segments the sounding objects of clips.
 
     Optional attributes callers look for: `needs_waveform` (True: evaluation also fills `ClipInput.waveform_16k`,
-    as `annotate` always does) and `audio_description` (what the method hears, for the annotate JSON).
+    as `annotate` always does), `audio_description` (what the method hears, for the annotate JSON) and
+    `predict_clips(clips)` (an iterator of `predict_clip` results that may overlap consecutive clips; see
+    `predict_clips` below).
     """
 
     clip_len: int
@@ -84,3 +86,13 @@ class VideoPredictor(Protocol):
 
     def describe(self) -> dict:
         """What produced the predictions (method, config, weights) for the JSON output."""
+
+
+def predict_clips(predictor: VideoPredictor, clips: Iterable[ClipInput]) -> Iterator[list[FramePrediction]]:
+    """`predictor.predict_clip` of each clip in order, through the predictor's own `predict_clips` when it has
+    one (the OV-AVSS predictor overlaps consecutive clips on a GPU). `clips` may be a generator: it is read at
+    most one clip ahead of the results."""
+    batched = getattr(predictor, "predict_clips", None)
+    if batched is not None:
+        return iter(batched(clips))
+    return (predictor.predict_clip(clip) for clip in clips)

@@ -31,7 +31,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ from models.checkpoint_parts import build_network, read_checkpoint_parts, setup_
 from models.clip_loading import load_classifier_clip
 from models.device import cpu_supports_bf16, resolve_device  # noqa: F401 (resolve_device re-exported)
 from models.errors import AVSegError, UsageError
-from models.ovavss.classifier import ClassifierConfig, OpenVocabularyClassifier
+from models.ovavss.classifier import ClassifierConfig, OpenVocabularyClassifier, PairLogits
 from models.ovavss.clip_model import LoadedClip
 from models.ovavss.clip_tower_fusion import fuse_image_tower
 from models.ovavss.config import ModelConfig
@@ -163,6 +163,26 @@ def cast_inference_weights(model: torch.nn.Module, clip_model: torch.nn.Module, 
 
 
 # --------------------------------------------------------------------------------------------- predictor
+@dataclass(frozen=True)
+class _NetworkOutput:
+    """One clip after the network: frames (T, 3, h, w) uint8 on the device, (h, w) before padding, the original
+    (H, W), sound logits (Q, 2) and the mask logits' canvas (Q, T, Hp, Wp)."""
+
+    frames: torch.Tensor
+    image_size: tuple[int, int]
+    original_size: tuple[int, int]
+    sound_logits: torch.Tensor
+    mask_logits: MaskCanvas
+
+
+@dataclass(frozen=True)
+class _PendingClip:
+    """One clip whose CLIP work is issued but not read back."""
+
+    network: _NetworkOutput
+    pairs: PairLogits
+
+
 class AVSegPredictor:
     """OV-AVSS: names and segments the sounding objects of clips (implements `VideoPredictor`).
 
@@ -316,6 +336,42 @@ class AVSegPredictor:
         Args:
             clip: frames uint8 (T, H, W, 3) RGB and audio_examples float32 (T, 1, 96, 64), 1 <= T <= clip_len.
         """
+        return self.predict_resized(*self._resize(clip))
+
+    @torch.inference_mode()
+    def predict_clips(self, clips: Iterable[ClipInput]) -> Iterator[list[FramePrediction]]:
+        """`predict_clip` of each clip, in order, with the same results; the clips overlap on a GPU.
+
+        The network of clip k+1 is issued before the results of clip k are read back, so the GPU works on clip
+        k's CLIP crops while the host launches clip k+1's network kernels (launch-bound on a GPU), instead of
+        the host waiting for CLIP and the GPU then waiting for the host. Clips are taken from `clips` one
+        ahead of the result yielded: at most two are held.
+        """
+        pending: _PendingClip | None = None
+        for clip in clips:
+            network = self._run_network(*self._resize(clip))
+            if pending is not None:
+                yield self._finish(pending)
+            pending = self._classify_pairs(network)
+        if pending is not None:
+            yield self._finish(pending)
+
+    @torch.inference_mode()
+    def predict_resized(
+        self, frames: torch.Tensor, audio_examples: torch.Tensor, original_size: tuple[int, int]
+    ) -> list[FramePrediction]:
+        """Like `predict_clip` for frames already resized to the network's input size.
+
+        Args:
+            frames: uint8 (T, 3, h, w) resized, unnormalised, unpadded frames.
+            audio_examples: (T, 1, 96, 64) VGGish log-mel examples.
+            original_size: (H, W) the masks and label maps are produced at.
+        """
+        return self._finish(self._classify_pairs(self._run_network(frames, audio_examples, original_size)))
+
+    # ------------------------------------------------------------------------------ prediction steps
+    def _resize(self, clip: ClipInput) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """A clip checked and resized on the CPU: (T, 3, h, w) uint8 frames, (T, 1, 96, 64) audio, (H, W)."""
         from models.data.transforms import MAX_SIZE, frames_to_tensor, resize_frame, resize_shortest_edge_size
 
         if self._text_embeddings is None:
@@ -330,36 +386,49 @@ class AVSegPredictor:
         if tuple(audio.shape) != (num_frames, 1, 96, 64):
             raise ValueError(f"audio_examples must be ({num_frames}, 1, 96, 64), got {tuple(audio.shape)}")
         size = resize_shortest_edge_size(height, width, self.short_side, self.config.max_size or MAX_SIZE)
-        resized = frames_to_tensor([resize_frame(frame, size) for frame in frames])
-        return self.predict_resized(resized, audio, (height, width))
+        return frames_to_tensor([resize_frame(frame, size) for frame in frames]), audio, (height, width)
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A host tensor on the predictor's device. To a GPU through pinned memory without waiting: a plain
+        copy from pageable memory would first wait for all the work already queued (the previous clip's)."""
+        if self.device.type != "cuda" or tensor.device.type != "cpu":
+            return tensor.to(self.device)
+        return tensor.pin_memory().to(self.device, non_blocking=True)
 
     @torch.inference_mode()
-    def predict_resized(
+    def _run_network(
         self, frames: torch.Tensor, audio_examples: torch.Tensor, original_size: tuple[int, int]
-    ) -> list[FramePrediction]:
-        """Like `predict_clip` for frames already resized to the network's input size.
-
-        Args:
-            frames: uint8 (T, 3, h, w) resized, unnormalised, unpadded frames.
-            audio_examples: (T, 1, 96, 64) VGGish log-mel examples.
-            original_size: (H, W) the masks and label maps are produced at.
-        """
+    ) -> "_NetworkOutput":
+        """Issue the network on one resized clip (nothing is read back)."""
         from models.data.transforms import normalize_and_pad
 
         if self._text_embeddings is None:
             raise RuntimeError("call set_vocabulary(names) before predicting")
-        device = self.device
-        frames = frames.to(device)  # uint8 to the device, then normalised there (4x fewer bytes to copy)
+        frames = self._to_device(frames)  # uint8 to the device, then normalised there (4x fewer bytes to copy)
+        audio = self._to_device(audio_examples.to(torch.float32))
         images, sizes = normalize_and_pad([frames], self.config.size_divisibility)
         with self._autocast():
-            outputs = self._network(images, audio_examples=audio_examples[None].to(device, torch.float32))
-            sound_logits = outputs["pred_logits"][0]  # (Q, 2)
+            outputs = self._network(images, audio_examples=audio[None])
             # (Q, T, Hp, Wp) logits on the padded canvas, upsampled only for the queries that are read
             mask_logits = MaskCanvas(outputs["pred_masks"][0], tuple(images.shape[-2:]))
-        classified = self.classifier.classify(frames, mask_logits, sound_logits, self._text_embeddings)
+        return _NetworkOutput(frames=frames, image_size=sizes[0], original_size=tuple(original_size),
+                              sound_logits=outputs["pred_logits"][0], mask_logits=mask_logits)
+
+    @torch.inference_mode()
+    def _classify_pairs(self, network: "_NetworkOutput") -> "_PendingClip":
+        """Crop the clip's valid (query, frame) pairs and issue CLIP on them (reads back only the valid pairs)."""
+        pairs = self.classifier.classify_pairs(network.frames, network.mask_logits, network.sound_logits,
+                                               self._text_embeddings)
+        return _PendingClip(network=network, pairs=pairs)
+
+    @torch.inference_mode()
+    def _finish(self, pending: "_PendingClip") -> list[FramePrediction]:
+        """Per-query class probabilities, painting and the per-frame results on the host."""
+        network = pending.network
+        classified = self.classifier.mean_over_frames(pending.pairs)
         with self._autocast():
-            painted = self.classifier.paint(classified, mask_logits, sizes[0], tuple(original_size))
-        return self._frame_predictions(painted, sound_logits)
+            painted = self.classifier.paint(classified, network.mask_logits, network.image_size, network.original_size)
+        return self._frame_predictions(painted, network.sound_logits)
 
     def _frame_predictions(self, painted, sound_logits: torch.Tensor) -> list[FramePrediction]:
         small = len(self.vocabulary) < 255

@@ -161,8 +161,8 @@ def test_predictor_fuses_the_tower_with_amp_weights_only():
         assert fused == (amp != "off" and amp_weights) == predictor.describe()["clip_image_tower_fused"]
         predictor.set_vocabulary(["dog", "violin", "man"])
         captured = []
-        classify = predictor.classifier.classify
-        predictor.classifier.classify = lambda *a, **k: captured.append(classify(*a, **k)) or captured[-1]
+        mean_over_frames = predictor.classifier.mean_over_frames
+        predictor.classifier.mean_over_frames = lambda *a: captured.append(mean_over_frames(*a)) or captured[-1]
         predictor.predict_resized(frames, audio, (64, 96))
         probabilities[(amp, amp_weights)] = captured[0].probs
     reference, unfused, fused = probabilities[("off", True)], probabilities[("bf16", False)], probabilities[("bf16", True)]

@@ -447,3 +447,36 @@ def test_fused_clip_tower_on_cuda_is_as_accurate_as_the_unfused_one(dtype):
         if fused:
             assert set(seen) == {dtype}, seen
     assert errors[True] < 0.03 and errors[True] < 1.5 * errors[False] + 1e-3, errors
+
+
+@pytest.mark.parametrize("cuda_graphs", [False, True])
+def test_predict_clips_on_cuda_overlaps_without_changing_results(tiny_files, cuda_graphs):
+    """`predict_clips` on CUDA: the results of `predict_clip`; issuing a clip's network (inputs copied through
+    pinned memory) never waits for the GPU, which is what lets it overlap the previous clip's CLIP work.
+    (Written without a GPU at hand, 2026-12-07.)"""
+    import warnings
+
+    from test_predictor import assert_same_frames
+
+    checkpoint, clip_dir = tiny_files
+    predictor = AVSegPredictor.from_checkpoint(checkpoint, device="cuda", clip_weights=clip_dir, amp="fp16",
+                                               cuda_graphs=cuda_graphs)
+    predictor.set_vocabulary(VOCABULARY)
+    clips = [random_clip_input(5, 72, 128, seed=s) for s in range(4)] + [random_clip_input(3, 90, 60, seed=9)]
+    want = [predictor.predict_clip(clip) for clip in clips]
+    got = list(predictor.predict_clips(iter(clips)))
+    for a, b in zip(got, want):
+        assert_same_frames(a, b)
+    assert len(got) == len(clips)
+    resized = predictor._resize(clips[0])
+    predictor._run_network(*resized)  # warm
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            predictor._run_network(*resized)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+    assert syncs == []

@@ -505,3 +505,53 @@ def test_label_maps_keep_every_class_id_in_their_dtype(vocabulary_size, dtype):
     assert np.array_equal(np.stack([f.label_map for f in frames]), semantic.numpy())
     assert [len(f.instances) for f in frames] == [0, 1]
     assert frames[1].instances[0].label == f"name {vocabulary_size - 1}"
+
+
+def assert_same_frames(got: list, want: list) -> None:
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a.label_map, b.label_map)
+        assert [(i.label, i.query, i.score, i.sound_score) for i in a.instances] == \
+            [(i.label, i.query, i.score, i.sound_score) for i in b.instances]
+        for x, y in zip(a.instances, b.instances):
+            np.testing.assert_array_equal(x.mask, y.mask)
+
+
+def test_predict_clips_gives_predict_clip_results_reading_one_clip_ahead(tiny_predictor):
+    """`predict_clips` (clips overlapped on a GPU): the results of `predict_clip`, clip by clip, for clips of
+    different sizes and lengths; the input iterator is read at most one clip ahead of the results."""
+    tiny_predictor.set_vocabulary(VOCABULARY)
+    clips = [random_clip_input(5, 72, 128, seed=1), random_clip_input(3, 90, 60, seed=2),
+             random_clip_input(5, 72, 128, seed=3), random_clip_input(1, 40, 40, seed=4)]
+    want = [tiny_predictor.predict_clip(clip) for clip in clips]
+    assert sum(len(f.instances) for frames in want for f in frames) > 0
+    pulled = []
+
+    def source():
+        for clip in clips:
+            pulled.append(clip)
+            yield clip
+
+    results = tiny_predictor.predict_clips(source())
+    for index, (got, expected) in enumerate(zip(results, want)):
+        assert len(pulled) == min(index + 2, len(clips))
+        assert_same_frames(got, expected)
+    assert len(pulled) == len(clips)
+    assert list(tiny_predictor.predict_clips([])) == []
+
+
+def test_predict_clips_helper_falls_back_to_predict_clip():
+    from models.prediction import predict_clips
+
+    class OneByOne:
+        clip_len = 5
+
+        def __init__(self):
+            self.calls = []
+
+        def predict_clip(self, clip):
+            self.calls.append(clip)
+            return [clip]
+
+    predictor = OneByOne()
+    assert list(predict_clips(predictor, iter(["a", "b"]))) == [["a"], ["b"]] and predictor.calls == ["a", "b"]

@@ -78,6 +78,22 @@ class ClassifiedQueries:
 
 
 @dataclass(frozen=True)
+class PairLogits:
+    """CLIP logits of one clip's cropped (query, frame) pairs, before the per-query mean (`classify_pairs`).
+
+    Attributes:
+        query_index: (M,) long, the query of each pair (query-major order).
+        logits: (M, K) logit_scale x cosine similarity of each pair's crop with each class (the CLIP tower's
+            dtype under autocast).
+        valid: (Q, T) bool, the (query, frame) pairs that were cropped.
+    """
+
+    query_index: torch.Tensor
+    logits: torch.Tensor
+    valid: torch.Tensor
+
+
+@dataclass(frozen=True)
 class PaintedClip:
     """Post-processed output of one clip.
 
@@ -209,6 +225,22 @@ class OpenVocabularyClassifier(nn.Module):
         Returns:
             `ClassifiedQueries` (N = queries valid in at least one frame; N may be 0).
         """
+        return self.mean_over_frames(self.classify_pairs(frames, mask_logits, sound_logits, text_embeddings))
+
+    @torch.no_grad()
+    def classify_pairs(
+        self,
+        frames: torch.Tensor,
+        mask_logits: torch.Tensor | MaskCanvas,
+        sound_logits: torch.Tensor | None,
+        text_embeddings: torch.Tensor,
+    ) -> PairLogits:
+        """The first step of `classify` (same arguments): crop the valid pairs and score them with CLIP.
+
+        It reads back from the device only what decides the crops (which pairs are valid); the CLIP work it
+        issues is not waited for, so a caller can issue other work (the next clip's network) before
+        `mean_over_frames` reads the logits.
+        """
         cfg = self.config
         num_queries, num_frames = mask_logits.shape[:2]
         if frames.shape[0] != num_frames:
@@ -230,11 +262,14 @@ class OpenVocabularyClassifier(nn.Module):
             )
             features = self.encode_regions(regions).to(text.device)
             pair_logits.append(cfg.logit_scale * features @ text.T)  # (m, K)
-        num_classes = text.shape[0]
-        if pair_logits:
-            all_logits = torch.cat(pair_logits)
-        else:
-            all_logits = text.new_zeros(0, num_classes)
+        all_logits = torch.cat(pair_logits) if pair_logits else text.new_zeros(0, text.shape[0])
+        return PairLogits(query_index=query_index, logits=all_logits, valid=valid)
+
+    @torch.no_grad()
+    def mean_over_frames(self, pairs: PairLogits) -> ClassifiedQueries:
+        """The second step of `classify`: each query's logits averaged over its valid frames, then softmax."""
+        valid, query_index, all_logits = pairs.valid, pairs.query_index, pairs.logits
+        num_queries, num_classes = valid.shape[0], all_logits.shape[1]
         # Under autocast the logits may be fp16/bf16 (the official fp16 regime): accumulate in their dtype,
         # softmax in float32.
         sums = all_logits.new_zeros(num_queries, num_classes).index_add_(0, query_index, all_logits)

@@ -3,7 +3,7 @@
 One video, start to end (every arrow streams; only one block of frames is in memory):
 
     probe -> decode_audio_16k -> FrameAudio (log-mel of the whole sound, once)
-          -> iter_frames (the video's own rate) -> blocks of T seconds -> clips -> predictor.predict_clip
+          -> iter_frames (the video's own rate) -> blocks of T seconds -> clips -> predictor.predict_clips
           -> per frame (`frame_outputs.finish_frame`, in worker threads or processes):
                         render_overlay -> BackgroundFrameWriter -> VideoWriter (original audio copied)
                         write_index_mask -> <stem>.masks/<frame:06d>.png
@@ -72,7 +72,7 @@ import numpy as np
 
 from models.atomic import atomic_dir, atomic_open
 from models.errors import AVSegError
-from models.prediction import ClipInput, FramePrediction, VideoPredictor
+from models.prediction import ClipInput, FramePrediction, VideoPredictor, predict_clips
 from models.pipeline.annotate_inputs import check_vocabulary, has_glob
 from models.pipeline.annotate_outputs import (
     AnnotateOptions,
@@ -220,16 +220,11 @@ class _BlockRunner:
         end_source = first_source + self.block_sources
         records: dict[int, dict] = {}
         pending: list[Future] = []
-        for positions in block_clips(len(self.analysed), self.clip_len, self.stride):
+        clip_positions = block_clips(len(self.analysed), self.clip_len, self.stride)
+        clips = (self._clip_input(positions) for positions in clip_positions)  # built as the predictor asks
+        for positions, predictions in zip(clip_positions, predict_clips(self.annotator.predictor, clips)):
             sources = [self.analysed[p][0] for p in positions]
             times = [self.analysed[p][1] for p in positions]
-            clip = ClipInput(
-                frames=np.stack([self.frames[s] for s in sources]),
-                audio_examples=self.audio.examples(times),
-                waveform_16k=self.audio.waveform_span(times),
-                times=tuple(times),
-            )
-            predictions = self.annotator.predictor.predict_clip(clip)
             if len(predictions) != len(positions):
                 raise RuntimeError(
                     f"the predictor returned {len(predictions)} frame predictions for a clip of {len(positions)} frames"
@@ -263,6 +258,17 @@ class _BlockRunner:
         self.frames.clear()
         self.analysed.clear()
         self.block_sources = 0
+
+    def _clip_input(self, positions: Sequence[int]) -> ClipInput:
+        """The clip of the block's analysed frames at `positions`, with its audio."""
+        sources = [self.analysed[p][0] for p in positions]
+        times = [self.analysed[p][1] for p in positions]
+        return ClipInput(
+            frames=np.stack([self.frames[s] for s in sources]),
+            audio_examples=self.audio.examples(times),
+            waveform_16k=self.audio.waveform_span(times),
+            times=tuple(times),
+        )
 
     def _store(self, source: int, result: FrameResult, records: dict[int, dict]) -> None:
         """Put a finished frame's rendered frames in place of the source frames and keep its JSON record."""

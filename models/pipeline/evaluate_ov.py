@@ -35,7 +35,7 @@ from models.atomic import atomic_dir, write_json
 from models.data.classes import CLASS_NAMES
 from models.data.prepared import PreparedData, VideoRecord
 from models.errors import AVSegError
-from models.prediction import ClipInput, VideoPredictor
+from models.prediction import ClipInput, VideoPredictor, predict_clips
 from models.progress import NullProgress, Progress
 
 RUN_FILE = "avseg-predictions.json"
@@ -234,8 +234,8 @@ def predict_split(
                 continue
             started = time.perf_counter()
             with atomic_dir(folder) as tmp:
-                for ids, clip in _video_clips(record, data.root, predictor.clip_len, with_waveform):
-                    frames = predictor.predict_clip(clip)
+                clips = list(_video_clips(record, data.root, predictor.clip_len, with_waveform))  # 2 for 10 frames
+                for (ids, _), frames in zip(clips, predict_clips(predictor, (clip for _, clip in clips))):
                     if len(frames) != len(ids):
                         raise RuntimeError(f"the predictor returned {len(frames)} frames for a clip of {len(ids)}")
                     for k, frame in zip(ids, frames):
