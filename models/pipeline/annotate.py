@@ -222,7 +222,8 @@ class _BlockRunner:
         pending: list[Future] = []
         clip_positions = block_clips(len(self.analysed), self.clip_len, self.stride)
         clips = (self._clip_input(positions) for positions in clip_positions)  # built as the predictor asks
-        for positions, predictions in zip(clip_positions, predict_clips(self.annotator.predictor, clips)):
+        results = predict_clips(self.annotator.predictor, clips)
+        for positions, predictions in zip(clip_positions, results, strict=True):
             sources = [self.analysed[p][0] for p in positions]
             times = [self.analysed[p][1] for p in positions]
             if len(predictions) != len(positions):

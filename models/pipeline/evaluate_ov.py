@@ -235,7 +235,8 @@ def predict_split(
             started = time.perf_counter()
             with atomic_dir(folder) as tmp:
                 clips = list(_video_clips(record, data.root, predictor.clip_len, with_waveform))  # 2 for 10 frames
-                for (ids, _), frames in zip(clips, predict_clips(predictor, (clip for _, clip in clips))):
+                results = predict_clips(predictor, (clip for _, clip in clips))
+                for (ids, _), frames in zip(clips, results, strict=True):
                     if len(frames) != len(ids):
                         raise RuntimeError(f"the predictor returned {len(frames)} frames for a clip of {len(ids)}")
                     for k, frame in zip(ids, frames):
