@@ -91,7 +91,7 @@ for stage in "$@"; do
       step zeroshot-720p 240 "$PY" benchmarks/bench_zeroshot.py --device cuda --size 1280x720 --clips 2
       ;;
     quick)
-      step quick-tests 150 "$PY" -m pytest -q -p no:cacheprovider -s tests/test_cuda.py -k "graph or wait or pinned or kept or fused or predict_clips"
+      step quick-tests 150 "$PY" -m pytest -q -p no:cacheprovider -s tests/test_cuda.py -k "graph or wait or pinned or kept or fused or predict_clips or paint"
       step quick-train-r50 150 "$PY" benchmarks/bench_train.py --config r50 --device cuda --amp off --iters 50 --skip 15 --workers 8 --videos 8
       step quick-predictor-r50 180 "$PY" benchmarks/bench_predictor.py --config r50 --device cuda --amp fp16 --warmup 2 --repeat 5 --modes official official+pipelined official+graphs official+graphs+pipelined crops3 crops3+pipelined crops3+graphs
       step quick-annotate-360p 120 "$PY" benchmarks/bench_annotate.py --random-weights r50 --device cuda --amp fp16 --max-crops 3 --cuda-graphs --render-workers processes --sizes 360 --seconds 10

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import open_clip
 import pytest
 import torch
@@ -222,6 +223,20 @@ def test_paint_semantic_maps_first_come_first_served():
     masks[2, 0, 0, 2:5] = True
     out = paint_semantic_maps(masks, torch.tensor([6, 0, 69]))
     assert out[0, 0].tolist() == [1, 7, 7, 1, 70]
+
+
+@pytest.mark.parametrize("num_masks", [0, 1, 7])
+def test_paint_semantic_maps_equals_painting_one_mask_after_another(num_masks):
+    """Random overlapping masks against the rule written as a loop over pixels' first covering mask."""
+    gen = torch.Generator().manual_seed(num_masks)
+    masks = torch.rand(num_masks, 3, 17, 23, generator=gen) > 0.6
+    class_index = torch.randint(0, 70, (num_masks,), generator=gen)
+    want = np.zeros((3, 17, 23), dtype=np.int64)
+    for mask, label in zip(masks.numpy(), class_index.tolist()):
+        want[mask & (want == 0)] = label + 1
+    out = paint_semantic_maps(masks, class_index)
+    assert out.dtype == torch.long and out.shape == (3, 17, 23)
+    np.testing.assert_array_equal(out.numpy(), want)
 
 
 # ------------------------------------------------------------------------------------------------- tiny CLIP

@@ -480,3 +480,16 @@ def test_predict_clips_on_cuda_overlaps_without_changing_results(tiny_files, cud
         torch.cuda.set_sync_debug_mode("default")
     syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
     assert syncs == []
+
+
+def test_paint_semantic_maps_on_cuda_takes_the_first_covering_mask():
+    """One `max` over the masks (first maximum's index) paints what the CPU paints, ties included.
+    (Written without a GPU at hand, 2026-12-07.)"""
+    from models.ovavss.postprocess import paint_semantic_maps
+
+    gen = torch.Generator().manual_seed(0)
+    masks = torch.rand(9, 5, 61, 83, generator=gen) > 0.5
+    class_index = torch.randint(0, 70, (9,), generator=gen)
+    want = paint_semantic_maps(masks, class_index)
+    got = paint_semantic_maps(masks.to(CUDA), class_index.to(CUDA))
+    assert got.device.type == "cuda" and torch.equal(got.cpu(), want)
