@@ -220,12 +220,13 @@ class _BlockRunner:
         end_source = first_source + self.block_sources
         records: dict[int, dict] = {}
         pending: list[Future] = []
-        clip_positions = block_clips(len(self.analysed), self.clip_len, self.stride)
-        clips = (self._clip_input(positions) for positions in clip_positions)  # built as the predictor asks
-        results = predict_clips(self.annotator.predictor, clips)
-        for positions, predictions in zip(clip_positions, results, strict=True):
-            sources = [self.analysed[p][0] for p in positions]
-            times = [self.analysed[p][1] for p in positions]
+        clips = [
+            (positions, [self.analysed[p][0] for p in positions], [self.analysed[p][1] for p in positions])
+            for positions in block_clips(len(self.analysed), self.clip_len, self.stride)
+        ]  # (positions, source indices, times) of each clip
+        inputs = (self._clip_input(sources, times) for _, sources, times in clips)  # built as the predictor asks
+        results = predict_clips(self.annotator.predictor, inputs)
+        for (positions, sources, times), predictions in zip(clips, results, strict=True):
             if len(predictions) != len(positions):
                 raise RuntimeError(
                     f"the predictor returned {len(predictions)} frame predictions for a clip of {len(positions)} frames"
@@ -260,10 +261,8 @@ class _BlockRunner:
         self.analysed.clear()
         self.block_sources = 0
 
-    def _clip_input(self, positions: Sequence[int]) -> ClipInput:
-        """The clip of the block's analysed frames at `positions`, with its audio."""
-        sources = [self.analysed[p][0] for p in positions]
-        times = [self.analysed[p][1] for p in positions]
+    def _clip_input(self, sources: Sequence[int], times: Sequence[float]) -> ClipInput:
+        """The clip of the buffered source frames `sources`, shown at `times`, with its audio."""
         return ClipInput(
             frames=np.stack([self.frames[s] for s in sources]),
             audio_examples=self.audio.examples(times),
