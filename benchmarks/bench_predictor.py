@@ -93,6 +93,13 @@ def count_crops(predictor) -> list[int]:
     return counts
 
 
+def print_row(mode: str, clip_s: float, frames: int, crops: float, network: str, first_rss: str,
+              last_rss: float) -> None:
+    """One line of the table (`network` and `first_rss` already formatted, "-" where not measured)."""
+    print(f"{mode:<18} {clip_s / frames:>10.4f} {frames / clip_s:>9.1f} {clip_s:>10.3f} {crops:>13.0f} "
+          f"{network:>17} {first_rss:>9}/{last_rss:.2f}/{peak_resident_gb():.2f}")
+
+
 def run_pipelined(predictor, clips, args, mode: str, counts: list[int], device: torch.device) -> None:
     """Time `predict_clips` over the timed clips as one stream (consecutive clips overlap on a GPU): the
     per-clip time is the stream's time over its clip count; the network is not timed apart (timing it would
@@ -108,8 +115,7 @@ def run_pipelined(predictor, clips, args, mode: str, counts: list[int], device: 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     clip_s = (time.perf_counter() - start) / args.repeat
-    print(f"{mode:<18} {clip_s / args.frames:>10.4f} {args.frames / clip_s:>9.1f} {clip_s:>10.3f} "
-          f"{counts[0] / args.repeat:>13.0f} {'-':>17} {'-':>9}/{resident_gb():.2f}/{peak_resident_gb():.2f}")
+    print_row(mode, clip_s, args.frames, counts[0] / args.repeat, "-", "-", resident_gb())
 
 
 def main() -> None:
@@ -183,9 +189,8 @@ def main() -> None:
         predictor._network = network
         clip_s = statistics.median(times)
         network_s = statistics.median(network_times[args.warmup:])
-        print(f"{mode:<18} {clip_s / args.frames:>10.4f} {args.frames / clip_s:>9.1f} {clip_s:>10.3f} "
-              f"{statistics.median(crops):>13.0f} {network_s:>17.3f} "
-              f"{resident[0]:>9.2f}/{resident[-1]:.2f}/{peak_resident_gb():.2f}")
+        print_row(mode, clip_s, args.frames, statistics.median(crops), f"{network_s:.3f}", f"{resident[0]:.2f}",
+                  resident[-1])
 
 
 if __name__ == "__main__":

@@ -199,7 +199,7 @@ def count_predictor(config: str, mode: str, size: tuple[int, int], num_frames: i
     predictor.set_vocabulary(CLASS_NAMES[1:71])
     stack: list[str] = []
     counter = OperationCounter(stack, 1)
-    counter.crop_batches = []
+    crop_batches: list[int] = []
 
     def phase(name: str, function):
         def wrapped(*args, **kwargs):
@@ -216,7 +216,7 @@ def count_predictor(config: str, mode: str, size: tuple[int, int], num_frames: i
     encode_regions = phase("CLIP image tower", classifier.encode_regions)
 
     def counting_crops(regions: torch.Tensor) -> torch.Tensor:
-        counter.crop_batches.append(int(regions.shape[0]))
+        crop_batches.append(int(regions.shape[0]))
         return encode_regions(regions)
 
     classifier.encode_regions = counting_crops
@@ -231,11 +231,12 @@ def count_predictor(config: str, mode: str, size: tuple[int, int], num_frames: i
     audio = torch.randn(num_frames, 1, 96, 64)
     try:
         predictor.predict_resized(frames_in, audio, size)  # fills what is kept per shape
-        counter.crop_batches = []  # the CLIP batch sizes of the counted call
+        crop_batches.clear()  # only the counted call's batches
         with counter:
             predictor.predict_resized(frames_in, audio, size)
     finally:
         classifier_module.crop_regions = original_crop_regions
+    counter.crop_batches = crop_batches
     return counter
 
 
