@@ -11,12 +11,9 @@ from open_clip.model import CLIP
 from torch import nn
 
 from models.ovavss.clip_tower_fusion import AmpLayerNorm, QuickGELUAsSiLU, fuse_image_tower
+from test_predictor import TINY_CLIP_CONFIG
 
-CONFIG = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
+CONFIG = {**TINY_CLIP_CONFIG, "vision_cfg": {**TINY_CLIP_CONFIG["vision_cfg"], "layers": 2}}
 
 
 def quick_gelu_clip(seed: int = 0) -> CLIP:
@@ -64,30 +61,50 @@ def test_fusing_twice_changes_nothing_and_other_activations_are_left_alone():
     assert all(torch.equal(weights[k], v) for k, v in gelu.visual.state_dict().items())
 
 
-def test_the_fold_is_made_in_float32_before_the_amp_cast():
-    """Through `cast_inference_weights` (what the predictor does with amp weights): the bfloat16 tower's
-    embeddings are as close to the float32 original's as those of the unfused bfloat16 tower."""
+def fused_and_unfused_errors(device: torch.device, dtype: torch.dtype, num_images: int = 8):
+    """The quick-GELU tower in `dtype` under autocast on `device`, unfused (weights cast) and fused through
+    `cast_inference_weights` (what the predictor does with amp weights), against the float64 original.
+
+    Returns ({fused: relative error}, {fused: [(layer norm input dtype, autocast on inside it), ...]}).
+    """
     from models.ovavss.model import build_ovavss
     from models.predictor import cast_inference_weights
 
     original = quick_gelu_clip()
-    images = torch.randn(8, 3, 32, 32)
+    images = torch.randn(num_images, 3, 32, 32)
     with torch.inference_mode():
-        reference = original.encode_image(images)
-    errors = {}
+        reference = copy.deepcopy(original).double().encode_image(images.double())
+    errors, norms = {}, {}
+    layer_norm = F.layer_norm
     for fused in (False, True):
-        model = copy.deepcopy(original)
+        model = copy.deepcopy(original).to(device)
         if fused:
-            cast_inference_weights(build_ovavss("tiny"), model, torch.bfloat16)
+            cast_inference_weights(build_ovavss("tiny").to(device), model, dtype)
             assert isinstance(model.visual.transformer.resblocks[0].mlp.gelu, QuickGELUAsSiLU)
         else:
             for param in model.visual.parameters():
-                param.data = param.data.to(torch.bfloat16)
-        assert {p.dtype for p in model.visual.parameters()} == {torch.bfloat16}
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            errors[fused] = float((model.encode_image(images).float() - reference).norm() / reference.norm())
+                param.data = param.data.to(dtype)
+        assert {p.dtype for p in model.visual.parameters()} == {dtype}
+        seen = norms[fused] = []
+        F.layer_norm = lambda x, *a, **k: seen.append((x.dtype, torch.is_autocast_enabled(device.type))) or \
+            layer_norm(x, *a, **k)
+        try:
+            with torch.inference_mode(), torch.autocast(device.type, dtype=dtype):
+                out = model.encode_image(images.to(device)).double().cpu()
+        finally:
+            F.layer_norm = layer_norm
+        errors[fused] = float((out - reference).norm() / reference.norm())
+    return errors, norms
+
+
+def test_the_fold_is_made_in_float32_before_the_amp_cast():
+    """Through `cast_inference_weights`: the bfloat16 tower's embeddings are as close to the original's as those
+    of the unfused bfloat16 tower, and its layer norms run with autocast off (the unfused ones with it on)."""
+    errors, norms = fused_and_unfused_errors(torch.device("cpu"), torch.bfloat16)
     assert errors[True] < 0.03 and errors[False] < 0.03
     assert errors[True] < 1.5 * errors[False], errors
+    assert norms[True] and set(norms[True]) == {(torch.bfloat16, False)}
+    assert norms[False] and {enabled for _, enabled in norms[False]} == {True}
 
 
 def test_amp_layer_norm():

@@ -416,37 +416,13 @@ def test_kept_constants_on_cuda_change_no_result():
 def test_fused_clip_tower_on_cuda_is_as_accurate_as_the_unfused_one(dtype):
     """The fused CLIP image tower (QuickGELU as one SiLU, layer norms in the amp dtype, skipping CUDA autocast's
     float32 round trip) against the float64 CPU tower: as close as the unfused tower under the same autocast,
-    and its layer norms run in the amp dtype. (Written without a GPU at hand, 2026-12-07.)"""
-    import copy
+    and its layer norms run in the amp dtype with autocast off. (Written without a GPU at hand, 2026-12-07.)"""
+    from test_clip_tower_fusion import fused_and_unfused_errors
 
-    import torch.nn.functional as F
-
-    from models.predictor import cast_inference_weights
-    from test_clip_tower_fusion import quick_gelu_clip
-
-    original = quick_gelu_clip()
-    images = torch.randn(16, 3, 32, 32)
-    with torch.inference_mode():
-        reference = copy.deepcopy(original).double().encode_image(images.double())
-    errors = {}
-    for fused in (False, True):
-        model = copy.deepcopy(original).to(CUDA)
-        if fused:
-            cast_inference_weights(build_ovavss("tiny").to(CUDA), model, dtype)
-        else:
-            for param in model.visual.parameters():
-                param.data = param.data.to(dtype)
-        seen = []
-        layer_norm = F.layer_norm
-        F.layer_norm = lambda x, *a, **k: seen.append(x.dtype) or layer_norm(x, *a, **k)
-        try:
-            with torch.inference_mode(), torch.autocast("cuda", dtype=dtype):
-                errors[fused] = relative_error(model.encode_image(images.to(CUDA)), reference)
-        finally:
-            F.layer_norm = layer_norm
-        if fused:
-            assert set(seen) == {dtype}, seen
+    errors, norms = fused_and_unfused_errors(CUDA, dtype, num_images=16)
     assert errors[True] < 0.03 and errors[True] < 1.5 * errors[False] + 1e-3, errors
+    assert norms[True] and set(norms[True]) == {(dtype, False)}, norms[True]
+    assert norms[False] and {enabled for _, enabled in norms[False]} == {True}
 
 
 @pytest.mark.parametrize("cuda_graphs", [False, True])
