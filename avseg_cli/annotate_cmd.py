@@ -8,12 +8,16 @@ from typing import Optional
 
 import typer
 
+from avseg_cli.naming_options import SCORE_THRESHOLD_OPTION, TEMPLATES_OPTION, NamingChoices
 from avseg_cli.ovavss_options import (
     AMP_OPTION,
     MAX_CROPS_OPTION,
+    PROTOCOL_OPTION,
     SOUND_GATE_OPTION,
+    TOP_K_OPTION,
+    CropProtocol,
+    OvavssChoices,
     cpu_speed_hint,
-    ovavss_only_options,
 )
 from avseg_cli.zeroshot_options import (
     AUDIO_THRESHOLD_OPTION,
@@ -47,10 +51,10 @@ class Device(str, Enum):
 
 
 def load_predictor(
-    checkpoint: Path, device: str, vggish_weights: Optional[str], clip_weights: Optional[str],
-    amp: str = "off", sound_gate: Optional[float] = None, max_crops: Optional[int] = None,
+    checkpoint: Path, device: str, vggish_weights: Optional[str], clip_weights: Optional[str], **options: object
 ):
-    """The OV-AVSS predictor of `checkpoint` (`models.predictor.AVSegPredictor`), imported lazily."""
+    """The OV-AVSS predictor of `checkpoint` (`models.predictor.AVSegPredictor`), imported lazily; `options` are
+    `from_checkpoint` keyword arguments (`OvavssChoices.predictor_kwargs`, `NamingChoices.predictor_kwargs`)."""
     from models.errors import AVSegError
 
     try:
@@ -62,8 +66,7 @@ def load_predictor(
             "this version of avseg has no OV-AVSS predictor yet (models/predictor.py is missing)"
         ) from None
     return AVSegPredictor.from_checkpoint(
-        checkpoint, device=device, vggish_weights=vggish_weights, clip_weights=clip_weights, amp=amp,
-        sound_gate=sound_gate, max_crops_per_frame=max_crops,
+        checkpoint, device=device, vggish_weights=vggish_weights, clip_weights=clip_weights, **options
     )
 
 
@@ -116,6 +119,10 @@ def annotate(
     amp: str = AMP_OPTION,
     sound_gate: Optional[float] = SOUND_GATE_OPTION,
     max_crops: Optional[int] = MAX_CROPS_OPTION,
+    protocol: CropProtocol = PROTOCOL_OPTION,
+    top_k: Optional[int] = TOP_K_OPTION,
+    templates: Optional[str] = TEMPLATES_OPTION,
+    score_threshold: Optional[float] = SCORE_THRESHOLD_OPTION,
     detector: Detector = DETECTOR_OPTION,
     detector_size: Optional[int] = DETECTOR_SIZE_OPTION,
     instance_policy: InstancePolicy = INSTANCE_POLICY_OPTION,
@@ -160,7 +167,8 @@ def annotate(
         _annotate(
             videos, classes, classes_file, checkpoint, out, analysis_fps, no_video, no_masks, no_json,
             skip_existing, json_summary, device.value, vggish_weights, clip_weights, method.value,
-            {"amp": amp, "sound_gate": sound_gate, "max_crops": max_crops}, render_workers.value,
+            OvavssChoices(amp, sound_gate, max_crops, protocol.value, top_k), NamingChoices(templates, score_threshold),
+            render_workers.value,
             ZeroShotChoices(detector.value, instance_policy.value, audio_threshold, box_threshold, no_rescore,
                              clap_weights, detector_weights, sam_weights, detector_size),
         )
@@ -171,7 +179,8 @@ def annotate(
 
 def _annotate(
     videos, classes, classes_file, checkpoint, out, analysis_fps, no_video, no_masks, no_json,
-    skip_existing, json_summary, device, vggish_weights, clip_weights, method, ovavss, render_workers, zeroshot,
+    skip_existing, json_summary, device, vggish_weights, clip_weights, method, ovavss, naming, render_workers,
+    zeroshot,
 ) -> None:
     from rich.markup import escape
 
@@ -201,8 +210,10 @@ def _annotate(
             raise UsageError(f"checkpoint not found: {checkpoint}")
         if checkpoint.is_dir():
             raise UsageError(f"expected a checkpoint file, found a folder: {checkpoint}")
+        naming.template_set()  # a wrong --templates is a usage error before anything loads
     else:
-        reject_other_method_options(method, {"--vggish-weights": vggish_weights, **ovavss_only_options(**ovavss)})
+        reject_other_method_options(method, {"--vggish-weights": vggish_weights, **ovavss.explicit()})
+        zeroshot_config = naming.zeroshot_config(zeroshot.config())
     inputs = expand_inputs(videos)
     if json_summary is not None:
         if json_summary.is_dir():
@@ -215,14 +226,15 @@ def _annotate(
 
     if method == "ovavss":
         with err.status(f"loading the model from {checkpoint} ..."):
-            predictor = load_predictor(checkpoint, device, vggish_weights, clip_weights, **ovavss)
+            predictor = load_predictor(checkpoint, device, vggish_weights, clip_weights, **ovavss.predictor_kwargs(),
+                                       **naming.predictor_kwargs())
         hint = cpu_speed_hint(predictor.describe())
         if hint:
             warn(hint)
     else:
         # no spinner here: first use downloads the models with their own progress bars
         err.print("loading the zero-shot models (CLAP, detector, SAM, CLIP) ...")
-        predictor = load_zeroshot_predictor(zeroshot.config(), device, zeroshot.clap_weights,
+        predictor = load_zeroshot_predictor(zeroshot_config, device, zeroshot.clap_weights,
                                             zeroshot.detector_weights, zeroshot.sam_weights, clip_weights)
         hint = zeroshot_cpu_hint(predictor.describe(), analysis_fps)
         if hint:

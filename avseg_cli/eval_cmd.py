@@ -9,12 +9,16 @@ from typing import Optional
 
 import typer
 
+from avseg_cli.naming_options import SCORE_THRESHOLD_OPTION, TEMPLATES_OPTION, NamingChoices
 from avseg_cli.ovavss_options import (
     AMP_OPTION,
     MAX_CROPS_OPTION,
+    PROTOCOL_OPTION,
     SOUND_GATE_OPTION,
+    TOP_K_OPTION,
+    CropProtocol,
+    OvavssChoices,
     cpu_speed_hint,
-    ovavss_only_options,
     runs_on_cpu,
 )
 from avseg_cli.zeroshot_options import (
@@ -85,6 +89,10 @@ def evaluate(
     amp: str = AMP_OPTION,
     sound_gate: Optional[float] = SOUND_GATE_OPTION,
     max_crops: Optional[int] = MAX_CROPS_OPTION,
+    protocol: CropProtocol = PROTOCOL_OPTION,
+    top_k: Optional[int] = TOP_K_OPTION,
+    templates: Optional[str] = TEMPLATES_OPTION,
+    score_threshold: Optional[float] = SCORE_THRESHOLD_OPTION,
     method: Method = typer.Option(
         Method.auto, "--method", help="ovavss (with --checkpoint) or zeroshot (the training-free method; no "
         "checkpoint). Example: --method zeroshot"
@@ -121,18 +129,20 @@ def evaluate(
 
     zeroshot = ZeroShotChoices(detector.value, instance_policy.value, audio_threshold, box_threshold, no_rescore,
                                clap_weights, detector_weights, sam_weights, detector_size)
+    ovavss = OvavssChoices(amp, sound_gate, max_crops, protocol.value, top_k)
+    naming = NamingChoices(templates, score_threshold)
     if method == Method.zeroshot:
         if checkpoint is not None or predictions is not None:
             raise UsageError("--method zeroshot evaluates the training-free method: drop --checkpoint / --predictions")
         reject_other_method_options("zeroshot", {
-            "--class-agnostic": class_agnostic, "--vggish-weights": vggish_weights,
-            **ovavss_only_options(amp, sound_gate, max_crops),
+            "--class-agnostic": class_agnostic, "--vggish-weights": vggish_weights, **ovavss.explicit(),
         })
+        config = naming.zeroshot_config(zeroshot.config())
         from models.zeroshot.predictor import ZeroShotPredictor
 
         _evaluate_open_vocabulary(
             lambda: ZeroShotPredictor.from_pretrained(
-                zeroshot.config(), device, clap_weights=clap_weights, detector_weights=detector_weights,
+                config, device, clap_weights=clap_weights, detector_weights=detector_weights,
                 sam_weights=sam_weights, clip_weights=clip_weights,
             ),
             "zero-shot", data, split.value, json_path, save_predictions,
@@ -145,28 +155,23 @@ def evaluate(
         if predictions is not None:
             raise UsageError("give either --predictions or --checkpoint, not both")
         if not class_agnostic:
+            naming.template_set()  # a wrong --templates is a usage error before anything loads
             _evaluate_checkpoint_open_vocabulary(
                 checkpoint, data, split.value, json_path, save_predictions, device, vggish_weights, clip_weights,
-                amp, sound_gate, max_crops,
+                {**ovavss.predictor_kwargs(), **naming.predictor_kwargs()},
             )
             return
-        for name, value in (("--save-predictions", save_predictions), ("--clip-weights", clip_weights),
-                            ("--sound-gate", sound_gate), ("--max-crops", max_crops)):
+        for name, value in _open_vocabulary_options(save_predictions, clip_weights, ovavss, naming).items():
             if value is not None:
                 raise UsageError(f"{name} applies to open-vocabulary evaluation, not to --class-agnostic")
-        if amp != "off":
-            raise UsageError("--amp applies to open-vocabulary evaluation, not to --class-agnostic")
         _evaluate_checkpoint_class_agnostic(checkpoint, data, split.value, json_path, device, sound_threshold,
                                             vggish_weights)
         return
     if class_agnostic:
         raise UsageError("--class-agnostic needs --checkpoint")
-    for name, value in (("--save-predictions", save_predictions), ("--clip-weights", clip_weights),
-                        ("--sound-gate", sound_gate), ("--max-crops", max_crops)):
+    for name, value in _open_vocabulary_options(save_predictions, clip_weights, ovavss, naming).items():
         if value is not None:
             raise UsageError(f"{name} needs --checkpoint")
-    if amp != "off":
-        raise UsageError("--amp needs --checkpoint")
     if predictions is None:
         raise UsageError("missing option --predictions PRED_DIR (the folder of <uid>/<k>.png label maps to score), "
                          "--checkpoint FILE (evaluate an OV-AVSS model) or --method zeroshot")
@@ -192,6 +197,13 @@ def evaluate(
     _print_tables(out, result)
     if json_path is not None:
         out.print(f"results written to {json_path}")
+
+
+def _open_vocabulary_options(save_predictions, clip_weights, ovavss: OvavssChoices,
+                             naming: NamingChoices) -> dict[str, object]:
+    """Options that only a predicting open-vocabulary run uses (name -> value, None where not given)."""
+    return {"--save-predictions": save_predictions, "--clip-weights": clip_weights, **ovavss.explicit(),
+            **naming.explicit()}
 
 
 def _percent(value: float) -> str:
@@ -267,13 +279,13 @@ def _evaluate_checkpoint_class_agnostic(checkpoint, data, split, json_path, devi
 
 
 def _evaluate_checkpoint_open_vocabulary(checkpoint, data, split, json_path, save_predictions, device,
-                                         vggish_weights, clip_weights, amp, sound_gate, max_crops) -> None:
+                                         vggish_weights, clip_weights, options: dict) -> None:
+    """`options`: `AVSegPredictor.from_checkpoint` keyword arguments (amp, crops, protocol, templates, ...)."""
     from models.predictor import AVSegPredictor
 
     def load():
         return AVSegPredictor.from_checkpoint(
-            checkpoint, device=device, vggish_weights=vggish_weights, clip_weights=clip_weights, amp=amp,
-            sound_gate=sound_gate, max_crops_per_frame=max_crops,
+            checkpoint, device=device, vggish_weights=vggish_weights, clip_weights=clip_weights, **options
         )
 
     _evaluate_open_vocabulary(load, f"checkpoint {checkpoint}", data, split, json_path, save_predictions)

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import Enum
+
 import typer
+
+
+class CropProtocol(str, Enum):
+    official = "official"
+    centered = "centered"
+
 
 AMP_OPTION = typer.Option(
     "off", "--amp", help="With --checkpoint: off, fp16 (CUDA; the official precision regime) or bf16 (CUDA, or a "
@@ -16,11 +25,46 @@ MAX_CROPS_OPTION = typer.Option(
     None, "--max-crops", min=1, help="With --checkpoint: per frame, classify only the N most sounding queries "
     "(not in the official protocol; bounds the CLIP work, which dominates on the CPU). Example: --max-crops 3"
 )
+PROTOCOL_OPTION = typer.Option(
+    CropProtocol.official, "--protocol", help="With --checkpoint: the square crop CLIP sees of each mask: official "
+    "(anchored at the mask box's top-left corner, as the released code does) or centered (centred on the box, as "
+    "the paper describes). Example: --protocol centered"
+)
+TOP_K_OPTION = typer.Option(
+    None, "--top-k", min=1, help="With --checkpoint: at most N (object, class) pairs are kept per 5-frame clip, "
+    "highest class probability first (default: 10, as officially). Example: --top-k 5"
+)
 
 
-def ovavss_only_options(amp: str, sound_gate: float | None, max_crops: int | None) -> dict[str, object]:
-    """The OV-AVSS-only options a user gave (name -> value or None), for `reject_other_method_options`."""
-    return {"--amp": None if amp == "off" else amp, "--sound-gate": sound_gate, "--max-crops": max_crops}
+@dataclass(frozen=True)
+class OvavssChoices:
+    """The OV-AVSS-only options as typed on the command line."""
+
+    amp: str = "off"
+    sound_gate: float | None = None
+    max_crops: int | None = None
+    protocol: str = CropProtocol.official.value
+    top_k: int | None = None
+
+    def explicit(self) -> dict[str, object]:
+        """Option name -> value for the options set away from their defaults (None where not)."""
+        return {
+            "--amp": None if self.amp == "off" else self.amp,
+            "--sound-gate": self.sound_gate,
+            "--max-crops": self.max_crops,
+            "--protocol": None if self.protocol == CropProtocol.official.value else self.protocol,
+            "--top-k": self.top_k,
+        }
+
+    def predictor_kwargs(self) -> dict[str, object]:
+        """The options as `AVSegPredictor.from_checkpoint` keyword arguments (defaults left to it)."""
+        kwargs: dict[str, object] = {
+            "amp": self.amp, "sound_gate": self.sound_gate, "max_crops_per_frame": self.max_crops,
+            "protocol": self.protocol,
+        }
+        if self.top_k is not None:
+            kwargs["top_k"] = self.top_k
+        return kwargs
 
 
 def runs_on_cpu(described: dict, method: str) -> bool:

@@ -45,7 +45,13 @@ from models.ovavss.clip_model import LoadedClip
 from models.ovavss.clip_tower_fusion import fuse_image_tower
 from models.ovavss.config import ModelConfig
 from models.ovavss.mask_canvas import MaskCanvas
-from models.ovavss.prompts import VILD_TEMPLATES, resolve_templates, template_set_id, validate_templates
+from models.ovavss.prompts import (
+    TEMPLATE_SETS,
+    VILD_TEMPLATES,
+    resolve_templates,
+    template_set_id,
+    validate_templates,
+)
 from models.ovavss.square_crop import CROP_PROTOCOLS
 from models.prediction import ClipInput, FramePrediction, Instance
 
@@ -271,10 +277,13 @@ class AVSegPredictor:
                 another architecture).
             short_side: resize short side overriding the config's test size.
         """
+        templates_file = None
         if templates is None:
             template_set = VILD_TEMPLATES
         elif isinstance(templates, (str, os.PathLike)):
             template_set = resolve_templates(templates)
+            if not (isinstance(templates, str) and templates in TEMPLATE_SETS):  # a file (resolve_templates read it)
+                templates_file = str(Path(templates).resolve())
         else:
             template_set = validate_templates(templates)
         options = PredictorOptions(
@@ -301,6 +310,8 @@ class AVSegPredictor:
             "vggish": audio_source,
             "clip_source": clip_source,
         }
+        if templates_file is not None:
+            sources["templates_file"] = templates_file
         return cls(model, clip, parts.config, torch_device, options, sources)
 
     # ------------------------------------------------------------------------------------- vocabulary

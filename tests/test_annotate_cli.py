@@ -12,6 +12,9 @@ from media import make_audio_only, make_text_as_mp4, make_truncated, make_video,
 from test_annotate import FakePredictor, no_temporaries
 
 import avseg_cli.annotate_cmd as annotate_cmd
+from avseg_cli.naming_options import NamingChoices
+from avseg_cli.ovavss_options import OvavssChoices
+from models.ovavss.prompts import VILD_TEMPLATES
 from avseg_cli.main import run
 
 
@@ -136,11 +139,16 @@ def test_cpu_speed_hint_only_for_the_official_protocol_on_the_cpu():
         (["--classes", "pipa", "--no-video", "--no-masks", "--no-json"], "nothing to write"),
         (["--classes", "pipa", "--analysis-fps", "0"], "--analysis-fps must be a positive number"),
         (["--classes", "pipa", "--checkpoint", "missing.pt"], "checkpoint not found: missing.pt"),
+        (["--classes", "pipa", "--templates", "missing.txt"], "--templates: unknown prompt template set 'missing.txt'"),
+        (["--classes", "pipa", "--templates", "{bad_templates}"], "prompts.txt:2: prompt template 'a {} and {}'"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(monkeypatch, capsys, clip, checkpoint, fake, args, expected):
     if "--checkpoint" not in args:
         args = [*args, "--checkpoint", str(checkpoint)]
+    bad_templates = checkpoint.parent / "prompts.txt"
+    bad_templates.write_text("a photo of a {}.\na {} and {}\n", encoding="utf-8")
+    args = [arg.replace("{bad_templates}", str(bad_templates)) for arg in args]
     code, stdout, stderr = avseg(monkeypatch, capsys, clip, *args)
     assert code == 2
     assert error_lines(stderr) == [f"error: {error_lines(stderr)[0][7:]}"] and expected in stderr
@@ -160,11 +168,18 @@ def test_without_checkpoint_the_zero_shot_method_runs(monkeypatch, capsys, clip,
                             "--detector", "owlv2", "--instance-policy", "all", "--audio-threshold", "0.4",
                             "--no-rescore", "--sam-weights", "sam_dir", "--clip-weights", "c.pt")
     assert code == 0, stderr
+    templates = tmp_path / "prompts.txt"
+    templates.write_text("a photo of the {}.\n\nthe sound-making {}\n", encoding="utf-8")
     code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa,violin", "--out", out, "--device", "cpu",
-                            "--detector-size", "480", "--skip-existing")
+                            "--detector-size", "480", "--skip-existing", "--templates", templates,
+                            "--score-threshold", "0.45")
     assert code == 0, stderr
     (config, device, clap, detector, sam, clip_weights), (second, *_) = calls
     assert second.detector == "grounding-dino" and second.detector_short_side == 480
+    assert second.clip_templates == ("a photo of the {}.", "the sound-making {}") and second.score_threshold == 0.45
+    assert second.to_dict()["clip_templates"] == list(second.clip_templates)
+    assert config.clip_templates == VILD_TEMPLATES and config.to_dict()["clip_templates"] == "vild"
+    assert config.score_threshold == 0.2
     assert (config.detector, config.instance_policy, config.audio_threshold, config.rescore) == ("owlv2", "all", 0.4,
                                                                                                 False)
     assert config.effective_box_threshold == 0.1
@@ -183,6 +198,9 @@ def test_without_checkpoint_the_zero_shot_method_runs(monkeypatch, capsys, clip,
         (["--checkpoint", "x.pt", "--detector-size", "480"], "--detector-size applies to the zero-shot method only"),
         (["--detector", "owlv2", "--detector-size", "480"], "--detector-size applies to --detector grounding-dino only"),
         (["--max-crops", "3"], "--max-crops applies to the OV-AVSS method only"),
+        (["--protocol", "centered"], "--protocol applies to the OV-AVSS method only"),
+        (["--top-k", "3"], "--top-k applies to the OV-AVSS method only"),
+        (["--no-rescore", "--templates", "vild"], "--templates is for the CLIP re-scoring, which --no-rescore turns off"),
         (["--method", "zeroshot", "--sound-gate", "0.5"], "--sound-gate applies to the OV-AVSS method only"),
         (["--amp", "fp16"], "--amp applies to the OV-AVSS method only"),
     ],
@@ -197,25 +215,41 @@ def test_method_option_conflicts_are_usage_errors(monkeypatch, capsys, clip, fak
     assert fake.load_calls == []
 
 
-def test_ovavss_speed_options_reach_the_predictor(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
+def test_ovavss_options_reach_the_predictor(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
     code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", checkpoint,
                             "--out", tmp_path / "out", "--max-crops", "3", "--sound-gate", "0.25", "--amp", "bf16")
     assert code == 0, stderr
-    assert fake.load_options == {"amp": "bf16", "sound_gate": 0.25, "max_crops": 3}
+    assert fake.load_options == {"amp": "bf16", "sound_gate": 0.25, "max_crops_per_frame": 3, "protocol": "official"}
+    code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", checkpoint,
+                            "--out", tmp_path / "out2", "--protocol", "centered", "--top-k", "4", "--templates", "vild",
+                            "--score-threshold", "0.6")
+    assert code == 0, stderr
+    assert fake.load_options == {"amp": "off", "sound_gate": None, "max_crops_per_frame": None,
+                                 "protocol": "centered", "top_k": 4, "templates": "vild", "score_threshold": 0.6}
+    for bad in (["--top-k", "0"], ["--protocol", "sideways"], ["--score-threshold", "1.5"]):
+        code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", checkpoint, *bad)
+        assert code == 2 and f"Invalid value for '{bad[0]}'" in stderr and "Traceback" not in stderr
     code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", checkpoint,
                             "--max-crops", "0")
     assert code == 2 and "--max-crops" in stderr and "Traceback" not in stderr
 
 
 def test_load_predictor_maps_the_options_onto_from_checkpoint(monkeypatch, tmp_path):
+    import inspect
+
     from models import predictor as predictor_module
 
+    parameters = inspect.signature(predictor_module.AVSegPredictor.from_checkpoint).parameters
     seen = {}
     monkeypatch.setattr(predictor_module.AVSegPredictor, "from_checkpoint",
                         classmethod(lambda cls, checkpoint, **kwargs: seen.update(kwargs, checkpoint=checkpoint)))
-    annotate_cmd.load_predictor(tmp_path / "m.pt", "cpu", "v.pth", "c.pt", amp="fp16", sound_gate=0.5, max_crops=2)
+    options = {**OvavssChoices("fp16", 0.5, 2, "centered", 3).predictor_kwargs(),
+               **NamingChoices("p.txt", 0.25).predictor_kwargs()}
+    annotate_cmd.load_predictor(tmp_path / "m.pt", "cpu", "v.pth", "c.pt", **options)
     assert seen == {"checkpoint": tmp_path / "m.pt", "device": "cpu", "vggish_weights": "v.pth", "clip_weights": "c.pt",
-                    "amp": "fp16", "sound_gate": 0.5, "max_crops_per_frame": 2}
+                    "amp": "fp16", "sound_gate": 0.5, "max_crops_per_frame": 2, "protocol": "centered", "top_k": 3,
+                    "templates": "p.txt", "score_threshold": 0.25}
+    assert set(options) <= set(parameters)  # every keyword the choices give is one the real from_checkpoint takes
 
 
 def test_zero_shot_offline_without_models_is_one_line(monkeypatch, capsys, clip, tmp_path):
@@ -358,6 +392,28 @@ def test_with_a_tiny_ovavss_checkpoint_end_to_end(monkeypatch, capsys, clip, tmp
     assert code == 0, stderr
     capped = json.loads((tmp_path / "capped" / "clip.json").read_text())
     assert capped["predictor"]["max_crops_per_frame"] == 1 and capped["predictor"]["sound_gate"] == 0.2
+
+    # The classifier options: the paper's centred crop, fewer kept pairs, a higher threshold, a template file.
+    from models.ovavss.prompts import template_set_id
+
+    templates = tmp_path / "prompts.txt"
+    templates.write_text("a photo of the {}.\nthe {}, making a sound\n", encoding="utf-8")
+    code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa,violin,man", "--checkpoint", checkpoint,
+                            "--clip-weights", clip_dir, "--device", "cpu", "--out", tmp_path / "tuned",
+                            "--protocol", "centered", "--top-k", "1", "--score-threshold", "0.34",
+                            "--templates", templates)
+    assert code == 0, stderr
+    tuned = json.loads((tmp_path / "tuned" / "clip.json").read_text())
+    described = tuned["predictor"]
+    assert (described["protocol"], described["top_k"], described["score_threshold"]) == ("centered", 1, 0.34)
+    assert described["templates"] == template_set_id(("a photo of the {}.", "the {}, making a sound"))
+    assert described["templates_file"] == str(templates.resolve())
+    assert data["predictor"]["templates"] == "vild" and "templates_file" not in data["predictor"]
+    assert sum(len(record["instances"]) for record in tuned["frames"]) > 0
+    for record in tuned["frames"]:
+        # top-k 1: one (query, class) pair per 5-frame clip, so at most one object per frame
+        assert len(record["instances"]) <= 1
+        assert all(instance["score"] > 0.34 for instance in record["instances"])
     code, stdout, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", checkpoint,
                                  "--clip-weights", clip_dir, "--device", "cpu", "--out", tmp_path / "amp",
                                  "--amp", "fp16")

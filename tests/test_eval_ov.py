@@ -198,14 +198,44 @@ def test_without_save_dir_predictions_go_to_a_deleted_temporary_folder(setup, tm
     [(["--amp", "fp16", "--device", "cpu"], "needs a CUDA device"),
      (["--checkpoint", "{tmp}/missing.pt"], "missing.pt"),
      (["--save-predictions", "{tmp}/p"], "--save-predictions needs --checkpoint"),
-     (["--class-agnostic", "--sound-gate", "0.5"], "not to --class-agnostic")],
+     (["--class-agnostic", "--sound-gate", "0.5"], "not to --class-agnostic"),
+     (["--class-agnostic", "--protocol", "centered"], "--protocol applies to open-vocabulary evaluation"),
+     (["--class-agnostic", "--templates", "vild"], "--templates applies to open-vocabulary evaluation"),
+     (["--predictions", "{tmp}", "--top-k", "3"], "--top-k needs --checkpoint"),
+     (["--predictions", "{tmp}", "--score-threshold", "0.5"], "--score-threshold needs --checkpoint"),
+     (["--templates", "{tmp}/missing.txt"], "--templates: unknown prompt template set"),
+     (["--method", "zeroshot", "--protocol", "centered"], "--protocol applies to the OV-AVSS method only")],
 )
 def test_cli_errors_are_one_line(setup, tmp_path, monkeypatch, capsys, extra, message):
     args = ["eval", "--data", str(setup["data"].data_dir)]
     extra = [a.format(tmp=tmp_path) for a in extra]
-    if "--checkpoint" not in extra and "--save-predictions" not in extra:
+    if not {"--checkpoint", "--save-predictions", "--predictions", "--method"} & set(extra):
         args += ["--checkpoint", str(setup["checkpoint"])]
     code, out, err = run_cli(monkeypatch, capsys, *args, *extra)
     assert code != 0
     assert message in err and "Traceback" not in err + out
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_classifier_options_reach_the_predictor_and_a_resume_with_others_is_refused(setup, tmp_path, monkeypatch,
+                                                                                     capsys):
+    from models.ovavss.prompts import template_set_id
+
+    templates = tmp_path / "prompts.txt"
+    templates.write_text("a photo of the {}.\nthe {}, making a sound\n", encoding="utf-8")
+    preds = tmp_path / "preds"
+    common = ["eval", "--checkpoint", str(setup["checkpoint"]), "--data", str(setup["data"].data_dir), "--split",
+              "val", "--device", "cpu", "--clip-weights", str(setup["clip"]), "--save-predictions", str(preds)]
+    code, out, err = run_cli(monkeypatch, capsys, *common, "--protocol", "centered", "--top-k", "2",
+                             "--score-threshold", "0.35", "--templates", str(templates), "--json",
+                             str(tmp_path / "r.json"))
+    assert code == 0, err
+    described = json.loads((tmp_path / "r.json").read_text())["predictor"]
+    assert (described["protocol"], described["top_k"], described["score_threshold"]) == ("centered", 2, 0.35)
+    assert described["templates"] == template_set_id(("a photo of the {}.", "the {}, making a sound"))
+    # the same folder with the official crop: refused in one line, the saved predictions kept
+    saved = sorted(p.relative_to(preds) for p in preds.rglob("*.png"))
+    code, out, err = run_cli(monkeypatch, capsys, *common, "--templates", str(templates), "--top-k", "2",
+                             "--score-threshold", "0.35")
+    assert code != 0 and "holds predictions of another run (protocol" in err and "Traceback" not in err + out
+    assert sorted(p.relative_to(preds) for p in preds.rglob("*.png")) == saved and saved

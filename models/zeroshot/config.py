@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from models.ovavss.prompts import VILD_TEMPLATES, template_problem
+
 DETECTORS = ("grounding-dino", "owlv2")
 """Text-conditioned box detectors the zero-shot method can use."""
 
@@ -42,6 +44,7 @@ class ZeroShotConfig:
         rescore: re-score the masked crops with the OV-AVSS CLIP classifier (square crop, ViLD prompt ensemble).
         rescore_weight: w in score = detector^(1 - w) * clip^w (0: detector only, 1: CLIP only).
         clip_model, clip_pretrained: the open_clip model used for re-scoring.
+        clip_templates: prompt templates of the re-scoring's class embeddings (ViLD's 14 by default).
         instance_policy: "motion" (default), "best" or "all" (see `fusion.select_instances`).
         keep_ratio: with "motion", other instances of a class are kept when their evidence is at least this
             fraction of the best one's.
@@ -68,6 +71,7 @@ class ZeroShotConfig:
     rescore_weight: float = 0.5
     clip_model: str = "ViT-B-16"
     clip_pretrained: str = "openai"
+    clip_templates: tuple[str, ...] = VILD_TEMPLATES
     instance_policy: str = "motion"
     keep_ratio: float = 0.5
     motion_weight: float = 1.0
@@ -95,6 +99,12 @@ class ZeroShotConfig:
         for name in ("max_sounding", "max_boxes_per_class", "max_instances"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.clip_templates:
+            raise ValueError("clip_templates must hold at least one template")
+        for template in self.clip_templates:
+            problem = template_problem(template)
+            if problem is not None:
+                raise ValueError(f"clip template {template!r} {problem}")
         if "{}" not in self.audio_prompt:
             raise ValueError(f"audio_prompt must contain '{{}}' for the class name, got {self.audio_prompt!r}")
 
@@ -107,5 +117,6 @@ class ZeroShotConfig:
         """Plain JSON-able dict (for `describe()` and the annotate JSON)."""
         data = asdict(self)
         data["null_prompts"] = list(self.null_prompts)
+        data["clip_templates"] = "vild" if tuple(self.clip_templates) == VILD_TEMPLATES else list(self.clip_templates)
         data["effective_box_threshold"] = self.effective_box_threshold
         return data

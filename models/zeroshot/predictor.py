@@ -181,7 +181,7 @@ class ZeroShotPredictor:
             try:
                 clip, clip_source = load_pretrained_clip(config.clip_model, config.clip_pretrained, torch_device,
                                                          clip_weights=clip_weights, offline=offline)
-                rescorer = CropRescorer(clip, device=torch_device)
+                rescorer = CropRescorer(clip, templates=config.clip_templates, device=torch_device)
             except AVSegError as error:
                 missing.append((f"CLIP {config.clip_model}", error))
         if missing:
