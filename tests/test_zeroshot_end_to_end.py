@@ -130,3 +130,18 @@ def test_annotate_cli_with_local_zero_shot_models(folders, monkeypatch, capsys, 
     assert document["analysis"]["audio"].startswith("CLAP on the 0.975 s")
     assert len(document["frames"]) == 5
     assert len(list((out / "clip.masks").glob("*.png"))) == 5 and (out / "clip.avseg.mp4").is_file()
+
+
+def test_clip_templates_reach_the_rescoring(folders):
+    templates = ("a photo of the {}.", "the {}, making a sound")
+    custom = load(folders, clip_templates=templates)
+    default = load(folders)
+    for predictor in (custom, default):
+        predictor.set_vocabulary(["violin", "man"])
+    assert custom.rescorer.templates == templates and custom.describe()["options"]["clip_templates"] == list(templates)
+    assert default.describe()["options"]["clip_templates"] == "vild"
+    # same CLIP, other prompts: other class embeddings
+    assert custom.rescorer._text.shape == default.rescorer._text.shape
+    assert not torch.allclose(custom.rescorer._text, default.rescorer._text)
+    with pytest.raises(ValueError, match="exactly one"):
+        ZeroShotConfig(clip_templates=("no placeholder",))
