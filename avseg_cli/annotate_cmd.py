@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from avseg_cli.naming_options import SCORE_THRESHOLD_OPTION, TEMPLATES_OPTION, NamingChoices
+from avseg_cli.offline import OFFLINE_OPTION, set_offline
 from avseg_cli.ovavss_options import (
     AMP_OPTION,
     MAX_CROPS_OPTION,
@@ -132,6 +133,7 @@ def annotate(
     clap_weights: Optional[str] = CLAP_WEIGHTS_OPTION,
     detector_weights: Optional[str] = DETECTOR_WEIGHTS_OPTION,
     sam_weights: Optional[str] = SAM_WEIGHTS_OPTION,
+    offline: bool = OFFLINE_OPTION,
 ) -> None:
     """Find the objects that make the sound in videos, segment them in every frame and name them from
     your class names. Writes, next to each video (or into --out): VIDEO.avseg.mp4 (masks, labels and
@@ -161,6 +163,8 @@ def annotate(
 
     avseg annotate concert.mp4 --classes pipa,violin --checkpoint last.pt --device cpu --max-crops 3
     """
+    if offline:  # also `avseg --offline ...`
+        set_offline(True)
     from avseg_cli.console import err
 
     try:

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from avseg_cli.naming_options import SCORE_THRESHOLD_OPTION, TEMPLATES_OPTION, NamingChoices
+from avseg_cli.offline import OFFLINE_OPTION, set_offline
 from avseg_cli.ovavss_options import (
     AMP_OPTION,
     MAX_CROPS_OPTION,
@@ -106,6 +107,7 @@ def evaluate(
     clap_weights: Optional[str] = CLAP_WEIGHTS_OPTION,
     detector_weights: Optional[str] = DETECTOR_WEIGHTS_OPTION,
     sam_weights: Optional[str] = SAM_WEIGHTS_OPTION,
+    offline: bool = OFFLINE_OPTION,
 ) -> None:
     """Score predicted label maps with the official AVSBench-OV protocol: GT and predictions compared at
     224x224; mIoU = IoU of all 71 ids (background included) from one dataset-level confusion matrix; base /
@@ -124,6 +126,8 @@ def evaluate(
 
     avseg eval --method zeroshot --data data --split test --json zeroshot.json --save-predictions zs_preds
     """
+    if offline:  # also `avseg --offline ...`
+        set_offline(True)
     from models.errors import UsageError
     from models.pipeline.methods import reject_other_method_options
 

@@ -11,6 +11,7 @@ import typer
 
 from avseg_cli import annotate_cmd, eval_cmd, prepare_cmd, train_cmd, weights_cmd
 from avseg_cli.console import DEBUG, err
+from avseg_cli.offline import OFFLINE_OPTION, set_offline
 
 app = typer.Typer(
     name="avseg",
@@ -40,6 +41,7 @@ def main(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    offline: bool = OFFLINE_OPTION,
 ) -> None:
     """Global options. Example: avseg --debug prepare --root AVSBench-semantic --out data"""
     DEBUG["enabled"] = debug
@@ -47,6 +49,7 @@ def main(
     from models.download import set_default_progress
 
     set_default_progress(ByteBar)  # weights a command downloads on first use get a byte bar
+    set_offline(offline)  # every command starts from here: a previous in-process run's --offline is dropped
 
 
 app.command("prepare", no_args_is_help=True)(prepare_cmd.prepare)

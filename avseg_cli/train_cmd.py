@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from avseg_cli.console import err, out, warn
+from avseg_cli.offline import OFFLINE_OPTION, set_offline
 
 
 def train(
@@ -24,6 +25,7 @@ def train(
     seed: int = typer.Option(None, "--seed", help="Random seed (official: 42). Example: --seed 1"),
     workers: int = typer.Option(0, "--workers", min=0, help="Data-loading worker processes. Example: --workers 4"),
     vggish_weights: str = typer.Option(None, "--vggish-weights", help="Path of vggish-10086976.pth, or 'random' for experiments without it (default: the avseg cache, ~/.cache/avseg, downloaded there on first use). Example: --vggish-weights ~/weights/vggish-10086976.pth"),
+    offline: bool = OFFLINE_OPTION,
 ) -> None:
     """Train the OV-AVSS sound-source localization network (class-agnostic) on AVSBench-OV base classes.
 
@@ -31,6 +33,8 @@ def train(
 
     Checkpoints: RUN_DIR/last.pt and RUN_DIR/model_NNNNNNN.pt (written atomically); log: RUN_DIR/log.jsonl.
     """
+    if offline:  # also `avseg --offline ...`
+        set_offline(True)
     from avseg_cli.progress import RichProgress
     from models.pipeline.train import TrainOptions, train as run_training
 

@@ -5,8 +5,9 @@ destination, hashing the bytes on the way; only when the byte count and the SHA-
 prefix a file name carries, like torch.hub's `vggish-10086976.pth`) match is the file renamed into place.
 On any failure or interruption the temporary file is removed and nothing is left at the destination.
 
-Offline mode (`offline=True`, `AVSEG_OFFLINE=1` or `HF_HUB_OFFLINE=1`) is decided by `is_offline`;
-callers check it before downloading so that a missing file fails at once with one line.
+Offline mode (`offline=True`, `AVSEG_OFFLINE=1`, `HF_HUB_OFFLINE=1`, or `set_process_offline` as the command
+line's `--offline` does) is decided by `is_offline`; callers check it before downloading so that a missing file
+fails at once with one line.
 """
 
 from __future__ import annotations
@@ -60,10 +61,24 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
+_process_offline: str | None = None
+"""Why downloads are off for the whole process (`set_process_offline`), or None."""
+
+
+def set_process_offline(reason: str | None) -> None:
+    """Switch downloads off for the rest of this process, `reason` being what errors cite (e.g. "--offline"),
+    or back on with None (the environment variables still count)."""
+    global _process_offline
+    _process_offline = reason
+
+
 def offline_reason(offline: bool | None = None) -> str | None:
-    """Why downloads are off ("offline=True", "AVSEG_OFFLINE is set", ...), or None when they are allowed."""
+    """Why downloads are off ("offline mode", "--offline", "AVSEG_OFFLINE is set", ...), or None when they are
+    allowed."""
     if offline:
         return "offline mode"
+    if _process_offline is not None:
+        return _process_offline
     for variable in OFFLINE_VARIABLES:
         if _truthy(os.environ.get(variable)):
             return f"{variable} is set"

@@ -263,6 +263,32 @@ def test_zero_shot_offline_without_models_is_one_line(monkeypatch, capsys, clip,
     assert "Traceback" not in stderr and not (clip.parent / "clip.avseg.mp4").exists()
 
 
+def test_offline_option_forbids_downloads_for_that_run_only(monkeypatch, capsys, clip, fake, tmp_path):
+    from models import download, hub_models
+
+    for variable in download.OFFLINE_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AVSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    downloads = []
+    monkeypatch.setattr(hub_models, "download_hub_model", lambda weight, **kw: downloads.append(weight.name) or 1 / 0)
+    for argv in (["avseg", "annotate", str(clip), "--classes", "pipa", "--device", "cpu", "--offline"],
+                 ["avseg", "--offline", "annotate", str(clip), "--classes", "pipa", "--device", "cpu"]):
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as info:
+            run()
+        stderr = capsys.readouterr().err
+        assert info.value.code == 1, stderr
+        (line,) = error_lines(stderr)
+        assert "clap-htsat-unfused" in line and "downloads are off (--offline)" in line
+    assert downloads == [] and not (clip.parent / "clip.avseg.mp4").exists()
+    # the next run in this process (no --offline) may download again
+    monkeypatch.setattr(annotate_cmd, "load_zeroshot_predictor", lambda *args: fake)
+    code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--out", tmp_path / "out")
+    assert code == 0, stderr
+    assert download.offline_reason() is None
+
+
 def test_bad_inputs_fail_one_line_each_and_the_rest_is_done(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
     folder = tmp_path / "in"
     good = copy(clip, folder, "good.mp4")

@@ -204,7 +204,8 @@ def test_without_save_dir_predictions_go_to_a_deleted_temporary_folder(setup, tm
      (["--predictions", "{tmp}", "--top-k", "3"], "--top-k needs --checkpoint"),
      (["--predictions", "{tmp}", "--score-threshold", "0.5"], "--score-threshold needs --checkpoint"),
      (["--templates", "{tmp}/missing.txt"], "--templates: unknown prompt template set"),
-     (["--method", "zeroshot", "--protocol", "centered"], "--protocol applies to the OV-AVSS method only")],
+     (["--method", "zeroshot", "--protocol", "centered"], "--protocol applies to the OV-AVSS method only"),
+     (["--device", "cpu", "--offline"], "not found and downloads are off (--offline)")],
 )
 def test_cli_errors_are_one_line(setup, tmp_path, monkeypatch, capsys, extra, message):
     args = ["eval", "--data", str(setup["data"].data_dir)]

@@ -198,6 +198,25 @@ def test_cli_errors_are_one_line(data_dir: Path, tmp_path: Path, args, message):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("global_option", [False, True])
+def test_cli_offline_option_names_the_missing_vggish_file(data_dir: Path, tmp_path: Path, global_option: bool):
+    import os
+
+    from models.download import OFFLINE_VARIABLES
+
+    env = {key: value for key, value in os.environ.items() if key not in OFFLINE_VARIABLES}
+    env.update(AVSEG_CACHE=str(tmp_path / "cache"), TORCH_HOME=str(tmp_path / "torch"))
+    args = ["train", "--data", str(data_dir), "--config", "tiny", "--out", str(tmp_path / "r"), "--device", "cpu",
+            "--max-iters", "1"]
+    args = ["--offline", *args] if global_option else [*args, "--offline"]
+    done = subprocess.run([sys.executable, "-m", "avseg_cli", *args], capture_output=True, text=True, timeout=600,
+                          env=env)
+    assert done.returncode == 1, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "vggish-10086976.pth not found and downloads are off (--offline)" in lines[0]
+    assert str(tmp_path / "cache" / "vggish-10086976.pth") in lines[0] and not (tmp_path / "r" / "last.pt").exists()
+
+
 def test_train_downloads_vggish_on_first_use(data_dir: Path, tmp_path: Path, monkeypatch):
     """Like annotate and eval, train fetches the missing VGGish file into the cache (hash-checked); offline it
     names the file, its URL and the cache path in one line."""
