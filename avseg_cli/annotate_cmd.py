@@ -14,6 +14,7 @@ from avseg_cli.ovavss_options import (
     AMP_OPTION,
     MAX_CROPS_OPTION,
     PROTOCOL_OPTION,
+    SHORT_SIDE_OPTION,
     SOUND_GATE_OPTION,
     TOP_K_OPTION,
     CropProtocol,
@@ -122,6 +123,7 @@ def annotate(
     max_crops: Optional[int] = MAX_CROPS_OPTION,
     protocol: CropProtocol = PROTOCOL_OPTION,
     top_k: Optional[int] = TOP_K_OPTION,
+    short_side: Optional[int] = SHORT_SIDE_OPTION,
     templates: Optional[str] = TEMPLATES_OPTION,
     score_threshold: Optional[float] = SCORE_THRESHOLD_OPTION,
     detector: Detector = DETECTOR_OPTION,
@@ -171,8 +173,8 @@ def annotate(
         _annotate(
             videos, classes, classes_file, checkpoint, out, analysis_fps, no_video, no_masks, no_json,
             skip_existing, json_summary, device.value, vggish_weights, clip_weights, method.value,
-            OvavssChoices(amp, sound_gate, max_crops, protocol.value, top_k), NamingChoices(templates, score_threshold),
-            render_workers.value,
+            OvavssChoices(amp, sound_gate, max_crops, protocol.value, top_k, short_side),
+            NamingChoices(templates, score_threshold), render_workers.value,
             ZeroShotChoices(detector.value, instance_policy.value, audio_threshold, box_threshold, no_rescore,
                              clap_weights, detector_weights, sam_weights, detector_size),
         )

@@ -15,6 +15,7 @@ from avseg_cli.ovavss_options import (
     AMP_OPTION,
     MAX_CROPS_OPTION,
     PROTOCOL_OPTION,
+    SHORT_SIDE_OPTION,
     SOUND_GATE_OPTION,
     TOP_K_OPTION,
     CropProtocol,
@@ -92,6 +93,7 @@ def evaluate(
     max_crops: Optional[int] = MAX_CROPS_OPTION,
     protocol: CropProtocol = PROTOCOL_OPTION,
     top_k: Optional[int] = TOP_K_OPTION,
+    short_side: Optional[int] = SHORT_SIDE_OPTION,
     templates: Optional[str] = TEMPLATES_OPTION,
     score_threshold: Optional[float] = SCORE_THRESHOLD_OPTION,
     method: Method = typer.Option(
@@ -133,7 +135,7 @@ def evaluate(
 
     zeroshot = ZeroShotChoices(detector.value, instance_policy.value, audio_threshold, box_threshold, no_rescore,
                                clap_weights, detector_weights, sam_weights, detector_size)
-    ovavss = OvavssChoices(amp, sound_gate, max_crops, protocol.value, top_k)
+    ovavss = OvavssChoices(amp, sound_gate, max_crops, protocol.value, top_k, short_side)
     naming = NamingChoices(templates, score_threshold)
     if method == Method.zeroshot:
         if checkpoint is not None or predictions is not None:

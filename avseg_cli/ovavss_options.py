@@ -35,6 +35,12 @@ TOP_K_OPTION = typer.Option(
     "highest class probability first (default: 10, as officially). Example: --top-k 5"
 )
 
+SHORT_SIDE_OPTION = typer.Option(
+    None, "--short-side", min=32, help="With --checkpoint: the short side (pixels) frames are resized to for the "
+    "network (default: 360, the official test size; training saw 240-480). Larger: finer masks, slower; the "
+    "outputs keep the video's size. Example: --short-side 480"
+)
+
 
 @dataclass(frozen=True)
 class OvavssChoices:
@@ -45,6 +51,7 @@ class OvavssChoices:
     max_crops: int | None = None
     protocol: str = CropProtocol.official.value
     top_k: int | None = None
+    short_side: int | None = None
 
     def explicit(self) -> dict[str, object]:
         """Option name -> value for the options set away from their defaults (None where not)."""
@@ -54,6 +61,7 @@ class OvavssChoices:
             "--max-crops": self.max_crops,
             "--protocol": None if self.protocol == CropProtocol.official.value else self.protocol,
             "--top-k": self.top_k,
+            "--short-side": self.short_side,
         }
 
     def predictor_kwargs(self) -> dict[str, object]:
@@ -64,6 +72,8 @@ class OvavssChoices:
         }
         if self.top_k is not None:
             kwargs["top_k"] = self.top_k
+        if self.short_side is not None:
+            kwargs["short_side"] = self.short_side
         return kwargs
 
 

@@ -200,6 +200,7 @@ def test_without_checkpoint_the_zero_shot_method_runs(monkeypatch, capsys, clip,
         (["--max-crops", "3"], "--max-crops applies to the OV-AVSS method only"),
         (["--protocol", "centered"], "--protocol applies to the OV-AVSS method only"),
         (["--top-k", "3"], "--top-k applies to the OV-AVSS method only"),
+        (["--short-side", "480"], "--short-side applies to the OV-AVSS method only"),
         (["--no-rescore", "--templates", "vild"], "--templates is for the CLIP re-scoring, which --no-rescore turns off"),
         (["--method", "zeroshot", "--sound-gate", "0.5"], "--sound-gate applies to the OV-AVSS method only"),
         (["--amp", "fp16"], "--amp applies to the OV-AVSS method only"),
@@ -222,11 +223,11 @@ def test_ovavss_options_reach_the_predictor(monkeypatch, capsys, clip, checkpoin
     assert fake.load_options == {"amp": "bf16", "sound_gate": 0.25, "max_crops_per_frame": 3, "protocol": "official"}
     code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", checkpoint,
                             "--out", tmp_path / "out2", "--protocol", "centered", "--top-k", "4", "--templates", "vild",
-                            "--score-threshold", "0.6")
+                            "--score-threshold", "0.6", "--short-side", "480")
     assert code == 0, stderr
-    assert fake.load_options == {"amp": "off", "sound_gate": None, "max_crops_per_frame": None,
-                                 "protocol": "centered", "top_k": 4, "templates": "vild", "score_threshold": 0.6}
-    for bad in (["--top-k", "0"], ["--protocol", "sideways"], ["--score-threshold", "1.5"]):
+    assert fake.load_options == {"amp": "off", "sound_gate": None, "max_crops_per_frame": None, "protocol": "centered",
+                                 "top_k": 4, "templates": "vild", "score_threshold": 0.6, "short_side": 480}
+    for bad in (["--top-k", "0"], ["--protocol", "sideways"], ["--score-threshold", "1.5"], ["--short-side", "16"]):
         code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", checkpoint, *bad)
         assert code == 2 and f"Invalid value for '{bad[0]}'" in stderr and "Traceback" not in stderr
     code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", checkpoint,
@@ -243,12 +244,12 @@ def test_load_predictor_maps_the_options_onto_from_checkpoint(monkeypatch, tmp_p
     seen = {}
     monkeypatch.setattr(predictor_module.AVSegPredictor, "from_checkpoint",
                         classmethod(lambda cls, checkpoint, **kwargs: seen.update(kwargs, checkpoint=checkpoint)))
-    options = {**OvavssChoices("fp16", 0.5, 2, "centered", 3).predictor_kwargs(),
+    options = {**OvavssChoices("fp16", 0.5, 2, "centered", 3, 480).predictor_kwargs(),
                **NamingChoices("p.txt", 0.25).predictor_kwargs()}
     annotate_cmd.load_predictor(tmp_path / "m.pt", "cpu", "v.pth", "c.pt", **options)
     assert seen == {"checkpoint": tmp_path / "m.pt", "device": "cpu", "vggish_weights": "v.pth", "clip_weights": "c.pt",
                     "amp": "fp16", "sound_gate": 0.5, "max_crops_per_frame": 2, "protocol": "centered", "top_k": 3,
-                    "templates": "p.txt", "score_threshold": 0.25}
+                    "short_side": 480, "templates": "p.txt", "score_threshold": 0.25}
     assert set(options) <= set(parameters)  # every keyword the choices give is one the real from_checkpoint takes
 
 
@@ -427,11 +428,12 @@ def test_with_a_tiny_ovavss_checkpoint_end_to_end(monkeypatch, capsys, clip, tmp
     code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa,violin,man", "--checkpoint", checkpoint,
                             "--clip-weights", clip_dir, "--device", "cpu", "--out", tmp_path / "tuned",
                             "--protocol", "centered", "--top-k", "1", "--score-threshold", "0.34",
-                            "--templates", templates)
+                            "--templates", templates, "--short-side", "48")
     assert code == 0, stderr
     tuned = json.loads((tmp_path / "tuned" / "clip.json").read_text())
     described = tuned["predictor"]
     assert (described["protocol"], described["top_k"], described["score_threshold"]) == ("centered", 1, 0.34)
+    assert described["short_side"] == 48 and data["predictor"]["short_side"] == 64  # the tiny config's test size
     assert described["templates"] == template_set_id(("a photo of the {}.", "the {}, making a sound"))
     assert described["templates_file"] == str(templates.resolve())
     assert data["predictor"]["templates"] == "vild" and "templates_file" not in data["predictor"]
@@ -439,6 +441,7 @@ def test_with_a_tiny_ovavss_checkpoint_end_to_end(monkeypatch, capsys, clip, tmp
     for record in tuned["frames"]:
         # top-k 1: one (query, class) pair per 5-frame clip, so at most one object per frame
         assert len(record["instances"]) <= 1
+        assert read_index_mask(tmp_path / "tuned" / "clip.masks" / f"{record['frame']:06d}.png").shape == (30, 40)
         assert all(instance["score"] > 0.34 for instance in record["instances"])
     code, stdout, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", checkpoint,
                                  "--clip-weights", clip_dir, "--device", "cpu", "--out", tmp_path / "amp",
