@@ -135,3 +135,30 @@ def test_cli_method_conflicts_are_usage_errors(data, monkeypatch, capsys, args, 
     assert code == 2, stderr
     lines = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in stderr
+
+
+def test_resuming_with_other_zero_shot_options_or_another_method_is_refused(data, tmp_path):
+    from dataclasses import replace
+
+    from models.errors import AVSegError
+    from models.pipeline.evaluate_ov import RUN_FILE
+
+    preds = tmp_path / "preds"
+    first = predict_split(fake_predictor(), data, "test", preds)
+    again = predict_split(fake_predictor(), data, "test", preds)  # the same options resume (nothing left to do)
+    assert first.predicted == again.skipped == len(data.load_split("test")) and again.predicted == 0
+    other = fake_predictor()
+    other.config = replace(other.config, instance_policy="best")
+    with pytest.raises(AVSegError, match=r"holds predictions of another run \(options: "):
+        predict_split(other, data, "test", preds)
+    # an OV-AVSS description is another run too
+    ovavss = SimpleNamespace(describe=lambda: {"method": "ov-avss", "checkpoint": "m.pt"}, clip_len=5,
+                             set_vocabulary=lambda names: None)
+    with pytest.raises(AVSegError, match=r"another run \(checkpoint: None there, 'm.pt' now\)"):
+        predict_split(ovavss, data, "test", preds)
+    # a run file of an earlier avseg (without the zero-shot keys) still resumes
+    stored = json.loads((preds / RUN_FILE).read_text())
+    for key in ("method", "detector", "options", "weights"):
+        del stored[key]
+    (preds / RUN_FILE).write_text(json.dumps(stored))
+    assert predict_split(fake_predictor(), data, "test", preds).skipped == len(data.load_split("test"))

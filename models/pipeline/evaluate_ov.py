@@ -48,6 +48,11 @@ _RUN_KEYS_THAT_MUST_MATCH = (
     "checkpoint", "checkpoint_kind", "config", "iteration", "clip_model", "clip_weights", "vggish", "amp",
     "protocol", "score_threshold", "top_k", "sound_gate", "max_crops_per_frame", "templates", "short_side",
 )
+"""Keys of the predictor's `describe()` that a resumed run must share (OV-AVSS; all None for the zero-shot method)."""
+
+_RUN_KEYS_ADDED_LATER = ("method", "detector", "options", "weights")
+"""Keys added later (the zero-shot method's detector, options and models): a run file without them was written by
+an earlier avseg and is not refused for their absence."""
 
 
 @dataclass(frozen=True)
@@ -110,15 +115,17 @@ def video_is_complete(folder: Path, record: VideoRecord) -> bool:
 
 def _check_run_file(pred_dir: Path, description: dict, split: str) -> None:
     """Refuse to resume into PRED_DIR written by another model / other options; write the run file otherwise."""
-    wanted = {key: description.get(key) for key in _RUN_KEYS_THAT_MUST_MATCH}
+    wanted = {key: description.get(key) for key in _RUN_KEYS_THAT_MUST_MATCH + _RUN_KEYS_ADDED_LATER}
     wanted["split"] = split
+    wanted = json.loads(json.dumps(wanted))  # compared as stored: tuples become lists
     path = pred_dir / RUN_FILE
     if path.is_file():
         try:
             stored = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise AVSegError(f"unreadable {path} ({error}); delete it or use another predictions folder") from error
-        differing = [key for key in wanted if stored.get(key) != wanted[key]]
+        differing = [key for key in wanted
+                     if (key in stored or key not in _RUN_KEYS_ADDED_LATER) and stored.get(key) != wanted[key]]
         if differing:
             key = differing[0]
             raise AVSegError(
