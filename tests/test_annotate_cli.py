@@ -90,6 +90,53 @@ def test_batch_with_glob_summary_and_skip_existing(monkeypatch, capsys, clip, ch
     assert json.loads(summary.read_text())["counts"]["skipped"] == 2
 
 
+def test_a_glob_over_earlier_outputs_leaves_the_overlay_videos_out(monkeypatch, capsys, clip, checkpoint, fake,
+                                                                     tmp_path):
+    folder = tmp_path / "in"
+    copy(clip, folder, "a.mp4")
+    common = ["--classes", "pipa", "--checkpoint", checkpoint, "--device", "cpu"]
+    code, _, stderr = avseg(monkeypatch, capsys, folder / "*.mp4", *common)
+    assert code == 0, stderr
+    assert (folder / "a.avseg.mp4").is_file()
+    # run again, with the glob expanded by avseg and by a shell: a.avseg.mp4 is the first run's output, not an input
+    for inputs in ([folder / "*.mp4"], [folder / "a.avseg.mp4", folder / "a.mp4"]):
+        code, stdout, stderr = avseg(monkeypatch, capsys, *inputs, *common, "--skip-existing")
+        assert code == 0, stderr
+        assert "1 skipped" in stdout and "failed" not in stdout
+        assert f"leaving out {folder / 'a.avseg.mp4'}: it is the overlay video avseg writes for {folder / 'a.mp4'}" \
+            in stderr.replace("\n", "")
+    assert sorted(p.name for p in folder.iterdir()) == ["a.avseg.mp4", "a.json", "a.masks", "a.mp4"]
+    # named on its own, an overlay video is an input like any other
+    code, _, stderr = avseg(monkeypatch, capsys, folder / "a.avseg.mp4", *common, "--out", tmp_path / "again")
+    assert code == 0, stderr
+    assert (tmp_path / "again" / "a.avseg.avseg.mp4").is_file()
+
+
+def test_skip_existing_annotates_again_what_other_settings_made(monkeypatch, capsys, clip, checkpoint, fake,
+                                                               tmp_path):
+    out = tmp_path / "out"
+    common = [clip, "--checkpoint", checkpoint, "--device", "cpu", "--out", out, "--skip-existing"]
+    code, _, stderr = avseg(monkeypatch, capsys, *common, "--classes", "pipa,violin")
+    assert code == 0, stderr
+    code, stdout, stderr = avseg(monkeypatch, capsys, *common, "--classes", "pipa,violin", "--no-json")
+    assert code == 0 and "1 skipped" in stdout, stderr  # same settings (read from the JSON kept beside)
+    code, stdout, stderr = avseg(monkeypatch, capsys, *common, "--classes", "guitar,dog")
+    assert code == 0 and "1 done" in stdout, stderr
+    assert "annotating it again: its outputs were made with another vocabulary" in stderr.replace("\n", "")
+    assert json.loads((out / "clip.json").read_text())["vocabulary"] == ["guitar", "dog"]
+    code, stdout, stderr = avseg(monkeypatch, capsys, *common, "--classes", "guitar,dog", "--analysis-fps", "2")
+    assert code == 0 and "1 done" in stdout and "another analysis rate" in stderr.replace("\n", ""), stderr
+    code, stdout, stderr = avseg(monkeypatch, capsys, *common, "--classes", "guitar,dog", "--analysis-fps", "2")
+    assert code == 0 and "1 skipped" in stdout, stderr
+    monkeypatch.setattr(type(fake), "describe", lambda self: {"method": "fake", "clip_len": 5, "top_k": 3})
+    code, stdout, stderr = avseg(monkeypatch, capsys, *common, "--classes", "guitar,dog", "--analysis-fps", "2")
+    assert code == 0 and "1 done" in stdout and "another predictor or predictor options" in stderr.replace("\n", "")
+    # without a readable JSON to tell, existing outputs are trusted
+    (out / "clip.json").write_text("{damaged")
+    code, stdout, stderr = avseg(monkeypatch, capsys, *common, "--classes", "pipa", "--no-json")
+    assert code == 0 and "1 skipped" in stdout, stderr
+
+
 def test_classes_file_and_no_outputs_flags(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
     names = tmp_path / "names.txt"
     names.write_text("# what may sound\nacoustic guitar\n\nman  # a person\n")

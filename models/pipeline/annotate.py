@@ -58,12 +58,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 import time
 import warnings
 from concurrent.futures import BrokenExecutor, Executor, Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import IO, Callable, Sequence
@@ -115,6 +116,25 @@ class VideoResult:
     warnings: list[str] = field(default_factory=list)
 
 
+_FRAMES_KEY = ',\n  "frames": ['
+"""Where `_FramesJson` ends the header and starts the frame records."""
+
+
+def read_json_header(path: Path, limit: int = 1 << 20) -> dict | None:
+    """The header of a `<stem>.json` (everything but the frame records and counts), read from the start of the
+    file without loading the records; None when the file is unreadable or not an avseg annotate JSON."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            head = handle.read(limit)
+        end = head.find(_FRAMES_KEY)
+        header = json.loads(head[:end] + "\n}") if end >= 0 else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(header, dict) or header.get("format") != JSON_FORMAT:
+        return None
+    return header
+
+
 class _FramesJson:
     """The `<stem>.json` file, written as it goes: header, one record per analysed frame, counts.
 
@@ -135,7 +155,7 @@ class _FramesJson:
         self._handle = stack.enter_context(atomic_open(self.path))
         self._stack = stack
         text = json.dumps(self.header, indent=2, ensure_ascii=False, default=str)
-        self._handle.write(text[:-1].rstrip() + ',\n  "frames": [')
+        self._handle.write(text[:-1].rstrip() + _FRAMES_KEY)
         return self
 
     def add(self, record: dict) -> None:
@@ -326,6 +346,34 @@ class Annotator:
     def outputs_for(self, video: str | os.PathLike) -> OutputPaths:
         """Where `annotate(video)` writes."""
         return output_paths(video, self.options)
+
+    def earlier_settings_differ(self, video: str | os.PathLike) -> str | None:
+        """What differs between this annotator and the one that wrote `video`'s existing `<stem>.json` (also when
+        this run does not write JSON): "another vocabulary", "another predictor or predictor options" or "another
+        analysis rate"; None when nothing does or there is no readable JSON to tell (`--skip-existing` then
+        trusts the outputs). The device the predictor ran on does not count."""
+        from models.io.video import output_rate, probe
+
+        path = output_paths(video, replace(self.options, write_json=True)).json
+        header = read_json_header(path) if path is not None and path.is_file() else None
+        if header is None:
+            return None
+        if header.get("vocabulary") != list(self.vocabulary):
+            return "another vocabulary"
+        describe = getattr(self.predictor, "describe", None)
+        now = json.loads(json.dumps(describe() if callable(describe) else None, default=str))
+        before = header.get("predictor")
+        if isinstance(now, dict) and isinstance(before, dict):
+            now, before = ({k: v for k, v in d.items() if k != "device"} for d in (now, before))
+        if now != before:
+            return "another predictor or predictor options"
+        try:
+            rate = float(output_rate(probe(Path(video)), self.options.analysis_fps))
+        except AVSegError:
+            return None
+        if not math.isclose(rate, float(header.get("analysis", {}).get("analysis_fps", -1)), rel_tol=1e-9):
+            return "another analysis rate"
+        return None
 
     def annotate(
         self,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from models.errors import AVSegError
-from models.pipeline.annotate_outputs import OutputPaths
+from models.pipeline.annotate_outputs import OutputPaths, overlay_videos_among
 from models.progress import NullProgress, Progress
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -131,6 +131,11 @@ def annotate_batch(
             files; completed outputs stay. Its `result` lists every input's status.
     """
     videos = [Path(path) for path in inputs]
+    earlier_outputs = overlay_videos_among(videos, annotator.options)
+    for index, source in earlier_outputs.items():
+        if warn is not None:
+            warn(f"leaving out {videos[index]}: it is the overlay video avseg writes for {source}")
+    videos = [video for index, video in enumerate(videos) if index not in earlier_outputs]
     outcomes: list[FileOutcome] = []
     overall = overall_progress or NullProgress()
     conflicts = _planned_conflicts(videos, annotator)
@@ -148,7 +153,13 @@ def annotate_batch(
             try:
                 if number in conflicts:
                     raise AVSegError(conflicts[number])
-                if annotator.options.skip_existing and outputs.all_exist():
+                skip = annotator.options.skip_existing and outputs.all_exist()
+                if skip:
+                    differs = annotator.earlier_settings_differ(video)
+                    if differs is not None:
+                        skip = False
+                        collect(f"{video}: annotating it again: its outputs were made with {differs}")
+                if skip:
                     outcome = FileOutcome(video, STATUS_SKIPPED, outputs)
                 else:
                     result = annotator.annotate(video, file_progress, collect)

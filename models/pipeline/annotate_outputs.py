@@ -7,9 +7,10 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
+from typing import Sequence
 
 from models.errors import AVSegError, UsageError
 from models.pipeline.frame_outputs import POOL_KINDS
@@ -100,6 +101,21 @@ def output_paths(video: str | os.PathLike, options: AnnotateOptions = AnnotateOp
         masks=folder / f"{stem}{MASKS_SUFFIX}" if options.write_masks else None,
         json=folder / f"{stem}{JSON_SUFFIX}" if options.write_json else None,
     )
+
+
+def overlay_videos_among(inputs: Sequence[Path], options: AnnotateOptions) -> dict[int, Path]:
+    """Inputs that are the overlay video (`<stem>.avseg.mp4`) another input of the same run writes: an earlier run's
+    output picked up by a glob (`avseg annotate clips/*.mp4` run twice). Maps their index to that other input."""
+    sources: dict[str, Path] = {}
+    for video in inputs:
+        overlay = output_paths(video, replace(options, write_video=True)).video
+        sources.setdefault(os.path.normcase(os.path.abspath(overlay)), video)
+    found = {}
+    for index, video in enumerate(inputs):
+        source = sources.get(os.path.normcase(os.path.abspath(video)))
+        if source is not None and source is not video:
+            found[index] = source
+    return found
 
 
 def _same_file(a: Path, b: Path) -> bool:
