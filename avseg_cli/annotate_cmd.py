@@ -94,13 +94,15 @@ def annotate(
     ),
     analysis_fps: Optional[float] = typer.Option(
         None, "--analysis-fps", help="Analyse only F frames per second (default: every frame); each result is "
-        "held until the next. Example: --analysis-fps 5"
+        "held until the next in the overlay video; mask PNGs and JSON records are written for the analysed frames. "
+        "Example: --analysis-fps 5"
     ),
     no_video: bool = typer.Option(False, "--no-video", help="Do not write <stem>.avseg.mp4."),
     no_masks: bool = typer.Option(False, "--no-masks", help="Do not write <stem>.masks/<frame>.png."),
     no_json: bool = typer.Option(False, "--no-json", help="Do not write <stem>.json."),
     skip_existing: bool = typer.Option(
-        False, "--skip-existing", help="Skip videos whose requested outputs all exist already."
+        False, "--skip-existing", help="Skip videos whose requested outputs all exist already, unless their <stem>.json "
+        "says another vocabulary, predictor or analysis rate made them (those are annotated again)."
     ),
     json_summary: Optional[Path] = typer.Option(
         None, "--json-summary", help="Also write the status of every video to this JSON file (for scripts). "
@@ -139,8 +141,8 @@ def annotate(
 ) -> None:
     """Find the objects that make the sound in videos, segment them in every frame and name them from
     your class names. Writes, next to each video (or into --out): VIDEO.avseg.mp4 (masks, labels and
-    scores drawn over the video, original audio kept), VIDEO.masks/NNNNNN.png (one index PNG per frame,
-    value = class number in --classes, 0 = background, AVSBench colours) and VIDEO.json (per frame: label,
+    scores drawn over the video, original audio kept), VIDEO.masks/NNNNNN.png (one index PNG per analysed frame,
+    value = class number in --classes, 0 = background, AVSBench colours) and VIDEO.json (per analysed frame: label,
     score, sound score, box and COCO RLE mask of every object).
 
     Frames are analysed in clips of 5 frames one second apart, so every frame is analysed once with the
@@ -188,14 +190,9 @@ def _annotate(
     skip_existing, json_summary, device, vggish_weights, clip_weights, method, ovavss, naming, render_workers,
     zeroshot,
 ) -> None:
-    from rich.markup import escape
-
-    from avseg_cli.console import DEBUG, err, out as stdout, warn
-    from models.errors import AVSegError, UsageError
-    from models.pipeline.annotate import Annotator
-    from models.pipeline.annotate_batch import BatchInterrupted, annotate_batch, iter_failures
+    from models.errors import UsageError
     from models.pipeline.annotate_inputs import expand_inputs, parse_vocabulary
-    from models.pipeline.annotate_outputs import AnnotateOptions, ensure_output_dir
+    from models.pipeline.annotate_outputs import AnnotateOptions, ensure_output_dir, remove_empty_folders
 
     vocabulary = parse_vocabulary(classes, classes_file)
     options = AnnotateOptions(
@@ -217,18 +214,36 @@ def _annotate(
         if checkpoint.is_dir():
             raise UsageError(f"expected a checkpoint file, found a folder: {checkpoint}")
         naming.template_set()  # a wrong --templates is a usage error before anything loads
+        zeroshot_config = None
     else:
         reject_other_method_options(method, {"--vggish-weights": vggish_weights, **ovavss.explicit()})
         zeroshot_config = naming.zeroshot_config(zeroshot.config())
     inputs = expand_inputs(videos)
+    created: list[Path] = []
     if json_summary is not None:
         if json_summary.is_dir():
             raise UsageError(f"--json-summary must be a file, found a folder: {json_summary}")
         if any(_same_path(json_summary, path) for path in inputs):
             raise UsageError(f"--json-summary {json_summary} would overwrite an input video")
-        ensure_output_dir(json_summary.parent if str(json_summary.parent) else Path("."))
+        created += ensure_output_dir(json_summary.parent if str(json_summary.parent) else Path("."),
+                                     "the --json-summary folder")
     if out is not None:
-        ensure_output_dir(out)
+        created += ensure_output_dir(out)
+    try:
+        _run_batch(inputs, method, checkpoint, device, vggish_weights, clip_weights, ovavss, naming, zeroshot,
+                   zeroshot_config, vocabulary, options, analysis_fps, json_summary)
+    finally:
+        remove_empty_folders(created)  # the folders this run made and left empty (all failed, interrupted)
+
+
+def _run_batch(inputs, method, checkpoint, device, vggish_weights, clip_weights, ovavss, naming, zeroshot,
+               zeroshot_config, vocabulary, options, analysis_fps, json_summary) -> None:
+    from rich.markup import escape
+
+    from avseg_cli.console import DEBUG, err, out as stdout, warn
+    from models.errors import AVSegError
+    from models.pipeline.annotate import Annotator
+    from models.pipeline.annotate_batch import BatchInterrupted, annotate_batch, iter_failures
 
     if method == "ovavss":
         with err.status(f"loading the model from {checkpoint} ..."):

@@ -373,6 +373,29 @@ def test_output_folder_that_cannot_be_created(monkeypatch, capsys, clip, checkpo
     assert fake.load_calls == []  # checked before the model is loaded
 
 
+def test_json_summary_folder_errors_name_it_and_empty_folders_made_by_a_failed_run_go(monkeypatch, capsys, clip,
+                                                                                       checkpoint, fake, tmp_path):
+    blocker = tmp_path / "plain-file"
+    blocker.write_text("x")
+    code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", checkpoint,
+                            "--out", tmp_path / "new" / "out", "--json-summary", blocker / "sub" / "s.json")
+    assert code == 1
+    (line,) = error_lines(stderr)
+    assert line.startswith(f"error: cannot write to the --json-summary folder {blocker / 'sub'}")
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    for extra in ([], ["--json-summary", tmp_path / "made" / "s.json"]):
+        code, _, stderr = avseg(monkeypatch, capsys, text, "--classes", "pipa", "--checkpoint", checkpoint,
+                                "--out", tmp_path / "new" / "out", *extra)
+        assert code == 1 and "notes.mp4" in stderr
+        assert not (tmp_path / "new").exists()  # made for this run, left empty: removed
+    assert (tmp_path / "made" / "s.json").is_file()  # the summary was written: its folder stays
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    code, _, _ = avseg(monkeypatch, capsys, text, "--classes", "pipa", "--checkpoint", checkpoint, "--out", kept)
+    assert code == 1 and kept.is_dir()  # a folder that was there before is never removed
+
+
 def test_disk_full_is_one_line_and_leaves_nothing(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
     import errno
     import os
@@ -388,7 +411,7 @@ def test_disk_full_is_one_line_and_leaves_nothing(monkeypatch, capsys, clip, che
     assert code == 1
     (line,) = error_lines(stderr)
     assert str(clip) in line and "No space left on device" in line
-    assert list(out.iterdir()) == []
+    assert not out.exists()  # nothing left: not even the folder this run made
 
 
 def test_ctrl_c_exits_130_keeps_finished_videos(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):

@@ -137,19 +137,37 @@ def check_not_input(video: Path, outputs: OutputPaths) -> None:
             )
 
 
-def ensure_output_dir(folder: str | os.PathLike) -> Path:
+def ensure_output_dir(folder: str | os.PathLike, what: str = "the output folder") -> list[Path]:
     """Create `folder` if needed and check that files can be created in it.
+
+    Args:
+        what: how errors name the folder ("the output folder", "the --json-summary folder").
+
+    Returns:
+        The folders it created, outermost first (for `remove_empty_folders` when nothing was written).
 
     Raises:
         AVSegError: one line naming the folder (e.g. it lies under a regular file, or is read-only).
     """
     folder = Path(folder)
+    missing = [path for path in (folder, *folder.parents) if not os.path.lexists(path)][::-1]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except FileExistsError:
-        raise AVSegError(f"cannot use {folder} as the output folder: it is a file") from None
+        raise AVSegError(f"cannot use {folder} as {what}: it is a file") from None
     except OSError as error:
-        raise AVSegError(f"cannot write to the output folder {folder}: {error.strerror or error}") from None
-    return folder
+        remove_empty_folders(missing)
+        raise AVSegError(f"cannot write to {what} {folder}: {error.strerror or error}") from None
+    return missing
+
+
+def remove_empty_folders(folders: Sequence[Path]) -> None:
+    """Remove those of `folders` (outermost first, as `ensure_output_dir` returns them) that are empty, innermost
+    first; folders holding anything are kept."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
