@@ -131,6 +131,8 @@ def test_vocabulary_from_classes_and_file(tmp_path):
         (None, "# only comments\n\n", "empty vocabulary"),
         ("pipa,violin, pipa", None, "duplicate class names in the vocabulary: 'pipa'"),
         ("violin", "violin\n", "duplicate class names in the vocabulary: 'violin'"),
+        ("Pipa,violin,pipa", None, "'Pipa' and 'pipa' .CLIP reads text in lower case with single spaces, so it cannot tell them apart"),
+        ("electric guitar,electric  guitar", None, "'electric guitar' and 'electric  guitar'"),
         (",".join(f"c{i}" for i in range(256)), None, "at most 255"),
     ],
 )
@@ -149,6 +151,16 @@ def test_missing_classes_file_is_a_usage_error(tmp_path):
         parse_vocabulary("pipa", tmp_path / "nope.txt")
     with pytest.raises(UsageError, match="found a folder"):
         parse_vocabulary("pipa", tmp_path)
+
+
+def test_clip_text_does_not_tell_case_or_repeated_spaces_apart():
+    """What the vocabulary check relies on: CLIP's tokenizer gives such names the very same tokens."""
+    import open_clip
+    import torch
+
+    tokens = open_clip.tokenize(["Pipa", "pipa", "electric  guitar", "electric guitar", "Électrique", "électrique"])
+    assert torch.equal(tokens[0], tokens[1]) and torch.equal(tokens[2], tokens[3]) and torch.equal(tokens[4], tokens[5])
+    assert not torch.equal(tokens[0], tokens[2])
 
 
 def test_expand_inputs_globs_literals_and_duplicates(tmp_path):

@@ -24,7 +24,8 @@ def parse_vocabulary(classes: str | None = None, classes_file: str | os.PathLike
 
     Raises:
         UsageError: the file cannot be read, the vocabulary is empty, a name appears twice (after
-            stripping; case-sensitive), or there are more than 255 names.
+            stripping, ignoring case and repeated spaces, which CLIP does not see), or there are more than 255
+            names.
     """
     names: list[str] = []
     if classes:
@@ -68,6 +69,15 @@ def check_vocabulary(names: Sequence[str], empty_hint: str = "") -> list[str]:
     if duplicates:
         listed = ", ".join(repr(name) for name in dict.fromkeys(duplicates))
         raise UsageError(f"duplicate class names in the vocabulary: {listed} (each name may appear once)")
+    first_of: dict[str, str] = {}
+    for name in names:
+        key = " ".join(name.split()).casefold()
+        if key in first_of:
+            raise UsageError(
+                f"duplicate class names in the vocabulary: {first_of[key]!r} and {name!r} (CLIP reads text in "
+                "lower case with single spaces, so it cannot tell them apart)"
+            )
+        first_of[key] = name
     if len(names) > MAX_VOCABULARY:
         raise UsageError(f"{len(names)} class names given; at most {MAX_VOCABULARY} fit in the mask PNGs")
     return names
