@@ -105,7 +105,7 @@ def cached_hub_model(weight: "WeightFile") -> Path | None:
 
 def _fetch_advice(weight: "WeightFile") -> str:
     return (f"run 'avseg weights fetch {weight.name}' with network, or put a copy of {hub_url(weight)} in "
-            f"{_avseg_cache_folder(weight)} (or pass its folder)")
+            f"{_avseg_cache_folder(weight)} {weight.pass_it_hint('folder')}")
 
 
 def hub_missing_message(weight: "WeightFile", reason: str | None) -> str:

@@ -57,6 +57,7 @@ class WeightFile:
         clip_model, clip_tag: open_clip architecture and pretrained tag (SOURCE_OPEN_CLIP only).
         manual_note: for SOURCE_MANUAL, how to get the file.
         repo_id, revision: Hugging Face repository and pinned commit (SOURCE_HF only).
+        local_option: the command-line option that takes a local copy instead (e.g. "--vggish-weights"), if any.
     """
 
     name: str
@@ -73,6 +74,11 @@ class WeightFile:
     manual_note: str = ""
     repo_id: str | None = None
     revision: str | None = None
+    local_option: str | None = None
+
+    def pass_it_hint(self, kind: str = "path") -> str:
+        """"(or pass its path with --vggish-weights)" style advice, for one-line messages."""
+        return f"(or pass its {kind} with {self.local_option})" if self.local_option else f"(or pass its {kind})"
 
 
 VGGISH = WeightFile(
@@ -83,6 +89,7 @@ VGGISH = WeightFile(
     description="VGGish audio network (torchvggish port of the TensorFlow release), 128-d embeddings",
     approx_size_mb=289,
     purpose="audio encoder of every OV-AVSS model (train, eval, annotate)",
+    local_option="--vggish-weights",
 )
 
 MASK2FORMER_R50 = WeightFile(
@@ -93,6 +100,7 @@ MASK2FORMER_R50 = WeightFile(
     description="Mask2Former R50 COCO instance segmentation, 50 epochs (model id 47430277_2)",
     approx_size_mb=176,
     purpose="initialisation for training the r50 config (avseg train --init)",
+    local_option="--init",
 )
 
 MASK2FORMER_SWINB = WeightFile(
@@ -103,6 +111,7 @@ MASK2FORMER_SWINB = WeightFile(
     description="Mask2Former Swin-B (IN21k, 384) COCO instance segmentation, 50 epochs (model id 48558700_6)",
     approx_size_mb=430,
     purpose="initialisation for training the swinb config (avseg train --init)",
+    local_option="--init",
 )
 
 CLIP_VIT_B_16 = WeightFile(
@@ -136,6 +145,7 @@ OVAVSS_R50 = WeightFile(
     description="official trained OV-AVSS, ResNet-50 + CLIP ViT-B/16 (detectron2 checkpoint)",
     approx_size_mb=1080,
     purpose="ready-to-use model for annotate / eval (avseg eval --checkpoint)",
+    local_option="--checkpoint",
     source=SOURCE_MANUAL,
     manual_note="shared by the authors on Baidu Netdisk only (extraction code 1234); see github.com/ruohaoguo/ovavss",
 )
@@ -147,6 +157,7 @@ OVAVSS_SWINB = WeightFile(
     description="official trained OV-AVSS, Swin-B + CLIP ViT-L/14@336px (detectron2 checkpoint)",
     approx_size_mb=2445,
     purpose="ready-to-use model for annotate / eval (avseg eval --checkpoint)",
+    local_option="--checkpoint",
     source=SOURCE_MANUAL,
     manual_note="shared by the authors on Baidu Netdisk only (extraction code 1234); see github.com/ruohaoguo/ovavss",
 )
@@ -157,35 +168,36 @@ OVAVSS_SWINB = WeightFile(
 
 
 def _hub_weight(name: str, repo_id: str, revision: str, approx_size_mb: int, description: str,
-                purpose: str) -> WeightFile:
+                purpose: str, local_option: str) -> WeightFile:
     return WeightFile(
         name=name, filename=name, url=f"https://huggingface.co/{repo_id}/tree/{revision}", description=description,
         approx_size_mb=approx_size_mb, purpose=purpose, source=SOURCE_HF, repo_id=repo_id, revision=revision,
+        local_option=local_option,
     )
 
 
 CLAP_HTSAT_UNFUSED = _hub_weight(
     "clap-htsat-unfused", "laion/clap-htsat-unfused", "8fa0f1c6d0433df6e97c127f64b2a1d6c0dcda8a", 615,
     "CLAP (HTS-AT audio + RoBERTa text), audio-text similarity",
-    "zero-shot: which class names are sounding",
+    "zero-shot: which class names are sounding", "--clap-weights",
 )
 
 GROUNDING_DINO_TINY = _hub_weight(
     "grounding-dino-tiny", "IDEA-Research/grounding-dino-tiny", "a2bb814dd30d776dcf7e30523b00659f4f141c71", 690,
     "Grounding DINO (Swin-T), open-vocabulary object detection from text",
-    "zero-shot: boxes for class names (default detector)",
+    "zero-shot: boxes for class names (default detector)", "--detector-weights",
 )
 
 OWLV2_BASE = _hub_weight(
     "owlv2-base", "google/owlv2-base-patch16-ensemble", "cfd3195ba4ea9592eec887ded089f4c08eff231d", 620,
     "OWLv2 (CLIP ViT-B/16, ensemble), open-vocabulary object detection from text",
-    "zero-shot: boxes for class names (--detector owlv2)",
+    "zero-shot: boxes for class names (--detector owlv2)", "--detector-weights",
 )
 
 SAM_VIT_BASE = _hub_weight(
     "sam-vit-base", "facebook/sam-vit-base", "70c1a07f894ebb5b307fd9eaaee97b9dfc16068f", 375,
     "Segment Anything (ViT-B), masks from box prompts",
-    "zero-shot: masks from boxes",
+    "zero-shot: masks from boxes", "--sam-weights",
 )
 
 REGISTRY: dict[str, WeightFile] = {
@@ -311,12 +323,12 @@ def ensure_weight(
     if weight.source == SOURCE_MANUAL:
         raise AVSegError(
             f"{weight.filename} not found: it cannot be downloaded automatically; {_where_to_get(weight)} and put it "
-            f"at {target} (or pass its path)"
+            f"at {target} {weight.pass_it_hint()}"
         )
     if reason is not None:
         raise AVSegError(
             f"{weight.name} weights {weight.filename} not found and downloads are off ({reason}): download "
-            f"{weight.url} and put it at {target} (or pass its path)"
+            f"{weight.url} and put it at {target} {weight.pass_it_hint()}"
         )
     if weight.source == SOURCE_OPEN_CLIP:
         return fetch_weight(weight, offline=offline, progress=progress)

@@ -361,6 +361,7 @@ def test_weights_fetch_offline_exits_with_one_line(hub_env, monkeypatch, capsys)
     assert lines[0].startswith("error: sam-vit-base (facebook/sam-vit-base@70c1a07) not found and downloads are off "
                                "(HF_HUB_OFFLINE is set): run 'avseg weights fetch sam-vit-base' with network")
     assert str(hub_env / "cache" / "sam-vit-base") in lines[0]
+    assert lines[0].endswith("(or pass its folder with --sam-weights)")
 
 
 def test_weights_fetch_downloads_a_hub_model(fake_hub, online):
