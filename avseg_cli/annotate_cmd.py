@@ -341,9 +341,20 @@ def _print_summary(console, result) -> None:
 
 
 class _BatchBars:
-    """Two rich bars on stderr sharing one live display: the current video (frames) and all videos."""
+    """Two rich bars on stderr sharing one live display: the current video (frames) and all videos; where
+    stderr is not a terminal, `LineProgress` lines instead (per video, and for all videos when there are several)."""
 
     def __init__(self, show_overall: bool) -> None:
+        from avseg_cli.console import err
+
+        self.bar = None
+        if not err.is_terminal:
+            from avseg_cli.progress import LineProgress
+            from models.progress import NullProgress
+
+            self.file = LineProgress("frames")
+            self.overall = LineProgress("videos") if show_overall else NullProgress()
+            return
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -353,8 +364,6 @@ class _BatchBars:
             TimeElapsedColumn,
             TimeRemainingColumn,
         )
-
-        from avseg_cli.console import err
 
         self.bar = Progress(
             SpinnerColumn(),
@@ -372,11 +381,13 @@ class _BatchBars:
         self.file = _BarTask(self.bar, "frames")
 
     def __enter__(self) -> "_BatchBars":
-        self.bar.start()
+        if self.bar is not None:
+            self.bar.start()
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self.bar.stop()
+        if self.bar is not None:
+            self.bar.stop()
 
 
 class _BarTask:

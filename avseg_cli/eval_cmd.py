@@ -183,7 +183,7 @@ def evaluate(
                          "--checkpoint FILE (evaluate an OV-AVSS model) or --method zeroshot")
 
     from avseg_cli.console import out, warn
-    from avseg_cli.progress import RichProgress
+    from avseg_cli.progress import stderr_progress
     from models.data.prepared import PreparedData
     from models.pipeline.evaluate_predictions import (
         check_json_destination,
@@ -194,7 +194,7 @@ def evaluate(
     prepared = PreparedData.open(data)
     if json_path is not None:
         check_json_destination(json_path)
-    with RichProgress(unit="video", transient=True) as progress:
+    with stderr_progress(unit="video", transient=True) as progress:
         result = evaluate_predictions(predictions, prepared, split.value, progress)
     if result.unknown_gt_pixels:
         warn(f"{result.unknown_gt_pixels} GT pixels had non-palette colours and were scored as background")
@@ -253,7 +253,7 @@ def _evaluate_checkpoint_class_agnostic(checkpoint, data, split, json_path, devi
     from rich.table import Table
 
     from avseg_cli.console import out
-    from avseg_cli.progress import RichProgress
+    from avseg_cli.progress import stderr_progress
     from models.atomic import write_json
     from models.data.prepared import PreparedData
     from models.pipeline.evaluate_model import evaluate_class_agnostic
@@ -266,7 +266,7 @@ def _evaluate_checkpoint_class_agnostic(checkpoint, data, split, json_path, devi
         check_json_destination(json_path)
     torch_device = resolve_device(device)
     network = load_network(checkpoint, torch_device, vggish_weights)
-    with RichProgress(unit="video", transient=True) as progress:
+    with stderr_progress(unit="video", transient=True) as progress:
         result = evaluate_class_agnostic(network.model, prepared, split, sound_threshold=sound_threshold,
                                          short_side=network.model.config.test_short_side, progress=progress)
     if json_path is not None:
@@ -300,7 +300,7 @@ def _evaluate_checkpoint_open_vocabulary(checkpoint, data, split, json_path, sav
 def _evaluate_open_vocabulary(load_predictor, what, data, split, json_path, save_predictions) -> None:
     """Predict the split with the predictor `load_predictor()` returns, score it, print and save the tables."""
     from avseg_cli.console import out, warn
-    from avseg_cli.progress import RichProgress
+    from avseg_cli.progress import stderr_progress
     from models.atomic import write_json
     from models.data.prepared import PreparedData
     from models.pipeline.evaluate_ov import evaluate_open_vocabulary
@@ -316,7 +316,7 @@ def _evaluate_open_vocabulary(load_predictor, what, data, split, json_path, save
         hint = zeroshot_eval_cpu_hint(sum(record.num_frames for record in prepared.load_split(split)))
     if hint:
         warn(hint)
-    with RichProgress(unit="video", transient=True) as progress:
+    with stderr_progress(unit="video", transient=True) as progress:
         result = evaluate_open_vocabulary(predictor, prepared, split, save_predictions, progress)
     if result.scores.unknown_gt_pixels:
         warn(f"{result.scores.unknown_gt_pixels} GT pixels had non-palette colours and were scored as background")

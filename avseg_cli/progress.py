@@ -1,6 +1,10 @@
-"""A rich implementation of `models.progress.Progress`: bar, counts, rate, ETA and status values."""
+"""`models.progress.Progress` for the command line: a rich bar (counts, rate, ETA, status values) on a terminal,
+plain lines when stderr is a log file or a pipe (`LineProgress`)."""
 
 from __future__ import annotations
+
+import time
+from typing import Callable
 
 from rich.progress import (
     BarColumn,
@@ -13,6 +17,78 @@ from rich.progress import (
 )
 
 from avseg_cli.console import err
+
+
+class LineProgress:
+    """Progress as plain lines, for a stderr that is not a terminal (where rich draws a live bar only once, when
+    it stops): one line when a task that did something ends, and one at most every `interval_s` while it runs,
+    e.g. `clip.mp4: 120/250 frames, 24.1 frames/s, 42 s, eta 5 s`. Nothing for a task that never advanced.
+
+    Args:
+        unit: what a step is ("frames", "it", "video").
+        interval_s: least time between two running lines.
+        console: where the lines go (stderr); clock: seconds (tests replace it).
+    """
+
+    def __init__(self, unit: str = "it", interval_s: float = 30.0, console=None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.unit = unit
+        self.interval_s = float(interval_s)
+        self.console = console if console is not None else err
+        self.clock = clock
+        self._description: str | None = None
+        self._total: int | None = None
+        self._completed = 0
+        self._status = ""
+        self._started = self._last_line = 0.0
+
+    def __enter__(self) -> "LineProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.finish()
+
+    def start(self, description: str, total: int | None = None) -> None:
+        self.finish()
+        self._description, self._total, self._completed, self._status = description, total, 0, ""
+        self._started = self._last_line = self.clock()
+
+    def advance(self, steps: int = 1, **status: object) -> None:
+        if self._description is None:
+            return
+        self._completed += steps
+        if status:
+            self._status = " ".join(f"{k}={_fmt(v)}" for k, v in status.items())
+        now = self.clock()
+        if now - self._last_line >= self.interval_s:
+            self._last_line = now
+            self._print(now, final=False)
+
+    def finish(self) -> None:
+        if self._description is not None and self._completed:
+            self._print(self.clock(), final=True)
+        self._description = None
+
+    def _print(self, now: float, final: bool) -> None:
+        from rich.markup import escape
+
+        elapsed = max(now - self._started, 0.0)
+        count = f"{self._completed}/{self._total}" if self._total is not None else str(self._completed)
+        parts = [f"{count} {self.unit}"]
+        if elapsed > 0:
+            parts.append(f"{self._completed / elapsed:.3g} {self.unit}/s")
+        parts.append(f"{'in ' if final else ''}{elapsed:.0f} s")
+        if not final and self._total and self._completed and elapsed > 0:
+            parts.append(f"eta {(self._total - self._completed) * elapsed / self._completed:.0f} s")
+        if self._status:
+            parts.append(self._status)
+        self.console.print(escape(f"{self._description}: {', '.join(parts)}"), soft_wrap=True, highlight=False)
+
+
+def stderr_progress(unit: str = "it", transient: bool = False) -> "RichProgress | LineProgress":
+    """The progress display for stderr: a `RichProgress` bar on a terminal, `LineProgress` lines otherwise (a log
+    file, a pipe). Use it as a context manager around the long-running call."""
+    return RichProgress(unit, transient) if err.is_terminal else LineProgress(unit)
 
 
 class RichProgress:

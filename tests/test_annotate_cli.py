@@ -360,6 +360,11 @@ def test_bad_inputs_fail_one_line_each_and_the_rest_is_done(monkeypatch, capsys,
     assert "Traceback" not in stderr
     assert "1 done" in stdout and "6 failed" in stdout
     assert sorted(p.name for p in out.iterdir()) == ["good.avseg.mp4", "good.json", "good.masks"]
+    # stderr is not a terminal here: besides the errors, a progress line per video that got anywhere (the truncated
+    # one's decoded frames, the good one) and one for all videos; no empty or half-drawn bar lines
+    others = [line for line in stderr.splitlines() if not line.startswith(("error:", "warning:"))]
+    assert others[-1].startswith("all videos: 7/7 videos") and "good.mp4: 10/10 frames" in stderr
+    assert all(line.strip() for line in stderr.splitlines())
 
 
 def test_output_folder_that_cannot_be_created(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
