@@ -312,12 +312,12 @@ def _print_summary(console, result) -> None:
         if result.count(status) or status == STATUS_DONE
     )
     table = Table(title=f"avseg annotate: {len(result.outcomes)} video(s): {counts}", title_justify="left")
-    table.add_column("video")
+    table.add_column("video", overflow="fold")  # paths fold rather than being cut with "…"
     table.add_column("status")
     table.add_column("frames", justify="right")
     table.add_column("seconds", justify="right")
     table.add_column("frames/s", justify="right")
-    table.add_column("outputs / reason")
+    table.add_column("outputs / reason", overflow="fold")
     styles = {"done": "green", "skipped": "cyan", "failed": "red", "interrupted": "red", "not run": "dim"}
     for outcome in result.outcomes:
         run = outcome.result

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import os
+
 from rich.console import Console
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+PIPED_WIDTH = 160
+"""Columns of a console writing to a file or a pipe (rich's default there is 80) when COLUMNS is not set: tables
+stay readable in logs and `| less` instead of folding every path over several lines."""
+
+
+def _console(stderr: bool) -> Console:
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console.width = PIPED_WIDTH
+    return console
+
+
+out = _console(stderr=False)
+err = _console(stderr=True)
 
 DEBUG = {"enabled": False}
 """Set by `avseg --debug`: unexpected errors then show their traceback."""

@@ -36,11 +36,12 @@ def list_weights() -> None:
     from models.weights import REGISTRY, SOURCE_HF, SOURCE_MANUAL, SOURCE_OPEN_CLIP, cache_dir, cached_path
 
     table = Table(title=f"avseg weights (cache: {cache_dir()})", title_justify="left")
-    table.add_column("name")
+    # names, paths and URLs fold onto more lines rather than being cut with "…" (e.g. piped at 80 columns)
+    table.add_column("name", overflow="fold")
     table.add_column("for")
-    table.add_column("size", justify="right")
-    table.add_column("cached")
-    table.add_column("path / how to get it")
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("cached", no_wrap=True)
+    table.add_column("path / how to get it", overflow="fold")
     for weight in REGISTRY.values():
         path = cached_path(weight)
         if weight.source == SOURCE_HF:

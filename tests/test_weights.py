@@ -367,3 +367,21 @@ def test_the_command_line_shows_downloads(monkeypatch):
     monkeypatch.setattr(download, "_default_progress", None)
     assert CliRunner().invoke(app, ["weights", "list"]).exit_code == 0
     assert download._default_progress is ByteBar
+
+
+def test_weights_list_piped_is_complete(tmp_path):
+    """Piped (no terminal, no COLUMNS), the table keeps every name and path whole: nothing cut with an ellipsis."""
+    import os
+    import subprocess
+    import sys
+
+    from models.weights import REGISTRY
+
+    env = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "LINES")}
+    env["AVSEG_CACHE"] = str(tmp_path / "a-rather-long-cache-folder-name" / "avseg")
+    done = subprocess.run([sys.executable, "-m", "avseg_cli", "weights", "list"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "…" not in done.stdout
+    assert all(weight.name in done.stdout for weight in REGISTRY.values())
+    assert max(map(len, done.stdout.splitlines())) > 80  # wider than rich's default for pipes
