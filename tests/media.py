@@ -103,6 +103,15 @@ def make_rotated(source: Path, path: Path, degrees: int) -> Path:
     return path
 
 
+def make_variable_rate(path: Path, size: tuple[int, int] = (64, 48)) -> Path:
+    """A variable-frame-rate video without audio: 20 frames at 30 fps, then 40 frames at 10 fps (60 frames, 4.67 s)."""
+    width, height = size
+    ffmpeg("-f", "lavfi", "-i", f"testsrc=size={width}x{height}:rate=30:duration=2",
+           "-vf", "setpts='if(lt(N,20),N/30,20/30+(N-20)/10)/TB'", "-fps_mode", "vfr",
+           "-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "ultrafast", str(path))
+    return path
+
+
 def make_audio_only(path: Path, seconds: float = 1.0, codec: str = "aac") -> Path:
     """An audio file (no video stream): the stereo tones at 44.1 kHz."""
     ffmpeg("-f", "lavfi", "-i", stereo_tones_expression(44100) + f":d={seconds}", "-c:a", codec, str(path))

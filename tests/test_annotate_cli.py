@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from media import make_audio_only, make_text_as_mp4, make_truncated, make_video, make_zero_byte
+from media import make_audio_only, make_text_as_mp4, make_truncated, make_variable_rate, make_video, make_zero_byte
 from test_annotate import FakePredictor, no_temporaries
 
 import avseg_cli.annotate_cmd as annotate_cmd
@@ -135,6 +135,20 @@ def test_skip_existing_annotates_again_what_other_settings_made(monkeypatch, cap
     (out / "clip.json").write_text("{damaged")
     code, stdout, stderr = avseg(monkeypatch, capsys, *common, "--classes", "pipa", "--no-json")
     assert code == 0 and "1 skipped" in stdout, stderr
+
+
+def test_variable_frame_rate_video_is_annotated_with_a_warning(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
+    video = make_variable_rate(tmp_path / "vfr.mp4")
+    out = tmp_path / "out"
+    code, _, stderr = avseg(monkeypatch, capsys, video, clip, "--classes", "pipa", "--checkpoint", checkpoint,
+                            "--out", out)
+    assert code == 0, stderr
+    warning = [line for line in stderr.splitlines() if "variable frame rate" in line]
+    assert len(warning) == 1 and warning[0].startswith(f"warning: {video}: variable frame rate (nominal 30 fps")
+    assert "resampled to a constant 13" in warning[0]
+    data = json.loads((out / "vfr.json").read_text())
+    assert data["video"]["variable_frame_rate"] is True and 12.5 < data["video"]["fps"] < 13.5
+    assert json.loads((out / "clip.json").read_text())["video"]["variable_frame_rate"] is False
 
 
 def test_classes_file_and_no_outputs_flags(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):

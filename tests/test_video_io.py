@@ -18,6 +18,7 @@ from media import (
     make_rotated,
     make_text_as_mp4,
     make_truncated,
+    make_variable_rate,
     make_video,
     make_zero_byte,
     nearest_source_index,
@@ -58,6 +59,7 @@ def media(tmp_path_factory) -> dict[str, Path]:
         "tones48k": make_video(folder / "tones48k.mkv", seconds=1, audio="tones", audio_codec="pcm_s16le",
                                sample_rate=48000),
         "tones_aac": make_video(folder / "tones_aac.mp4", seconds=1.5, audio="tones"),
+        "vfr": make_variable_rate(folder / "vfr.mp4"),
     }  # fmt: skip
     for degrees in (90, -90, 180):
         files[f"rot{degrees}"] = make_rotated(files["testsrc"], folder / f"rot{degrees}.mp4", degrees)
@@ -95,6 +97,16 @@ def test_probe_reads_size_rate_length_and_audio(media):
     assert ntsc.fps == Fraction(30000, 1001)
     assert ntsc.num_frames == 60
     assert not ntsc.has_audio and ntsc.audio_codec is None and ntsc.audio_sample_rate is None
+
+
+def test_variable_frame_rate_is_recognised_and_resampled_to_the_average(media):
+    info = probe(media["vfr"])  # 20 frames at 30 fps, then 40 at 10 fps: 60 frames in 4.67 s
+    assert info.variable_frame_rate and info.nominal_fps == 30
+    assert 12.5 < float(info.fps) < 13.5  # the average: 60 frames over ~4.6 s
+    frames = collect(iter_frames(media["vfr"], info))
+    assert abs(len(frames) - 60) <= 1  # every output frame 1 / fps apart: the file's own frames are resampled
+    for ntsc_like in (probe(media["ramp25"]), probe(media["ramp2997"]), probe(media["testsrc"])):
+        assert not ntsc_like.variable_frame_rate and ntsc_like.nominal_fps is None
 
 
 def test_probe_matroska_uses_the_video_streams_own_duration(media):

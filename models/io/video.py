@@ -68,6 +68,9 @@ class VideoInfo:
             Matroska DURATION tag); False when it is the whole file's, which may include longer audio.
             Only a stream's own duration is used to detect truncated files.
         stream_index: index of the video stream in the file (the first one that is not a cover picture).
+        nominal_fps: the stream's nominal rate (ffmpeg's r_frame_rate) when it differs from its average rate by
+            more than 1%, i.e. a variable-frame-rate video, which `iter_frames` resamples to the constant `fps`
+            (the average); None for a constant-rate video.
     """
 
     width: int
@@ -82,6 +85,12 @@ class VideoInfo:
     rotation: int = 0
     duration_from_stream: bool = True
     stream_index: int = 0
+    nominal_fps: Fraction | None = None
+
+    @property
+    def variable_frame_rate(self) -> bool:
+        """Frames are not evenly spaced: they are resampled to `fps` (see `nominal_fps`)."""
+        return self.nominal_fps is not None
 
     def num_frames_at(self, fps: float | Fraction | None) -> int | None:
         """How many frames `iter_frames(path, self, fps)` yields for an intact file (None if unknown)."""
@@ -116,15 +125,20 @@ def _normalise_rotation(degrees: float | None) -> int:
     return int(nearest) % 360
 
 
-def _stream_rate(stream) -> Fraction | None:
-    """The exact frame rate of a video stream: r_frame_rate when it agrees with the average rate."""
+def _stream_rates(stream) -> tuple[Fraction | None, Fraction | None]:
+    """The frame rate of a video stream, and its nominal rate when the two disagree (variable frame rate, else None).
+
+    The rate is the exact r_frame_rate when it agrees with the average rate within 1%, else the average rate.
+    """
     average = stream.average_rate
     guessed = stream.guessed_rate
     average = Fraction(average) if average else None
     guessed = Fraction(guessed) if guessed else None
     if average and guessed and abs(average - guessed) <= 0.01 * guessed:
-        return guessed
-    return average or guessed
+        return guessed, None
+    if average and guessed:
+        return average, guessed
+    return average or guessed, None
 
 
 def _is_cover_picture(stream) -> bool:
@@ -169,7 +183,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             raise AVSegError(f"no video stream in {path}{found}")
         stream = videos[0]
         stream_index = stream.index
-        rate = _stream_rate(stream)
+        rate, nominal_rate = _stream_rates(stream)
         if rate is None or rate <= 0:
             raise AVSegError(f"cannot determine the frame rate of the video stream in {path}")
 
@@ -217,6 +231,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         rotation=rotation,
         duration_from_stream=duration_from_stream,
         stream_index=stream_index,
+        nominal_fps=nominal_rate,
     )
 
 

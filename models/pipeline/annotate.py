@@ -426,6 +426,10 @@ class Annotator:
             audio = FrameAudio.silent()
         if audio.is_silent_track:
             note(f"{video}: no audio track; annotated as silent (no sounding objects is a valid answer)")
+        if info.variable_frame_rate:
+            note(f"{video}: variable frame rate (nominal {float(info.nominal_fps):.4g} fps, {float(info.fps):.4g} on "
+                 f"average): resampled to a constant {float(info.fps):.4g} fps, so the output frames and their "
+                 "numbers in the masks and JSON follow that rate, not the file's own frames")
 
         header = self._json_header(video, info, analysis_rate, audio, outputs)
         total = info.num_frames_at(None)
@@ -488,6 +492,7 @@ class Annotator:
                 "height": info.height,
                 "fps": float(info.fps),
                 "fps_fraction": f"{info.fps.numerator}/{info.fps.denominator}",
+                "variable_frame_rate": info.variable_frame_rate,
                 "duration": info.duration,
                 "rotation": info.rotation,
                 "has_audio": info.has_audio,
