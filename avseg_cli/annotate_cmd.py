@@ -17,6 +17,7 @@ from avseg_cli.ovavss_options import (
     SHORT_SIDE_OPTION,
     SOUND_GATE_OPTION,
     TOP_K_OPTION,
+    AmpMode,
     CropProtocol,
     OvavssChoices,
     cpu_speed_hint,
@@ -120,7 +121,7 @@ def annotate(
     clip_weights: Optional[str] = typer.Option(
         None, "--clip-weights", help="CLIP weights file (or open_clip folder) for naming the masks (both methods)."
     ),
-    amp: str = AMP_OPTION,
+    amp: AmpMode = AMP_OPTION,
     sound_gate: Optional[float] = SOUND_GATE_OPTION,
     max_crops: Optional[int] = MAX_CROPS_OPTION,
     protocol: CropProtocol = PROTOCOL_OPTION,
@@ -175,7 +176,7 @@ def annotate(
         _annotate(
             videos, classes, classes_file, checkpoint, out, analysis_fps, no_video, no_masks, no_json,
             skip_existing, json_summary, device.value, vggish_weights, clip_weights, method.value,
-            OvavssChoices(amp, sound_gate, max_crops, protocol.value, top_k, short_side),
+            OvavssChoices(amp.value, sound_gate, max_crops, protocol.value, top_k, short_side),
             NamingChoices(templates, score_threshold), render_workers.value,
             ZeroShotChoices(detector.value, instance_policy.value, audio_threshold, box_threshold, no_rescore,
                              clap_weights, detector_weights, sam_weights, detector_size),

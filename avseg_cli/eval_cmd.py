@@ -18,6 +18,7 @@ from avseg_cli.ovavss_options import (
     SHORT_SIDE_OPTION,
     SOUND_GATE_OPTION,
     TOP_K_OPTION,
+    AmpMode,
     CropProtocol,
     OvavssChoices,
     cpu_speed_hint,
@@ -88,7 +89,7 @@ def evaluate(
         "+ weights) naming its own architecture (default: inside the checkpoint, else open_clip 'openai'). "
         "Example: --clip-weights ViT-B-16.pt"
     ),
-    amp: str = AMP_OPTION,
+    amp: AmpMode = AMP_OPTION,
     sound_gate: Optional[float] = SOUND_GATE_OPTION,
     max_crops: Optional[int] = MAX_CROPS_OPTION,
     protocol: CropProtocol = PROTOCOL_OPTION,
@@ -135,7 +136,7 @@ def evaluate(
 
     zeroshot = ZeroShotChoices(detector.value, instance_policy.value, audio_threshold, box_threshold, no_rescore,
                                clap_weights, detector_weights, sam_weights, detector_size)
-    ovavss = OvavssChoices(amp, sound_gate, max_crops, protocol.value, top_k, short_side)
+    ovavss = OvavssChoices(amp.value, sound_gate, max_crops, protocol.value, top_k, short_side)
     naming = NamingChoices(templates, score_threshold)
     if method == Method.zeroshot:
         if checkpoint is not None or predictions is not None:

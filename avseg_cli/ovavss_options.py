@@ -13,8 +13,14 @@ class CropProtocol(str, Enum):
     centered = "centered"
 
 
+class AmpMode(str, Enum):
+    off = "off"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
 AMP_OPTION = typer.Option(
-    "off", "--amp", help="With --checkpoint: off, fp16 (CUDA; the official precision regime) or bf16 (CUDA, or a "
+    AmpMode.off, "--amp", help="With --checkpoint: off, fp16 (CUDA; the official precision regime) or bf16 (CUDA, or a "
     "CPU with bfloat16 instructions: AMX / AVX512-BF16, about 20% faster there). Example: --amp fp16"
 )
 SOUND_GATE_OPTION = typer.Option(
