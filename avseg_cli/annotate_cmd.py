@@ -401,16 +401,17 @@ class _BarTask:
         self.visible = visible
         self.task = None
 
-    def start(self, description: str, total: int | None = None) -> None:
+    def start(self, description: str, total: int | None = None, completed: int = 0) -> None:
         from rich.markup import escape
 
         if self.task is None:
             self.task = self.bar.add_task(
-                escape(description), total=total, unit=self.unit, rate="", visible=self.visible
+                escape(description), total=total, completed=completed, unit=self.unit, rate="", visible=self.visible
             )
         else:
             # reset() replaces the task's fields: give all of them again
-            self.bar.reset(self.task, total=total, description=escape(description), unit=self.unit, rate="")
+            self.bar.reset(self.task, total=total, completed=completed, description=escape(description),
+                           unit=self.unit, rate="")
 
     def advance(self, steps: int = 1, **status: object) -> None:
         if self.task is None:

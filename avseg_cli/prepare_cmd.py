@@ -21,8 +21,8 @@ def prepare(
         "(media stay in --root). Example: --out data/avsbench-ov",
     ),
     dry_run: bool = typer.Option(
-        False, "--dry-run", help="Compute the split from metadata.csv alone, without checking any file "
-        "(frame sizes are written as 0). Example: --dry-run",
+        False, "--dry-run", help="Preview: compute the split from metadata.csv alone, without checking any file, "
+        "and show it; nothing is written. Example: --dry-run",
     ),
     strict: bool = typer.Option(
         False, "--strict", help="Exit with code 1 and write nothing if any problem is found "
@@ -44,18 +44,19 @@ def prepare(
 
     Frames, labels and audio of every selected video are checked; problems go to a table and summary.json.
     """
-    from avseg_cli.progress import RichProgress
+    from avseg_cli.progress import stderr_progress
     from models.pipeline.prepare import prepare_dataset
 
-    with RichProgress(unit="videos", transient=True) as progress:
+    with stderr_progress(unit="videos", transient=True) as progress:
         result = prepare_dataset(
             root, out_dir, dry_run=dry_run, include_v1m=include_v1m, strict=strict, workers=workers,
             progress=progress,
         )
     _print_tables(result)
     if result.written:
-        what = "split from metadata.csv only (--dry-run)" if result.dry_run else "split"
-        out.print(f"wrote the {what} to {out_dir} (dataset.json, splits/, summary.json)", soft_wrap=True)
+        out.print(f"wrote the split to {out_dir} (dataset.json, splits/, summary.json)", soft_wrap=True)
+    elif result.dry_run and not (strict and result.problems):
+        out.print(f"dry run: nothing was written to {_escape(str(out_dir))}", soft_wrap=True)
     else:
         err.print(
             f"[bold red]error:[/] {result.problem_count} problem(s) found with --strict; nothing was written to "

@@ -38,7 +38,7 @@ class LineProgress:
         self.clock = clock
         self._description: str | None = None
         self._total: int | None = None
-        self._completed = 0
+        self._completed = self._done_before = 0  # steps done, of which before this run (a resumed one)
         self._status = ""
         self._started = self._last_line = 0.0
 
@@ -48,9 +48,10 @@ class LineProgress:
     def __exit__(self, *exc) -> None:
         self.finish()
 
-    def start(self, description: str, total: int | None = None) -> None:
+    def start(self, description: str, total: int | None = None, completed: int = 0) -> None:
         self.finish()
-        self._description, self._total, self._completed, self._status = description, total, 0, ""
+        self._description, self._total, self._status = description, total, ""
+        self._completed = self._done_before = completed
         self._started = self._last_line = self.clock()
 
     def advance(self, steps: int = 1, **status: object) -> None:
@@ -65,7 +66,7 @@ class LineProgress:
             self._print(now, final=False)
 
     def finish(self) -> None:
-        if self._description is not None and self._completed:
+        if self._description is not None and self._completed > self._done_before:
             self._print(self.clock(), final=True)
         self._description = None
 
@@ -73,13 +74,14 @@ class LineProgress:
         from rich.markup import escape
 
         elapsed = max(now - self._started, 0.0)
+        done = self._completed - self._done_before  # in this run: the rate and ETA are this run's
         count = f"{self._completed}/{self._total}" if self._total is not None else str(self._completed)
         parts = [f"{count} {self.unit}"]
         if elapsed > 0:
-            parts.append(f"{self._completed / elapsed:.3g} {self.unit}/s")
+            parts.append(f"{done / elapsed:.3g} {self.unit}/s")
         parts.append(f"{'in ' if final else ''}{elapsed:.0f} s")
-        if not final and self._total and self._completed and elapsed > 0:
-            parts.append(f"eta {(self._total - self._completed) * elapsed / self._completed:.0f} s")
+        if not final and self._total and done > 0 and elapsed > 0:
+            parts.append(f"eta {(self._total - self._completed) * elapsed / done:.0f} s")
         if self._status:
             parts.append(self._status)
         self.console.print(escape(f"{self._description}: {', '.join(parts)}"), soft_wrap=True, highlight=False)
@@ -118,9 +120,9 @@ class RichProgress:
     def __exit__(self, *exc) -> None:
         self._bar.stop()
 
-    def start(self, description: str, total: int | None = None) -> None:
+    def start(self, description: str, total: int | None = None, completed: int = 0) -> None:
         self.finish()
-        self._task = self._bar.add_task(description, total=total, rate="", status="")
+        self._task = self._bar.add_task(description, total=total, completed=completed, rate="", status="")
 
     def advance(self, steps: int = 1, **status: object) -> None:
         if self._task is None:

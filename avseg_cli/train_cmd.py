@@ -35,7 +35,7 @@ def train(
     """
     if offline:  # also `avseg --offline ...`
         set_offline(True)
-    from avseg_cli.progress import RichProgress
+    from avseg_cli.progress import stderr_progress
     from models.pipeline.train import TrainOptions, train as run_training
 
     options = TrainOptions(
@@ -45,7 +45,7 @@ def train(
         num_workers=workers, vggish_weights=vggish_weights,
     )
     try:
-        with RichProgress(unit="it") as progress:
+        with stderr_progress(unit="it") as progress:
             result = run_training(options, progress=progress, warn=warn)
     except KeyboardInterrupt:
         err.print(f"[bold red]interrupted[/]: resume with `avseg train --data {data} --config {config} --out {out_dir} --resume`")

@@ -46,18 +46,49 @@ def _numpy_safe_globals() -> list:
             *{type(np.dtype(code)) for code in "?bhilqBHILQefdgFD"}]
 
 
-def _short_reason(error: BaseException) -> str:
-    """One short line from a torch.load exception (its own messages are paragraphs)."""
-    text = str(error)
-    match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n|$)", text)
-    if match and match.group(1).strip():
-        text = match.group(1)
-    elif error.__context__ is not None and "Weights only load failed" in text:
-        text = str(error.__context__)
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    line = line.split(". ")[0]  # torch's own messages go on with advice after the first sentence
-    line = line if len(line) <= 120 else line[:117] + "..."
-    return f"{type(error).__name__}: {line}" if line else type(error).__name__
+_LEGACY_TORCH_HEAD = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+"""How a pre-1.6 `torch.save` file starts: the pickled magic number of the legacy format."""
+
+
+def _needed_global(error: BaseException) -> str | None:
+    """The Python object a weights_only unpickling refused to import ("GLOBAL os.system"), if that is the error."""
+    if not isinstance(error, pickle.UnpicklingError):
+        return None
+    match = re.search(r"GLOBAL ([\w.]+)", str(error))
+    return match.group(1) if match else None
+
+
+def unreadable_reason(path: str | os.PathLike, error: BaseException, formats: str = "PyTorch") -> str:
+    """Why `torch.load` (or safetensors / torch.jit) could not read `path`, in plain words for one message line.
+
+    On damaged or foreign bytes torch raises whatever its readers hit first: a KeyError holding a number (a memo
+    lookup while unpickling the legacy format's magic number), "Unsupported operand 194", "PytorchStreamReader
+    failed ...", EOFError, IndexError, ... None of it tells a user anything, so the reason says only what the
+    file's first bytes show (empty, a zip archive, the legacy format, a .safetensors name) and never an exception
+    class or a raw number.
+
+    Args:
+        formats: the formats the caller accepts, for "not a ... file" ("PyTorch", "PyTorch or safetensors").
+    """
+    path = Path(path)
+    name = _needed_global(error)
+    if name is not None:
+        return (f"not a plain weights file (it needs the Python object {name} to load, and avseg never unpickles "
+                f"arbitrary objects)")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_LEGACY_TORCH_HEAD))
+    except OSError as os_error:
+        return os_error.strerror or "it cannot be opened"
+    if not head:
+        return "the file is empty (0 bytes; an interrupted copy?)"
+    if path.suffix == ".safetensors":
+        return "not a safetensors file (corrupt or truncated?)"
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive that is not a readable PyTorch file (corrupt or truncated?)"
+    if head == _LEGACY_TORCH_HEAD:
+        return "a PyTorch file in the legacy format that cannot be read (corrupt or truncated?)"
+    return f"not a {formats} file (corrupt or truncated?)"
 
 
 def load_torch_file(path: str | os.PathLike, allow_numpy: bool = False, what: str = "checkpoint") -> Any:
@@ -88,22 +119,16 @@ def load_torch_file(path: str | os.PathLike, allow_numpy: bool = False, what: st
             stack.enter_context(warnings.catch_warnings())
             warnings.simplefilter("ignore")  # "Detected pickle protocol 4 ..." and similar chatter
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        match = re.search(r"GLOBAL ([\w.]+)", str(error))
-        if match:
-            raise AVSegError(
-                f"not a plain weights file: {path} needs the Python object {match.group(1)} to load, and avseg "
-                f"never unpickles arbitrary objects"
-            ) from error
-        raise _corrupt(what, path, error) from error
     except MemoryError:
         raise
     except Exception as error:  # zip/pickle/struct/seek errors on a readable file: the bytes are damaged
-        raise _corrupt(what, path, error) from error
-
-
-def _corrupt(what: str, path: Path, error: BaseException) -> AVSegError:
-    return AVSegError(f"corrupt or truncated {what}, or not a PyTorch file: {path} ({_short_reason(error)})")
+        name = _needed_global(error)
+        if name is not None:
+            raise AVSegError(
+                f"not a plain weights file: {path} needs the Python object {name} to load, and avseg "
+                f"never unpickles arbitrary objects"
+            ) from error
+        raise AVSegError(f"cannot read {what} {path}: {unreadable_reason(path, error)}") from error
 
 
 def _describe_keys(obj: Any, limit: int = 6) -> str:

@@ -181,8 +181,7 @@ def load_plain_pickle(path: str | os.PathLike) -> Any:
     except MemoryError:
         raise
     except Exception as error:  # UnpicklingError, EOFError, ValueError, ... = damaged bytes
-        reason = str(error).splitlines()[0][:120] if str(error) else ""
-        raise AVSegError(f"corrupt or truncated pickle: {path} ({type(error).__name__}: {reason})") from error
+        raise AVSegError(f"corrupt or truncated pickle, or not a pickle at all: {path}") from error
 
 
 # ----------------------------------------------------------------------------------------- reading

@@ -12,8 +12,9 @@ from typing import Protocol
 class Progress(Protocol):
     """What a long loop reports: one task at a time, with an optional total and a status text."""
 
-    def start(self, description: str, total: int | None = None) -> None:
-        """Begin a new task (a scan, an epoch, a video) with `total` steps if known."""
+    def start(self, description: str, total: int | None = None, completed: int = 0) -> None:
+        """Begin a new task (a scan, an epoch, a video) with `total` steps if known; `completed` of them are done
+        already (a resumed run): shown as done, not counted in the rate."""
 
     def advance(self, steps: int = 1, **status: object) -> None:
         """Move the current task forward by `steps`; `status` values (loss=0.3, lr=1e-4) are shown."""
@@ -25,7 +26,7 @@ class Progress(Protocol):
 class NullProgress:
     """A `Progress` that reports nothing."""
 
-    def start(self, description: str, total: int | None = None) -> None:
+    def start(self, description: str, total: int | None = None, completed: int = 0) -> None:
         pass
 
     def advance(self, steps: int = 1, **status: object) -> None:

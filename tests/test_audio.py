@@ -276,7 +276,7 @@ def test_load_vggish_weights_errors(tmp_path) -> None:
     corrupt.write_bytes(b"\x00\x01garbage" * 100)
     with pytest.raises(AVSegError, match="cannot read VGGish weights") as info:
         load_vggish_weights(model, corrupt)
-    assert "\n" not in str(info.value)
+    assert "\n" not in str(info.value) and str(info.value).endswith(": not a PyTorch weights file (corrupt or truncated?)")
 
     state = _fake_weights(tmp_path / "good.pth")
     prefixed = tmp_path / "prefixed.pth"
@@ -298,7 +298,8 @@ def test_load_vggish_weights_errors(tmp_path) -> None:
         load_vggish_weights(model, tmp_path / "object.pth")
 
     (tmp_path / "truncated.pth").write_bytes((tmp_path / "good.pth").read_bytes()[:100_000])
-    with pytest.raises(AVSegError, match="cannot read VGGish weights .*truncated.pth: not a PyTorch weights file"):
+    with pytest.raises(AVSegError, match="cannot read VGGish weights .*truncated.pth: a zip archive that is not a "
+                                         r"readable PyTorch file \(corrupt or truncated\?\)$"):
         load_vggish_weights(model, tmp_path / "truncated.pth")
     # failed loads leave the weights untouched (the shape error is caught before anything is copied)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

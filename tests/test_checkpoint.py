@@ -5,6 +5,9 @@ from __future__ import annotations
 import errno
 import os
 import random
+import re
+import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -157,6 +160,61 @@ def test_load_truncated_and_random_bytes(tmp_path: Path):
             ckpt.load_checkpoint(path)
         message = str(info.value)
         assert "corrupt" in message and str(path) in message and "\n" not in message and len(message) < 400
+
+
+def damaged_files(tmp_path: Path, good: bytes) -> dict[Path, str]:
+    """Damaged weights files (fixed seeds) -> the plain reason their error message must give."""
+    rng = np.random.default_rng(7)
+    files = {
+        # LONG_BINGET of a memo slot that does not exist: torch raised "KeyError: 3700098262"
+        "memo.pt": (b"j" + (3700098262).to_bytes(4, "little") + rng.bytes(64), "not a PyTorch file"),
+        "empty.pt": (b"", "empty (0 bytes"),
+        "truncated.pt": (good[: len(good) // 2], "a zip archive that is not a readable PyTorch file"),
+        "head.pt": (good[:100], "a zip archive that is not a readable PyTorch file"),
+        **{f"random{seed}.pt": (np.random.default_rng(seed).bytes(size), "not a PyTorch file")
+           for seed, size in ((0, 1), (1, 7), (2, 100), (3, 4096), (4, 4096), (5, 65536))},
+    }
+    for name, (content, _) in files.items():
+        (tmp_path / name).write_bytes(content)
+    return {tmp_path / name: reason for name, (_, reason) in files.items()}
+
+
+def assert_plain_message(message: str, path: Path, reason: str) -> None:
+    """One line that names the file and says what is wrong, without torch's internals."""
+    assert str(path) in message and "\n" not in message, message
+    rest = message.replace(str(path), "")
+    assert reason in rest, message
+    assert not re.search(r"[A-Za-z]*(Error|Exception)\b", rest), message  # no "KeyError", "UnpicklingError"
+    assert not re.search(r"\d{2,}", rest), message  # no bare numbers (memo slots, opcodes)
+    for internal in ("operand", "PytorchStreamReader", "Weights only", "magic"):
+        assert internal not in rest, message
+
+
+def test_damaged_files_give_a_plain_reason(tmp_path: Path):
+    from models.checkpoint_parts import read_checkpoint_parts
+
+    good = tmp_path / "good.pt"
+    ckpt.save_checkpoint(good, _train_state())
+    for path, reason in damaged_files(tmp_path, good.read_bytes()).items():
+        for read in (ckpt.load_checkpoint, read_checkpoint_parts):  # `avseg train --resume`, `--checkpoint`
+            with pytest.raises(AVSegError) as info:
+                read(path)
+            assert_plain_message(info.value.message, path, reason)
+
+
+def test_damaged_checkpoint_on_the_command_line_is_one_line(tmp_path: Path):
+    path = tmp_path / "corrupt.pt"
+    path.write_bytes(b"j" + (3700098262).to_bytes(4, "little") + np.random.default_rng(7).bytes(64))
+    result = subprocess.run(
+        [sys.executable, "-m", "avseg_cli", "weights", "convert", str(path), str(tmp_path / "out.pt")],
+        cwd=Path(__file__).resolve().parents[1], env=dict(os.environ, COLUMNS="300"), capture_output=True,
+        text=True, timeout=120,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: cannot read checkpoint "), result.stderr
+    assert_plain_message(lines[0], path, "not a PyTorch file (corrupt or truncated?)")
+    assert not (tmp_path / "out.pt").exists()
 
 
 class _Sneaky:

@@ -56,6 +56,24 @@ def test_nothing_for_a_task_that_never_advanced_and_each_task_its_own_line():
     assert len(lines_of(console)) == 1
 
 
+def test_a_resumed_task_counts_from_where_it_was_but_rates_only_this_run():
+    progress, clock, console = make(interval_s=30.0)
+    with progress:
+        progress.start("training", total=100, completed=40)  # 40 steps done by an earlier run
+        for _ in range(30):
+            clock.now += 2.0
+            progress.advance(1)
+    assert lines_of(console) == [
+        "training: 55/100 frames, 0.5 frames/s, 30 s, eta 90 s",
+        "training: 70/100 frames, 0.5 frames/s, 60 s, eta 60 s",
+        "training: 70/100 frames, 0.5 frames/s, in 60 s",
+    ]
+    rich = RichProgress("it")
+    rich.start("training", total=100, completed=40)
+    task = rich._bar.tasks[0]
+    assert (task.completed, task.total, task.speed) == (40, 100, None)
+
+
 def test_stderr_progress_is_a_bar_on_a_terminal_only(monkeypatch):
     from avseg_cli import console
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 
+import numpy as np
 import open_clip
 import pytest
 import torch
@@ -138,6 +140,41 @@ def test_file_errors(tiny_weights, tmp_path):
     torch.save([1, 2, 3], not_tensors)
     with pytest.raises(AVSegError, match="does not hold a state dict"):
         load_clip(TINY, weights_path=not_tensors)
+
+
+class _NotAWeight:
+    """Something only a full unpickling could rebuild."""
+
+
+def test_damaged_files_give_a_plain_reason(tiny_weights, tmp_path):
+    """`--clip-weights` given a damaged file: one line naming it, with a reason and none of torch's internals."""
+    path, _ = tiny_weights
+    good = path.read_bytes()
+    cases = {
+        # LONG_BINGET of a missing memo slot: was "cannot read CLIP weights file corrupt.pt: 3700098262"
+        "corrupt.pt": (b"j" + (3700098262).to_bytes(4, "little") + np.random.default_rng(7).bytes(64),
+                       "not a PyTorch or safetensors file (corrupt or truncated?)"),
+        "empty.pt": (b"", "the file is empty (0 bytes; an interrupted copy?)"),
+        "truncated.pt": (good[: len(good) // 2], "a zip archive that is not a readable PyTorch file"),
+        "random.safetensors": (np.random.default_rng(1).bytes(300), "not a safetensors file (corrupt or truncated?)"),
+        **{f"random{seed}.pt": (np.random.default_rng(seed).bytes(size), "not a PyTorch or safetensors file")
+           for seed, size in ((0, 1), (2, 100), (3, 4096), (5, 65536))},
+    }
+    torch.save({"weight": torch.ones(1), "extra": _NotAWeight()}, tmp_path / "objects.pt")
+    for name, (content, reason) in cases.items():
+        (tmp_path / name).write_bytes(content)
+    cases["objects.pt"] = (None, f"not a plain weights file (it needs the Python object {__name__}._NotAWeight")
+    for name, (_, reason) in cases.items():
+        bad = tmp_path / name
+        with pytest.raises(AVSegError) as info:
+            load_clip(TINY, weights_path=bad)
+        message = info.value.message
+        assert message.startswith(f"cannot read CLIP weights file {bad}: ") and "\n" not in message, message
+        rest = message.replace(str(bad), "")
+        assert reason in rest, message
+        assert not re.search(r"[A-Za-z]*(Error|Exception)\b", rest), message  # no "KeyError", "EOFError"
+        assert not re.search(r"\d{2,}", rest), message  # no bare numbers (memo slots, opcodes)
+        assert "PytorchStreamReader" not in rest and "Weights only" not in rest and "operand" not in rest, message
 
 
 def test_unknown_model_and_tag():

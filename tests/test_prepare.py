@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from avseg_cli.main import app
-from models.data.prepared import PreparedData, VideoRecord
+from models.data.prepared import PreparedData
 from models.data.synthetic import SyntheticVideoSpec, make_synthetic_avsbench
 from models.errors import AVSegError
 from models.pipeline.prepare import prepare_dataset
@@ -182,13 +182,36 @@ def test_strict_writes_nothing(problem_root, tmp_path):
 def test_dry_run(problem_root, tmp_path):
     out = tmp_path / "data"
     result = prepare_dataset(problem_root, out, dry_run=True)
-    summary = json.loads((out / "summary.json").read_text())
+    assert result.dry_run and not result.written
+    summary = result.summary()
     assert summary["dry_run"] is True
     assert summary["train"] == {"videos": 5, "frames": 35} and summary["val"]["videos"] == 2
     assert summary["problems"] == [{"kind": "unknown a_obj token", "count": 1, "examples": ["v1s/typo_0_5000: 'h orse'"]}]
-    records = [VideoRecord.from_json(json.loads(x)) for x in (out / "splits" / "train.jsonl").read_text().splitlines()]
-    assert all((r.height, r.width) == (0, 0) for r in records)
+    assert all((r.height, r.width) == (0, 0) for r in result.splits["train"])
     assert not result.excluded
+    assert not out.exists()  # a preview: nothing written
+
+
+def test_dry_run_writes_nothing(clean_root, tmp_path):
+    """--dry-run is a preview: an empty folder stays empty, and a prepared DATA_DIR keeps every byte."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for out in (empty, tmp_path / "new" / "data"):
+        result = prepare_dataset(clean_root, out, dry_run=True)
+        assert result.dry_run and not result.written and result.counts["train"].videos == 6
+    assert list(empty.iterdir()) == [] and not (tmp_path / "new").exists()
+
+    prepared = tmp_path / "data"
+    prepare_dataset(clean_root, prepared)
+    before = tree_digest(prepared)
+    assert json.loads((prepared / "splits" / "train.jsonl").read_text().splitlines()[0])["height"] == 64
+    for strict in (False, True):
+        prepare_dataset(clean_root, prepared, dry_run=True, strict=strict)
+        assert tree_digest(prepared) == before
+    cli = invoke("--root", str(clean_root), "--out", str(prepared), "--dry-run")
+    assert cli.exit_code == 0, cli.output
+    assert f"dry run: nothing was written to {prepared}" in cli.output and "wrote" not in cli.output
+    assert tree_digest(prepared) == before
 
 
 def test_real_metadata_dry_run_and_missing_folders(real_metadata_csv, tmp_path):
@@ -196,13 +219,14 @@ def test_real_metadata_dry_run_and_missing_folders(real_metadata_csv, tmp_path):
     root.mkdir()
     (root / "metadata.csv").symlink_to(real_metadata_csv)
     result = prepare_dataset(root, tmp_path / "dry", dry_run=True)
-    summary = json.loads((tmp_path / "dry" / "summary.json").read_text())
+    assert not (tmp_path / "dry").exists()
+    summary = result.summary()
     assert {s: summary[s] for s in ("train", "val", "test")} == {
         "train": {"videos": 5184, "frames": 40095}, "val": {"videos": 1240, "frames": 8700},
         "test": {"videos": 1490, "frames": 11200},
     }  # fmt: skip
     assert summary["problems"] == []  # the 'h orse' clip is not selected
-    assert len((tmp_path / "dry" / "splits" / "test.jsonl").read_text().splitlines()) == 1490
+    assert len(result.splits["test"]) == 1490
     # without the media every selected video is reported and left out
     full = prepare_dataset(root, tmp_path / "full", workers=2)
     assert [(p.kind, p.count) for p in full.problems] == [("missing video folder", 7914)]
@@ -280,13 +304,15 @@ def test_cli_problem_table_and_strict(problem_root, tmp_path):
     assert not (tmp_path / "strict").exists()
     clean_strict = invoke("--root", str(problem_root), "--out", str(tmp_path / "dry"), "--dry-run", "--strict")
     assert clean_strict.exit_code == 1  # the 'h orse' token is a problem even without file checks
+    assert not (tmp_path / "dry").exists()
 
 
 def test_cli_dry_run(clean_root, tmp_path):
     result = invoke("--root", str(clean_root), "--out", str(tmp_path / "data"), "--dry-run")
     assert result.exit_code == 0, result.output
-    assert "dry run" in result.output
-    assert json.loads((tmp_path / "data" / "summary.json").read_text())["dry_run"] is True
+    assert "dry run" in result.output and "train" in result.output and "45" in result.output
+    assert "nothing was written" in result.output
+    assert not (tmp_path / "data").exists()
 
 
 def run_avseg(*args: str) -> subprocess.CompletedProcess:

@@ -79,6 +79,34 @@ def test_existing_run_needs_resume_and_finished_run_says_so(data_dir: Path, tmp_
         train(_options(data_dir, tmp_path / "run", config_name="r50", resume=True), warn=_quiet)
 
 
+class _BarRecorder:
+    """A `Progress` that keeps what a bar would show: (completed, total) after each call."""
+
+    def __init__(self) -> None:
+        self.shown: list[tuple[int, int | None]] = []
+        self.completed, self.total = 0, None
+
+    def start(self, description: str, total: int | None = None, completed: int = 0) -> None:
+        self.completed, self.total = completed, total
+        self.shown.append((self.completed, self.total))
+
+    def advance(self, steps: int = 1, **status: object) -> None:
+        self.completed += steps
+        self.shown.append((self.completed, self.total))
+
+    def finish(self) -> None:
+        pass
+
+
+def test_progress_counts_iterations_of_the_run_also_when_resumed(data_dir: Path, tmp_path: Path):
+    first = _BarRecorder()
+    train(_options(data_dir, tmp_path / "run", max_iters=2), progress=first, warn=_quiet)
+    assert first.shown == [(0, 2), (1, 2), (2, 2)]
+    resumed = _BarRecorder()
+    train(_options(data_dir, tmp_path / "run", max_iters=4, resume=True), progress=resumed, warn=_quiet)
+    assert resumed.shown == [(2, 4), (3, 4), (4, 4)]  # starts at 2/4 (done before), then 3/4, 4/4
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir: Path, tmp_path: Path, monkeypatch):
     out = tmp_path / "nan"
     train(_options(data_dir, out, max_iters=2), warn=_quiet)
@@ -109,8 +137,19 @@ def test_user_errors(data_dir: Path, tmp_path: Path):
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "last.pt").write_bytes(b"PK\x03\x04 not really a checkpoint")
-    with pytest.raises(AVSegError, match="last.pt"):
+    with pytest.raises(AVSegError, match="last.pt") as info:
         train(_options(data_dir, corrupt, resume=True), warn=_quiet)
+    assert "numbered checkpoint" not in info.value.message  # none to point to
+    # a damaged last.pt beside intact numbered checkpoints: the message points to the newest one
+    train(_options(data_dir, tmp_path / "run", max_iters=2), warn=_quiet)  # a run with a numbered checkpoint
+    numbered = sorted((tmp_path / "run").glob("model_*.pt"))
+    assert numbered
+    (tmp_path / "run" / "last.pt").write_bytes(b"damaged")
+    with pytest.raises(AVSegError) as info:
+        train(_options(data_dir, tmp_path / "run", max_iters=4, resume=True), warn=_quiet)
+    assert info.value.message.endswith(f"the run folder also holds {numbered[-1].name} (the newest numbered "
+                                       "checkpoint): copy it to last.pt to resume from there")
+    assert (tmp_path / "run" / "last.pt").read_bytes() == b"damaged"  # nothing changed
     with pytest.raises(AVSegError, match="vggish weights not found"):
         train(_options(data_dir, tmp_path / "y", vggish_weights=str(tmp_path / "nope.pth")), warn=_quiet)
 
@@ -215,6 +254,7 @@ def test_cli_offline_option_names_the_missing_vggish_file(data_dir: Path, tmp_pa
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "vggish-10086976.pth not found and downloads are off (--offline)" in lines[0]
     assert str(tmp_path / "cache" / "vggish-10086976.pth") in lines[0] and not (tmp_path / "r" / "last.pt").exists()
+    assert lines[0].endswith("(or pass its path with --vggish-weights)")
 
 
 def test_train_downloads_vggish_on_first_use(data_dir: Path, tmp_path: Path, monkeypatch):

@@ -36,7 +36,7 @@ class VideoRecord:
         class_ids: palette ids of the tokens that are class names (the `a_obj` filter's allowed set, minus 0).
         num_frames: 5 (v1s, v1m) or 10 (v2).
         labelled_frames: frame indices with a label PNG ([0] for v1s train, all frames otherwise).
-        height, width: frame size in pixels (0 when unknown, e.g. after `prepare --dry-run`).
+        height, width: frame size in pixels (0 when unknown).
     """
 
     uid: str

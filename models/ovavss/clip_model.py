@@ -136,8 +136,13 @@ def read_clip_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 state.pop(key, None)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise
     except Exception as error:  # a user's file: I/O, unpickling (weights_only), zip and safetensors errors
-        raise AVSegError(f"cannot read CLIP weights file {path}: {_first_line(error)}") from error
+        from models.checkpoint import unreadable_reason
+
+        reason = unreadable_reason(path, error, formats="PyTorch or safetensors")
+        raise AVSegError(f"cannot read CLIP weights file {path}: {reason}") from error
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]

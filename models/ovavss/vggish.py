@@ -87,10 +87,12 @@ def load_vggish_weights(module: nn.Module, path: str | os.PathLike) -> None:
         else:
             reason = "not a PyTorch weights file (corrupt or truncated?)"
         raise AVSegError(f"cannot read VGGish weights {path}: {reason}") from error
+    except MemoryError:
+        raise
     except Exception as error:  # truncated zip (OSError, RuntimeError), empty file (EOFError), ...
-        detail = " ".join(str(error).split())
-        reason = "not a PyTorch weights file (corrupt or truncated?)" + (f" [{detail}]" if detail else "")
-        raise AVSegError(f"cannot read VGGish weights {path}: {reason}") from error
+        from models.checkpoint import unreadable_reason
+
+        raise AVSegError(f"cannot read VGGish weights {path}: {unreadable_reason(path, error)}") from error
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):

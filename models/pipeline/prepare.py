@@ -7,6 +7,7 @@
 The root is never written to. All outputs are written atomically (temporary name, then rename; the
 `splits/` folder is swapped in as a whole), and only after everything was read and checked, so a failed
 run leaves the previous DATA_DIR as it was. Re-running on the same input writes the same bytes.
+A dry run is a preview: it computes the split from metadata.csv alone and writes nothing at all.
 Videos with problems stay in their split (the user decides) except those without a frames folder.
 """
 
@@ -60,11 +61,11 @@ class PrepareResult:
 
     Attributes:
         root, out_dir: the AVSBench-semantic folder read and the DATA_DIR written.
-        splits: the records written per split ('train', 'val', 'test'), in metadata order.
+        splits: the records per split ('train', 'val', 'test'), in metadata order (written unless a dry run).
         problems: one summary per problem kind found, in `PROBLEM_KINDS` order.
         excluded: '<subset>/<uid>' of selected videos left out because they have no frames folder.
-        dry_run: True if files were not checked (height/width 0).
-        written: False only when `strict` found problems, so nothing was written.
+        dry_run: True for a preview: files were not checked (height/width 0) and nothing was written.
+        written: False for a dry run, or when `strict` found problems; then nothing was written.
     """
 
     root: Path
@@ -108,7 +109,8 @@ def prepare_dataset(
     Args:
         root: AVSBench-semantic folder (metadata.csv, v1s/, v1m/, v2/). Only read.
         out_dir: DATA_DIR to write (created if needed; must not be `root` or inside it).
-        dry_run: split from metadata.csv alone; no file is checked and height/width are 0.
+        dry_run: a preview: the split from metadata.csv alone (no file is checked, height/width are 0),
+            returned but not written; `out_dir` is only checked, never created or changed.
         include_v1m: also select v1m videos (val/test all, train under the base-only rule).
         strict: if any problem is found, write nothing (the result has `written=False`).
         workers: threads checking videos in parallel (image decoding releases the GIL).
@@ -149,7 +151,7 @@ def prepare_dataset(
         root=root, out_dir=out_dir, splits=splits, problems=summarize_problems(findings), excluded=tuple(excluded),
         dry_run=dry_run, written=False,
     )
-    if strict and result.problems:
+    if dry_run or (strict and result.problems):
         return result
     _write_outputs(result, include_v1m)
     return replace(result, written=True)

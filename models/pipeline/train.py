@@ -153,7 +153,14 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
     if options.resume:
         if not last_path.is_file():
             raise AVSegError(f"nothing to resume: {last_path} does not exist")
-        resume_state = load_checkpoint(last_path)
+        try:
+            resume_state = load_checkpoint(last_path)
+        except AVSegError as error:
+            numbered = sorted(out_dir.glob("model_*.pt"))
+            if not numbered:
+                raise
+            raise AVSegError(f"{error.message}; the run folder also holds {numbered[-1].name} (the newest numbered "
+                             f"checkpoint): copy it to last.pt to resume from there") from error
         if resume_state.get("kind") != "train":
             raise AVSegError(f"{last_path} is not a training checkpoint")
         if resume_state.get("config_name") != options.config_name:
@@ -272,7 +279,8 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / "log.jsonl"
     writer = _tensorboard_writer(out_dir)
-    progress.start("training", total=train_cfg.max_iter - start_iter)
+    # the bar counts iterations of the run: a resumed run starts at 2000/96228, not 0/94228
+    progress.start("training", total=train_cfg.max_iter, completed=start_iter)
     started = time.perf_counter()
     total_value = float("nan")
     iteration = start_iter
