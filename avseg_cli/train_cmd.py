@@ -8,6 +8,7 @@ import typer
 
 from avseg_cli.console import err, out, warn
 from avseg_cli.offline import OFFLINE_OPTION, set_offline
+from avseg_cli.ovavss_options import AmpMode
 
 
 def train(
@@ -19,7 +20,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt. Example: --resume"),
     init: Path = typer.Option(None, "--init", help="Initialise from a Mask2Former COCO .pkl (model_final_3c8ec9.pkl for r50). Example: --init model_final_3c8ec9.pkl"),
     init_pixel_decoder: bool = typer.Option(False, "--init-pixel-decoder", help="With --init, also take the pixel decoder from the file (the official training leaves it randomly initialised: its legacy-format hook renames those keys away). Example: --init model_final_3c8ec9.pkl --init-pixel-decoder"),
-    amp: str = typer.Option("off", "--amp", help="Mixed precision on CUDA: bf16, fp16 or off. Example: --amp bf16"),
+    amp: AmpMode = typer.Option(AmpMode.off, "--amp", help="Mixed precision on CUDA: bf16, fp16 or off. Example: --amp bf16"),
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="Clips per iteration (official: 1). Example: --batch-size 2"),
     checkpoint_period: int = typer.Option(None, "--checkpoint-period", min=1, help="Save every N iterations (official: 2000). Example: --checkpoint-period 500"),
     seed: int = typer.Option(None, "--seed", help="Random seed (official: 42). Example: --seed 1"),
@@ -40,7 +41,7 @@ def train(
 
     options = TrainOptions(
         data_dir=data, config_name=config, out_dir=out_dir, device=device, max_iters=max_iters, resume=resume,
-        init=init, init_pixel_decoder=init_pixel_decoder, amp=amp, batch_size=batch_size,
+        init=init, init_pixel_decoder=init_pixel_decoder, amp=amp.value, batch_size=batch_size,
         checkpoint_period=checkpoint_period, seed=seed,
         num_workers=workers, vggish_weights=vggish_weights,
     )
