@@ -239,13 +239,14 @@ def _annotate(
 
 def _run_batch(inputs, method, checkpoint, device, vggish_weights, clip_weights, ovavss, naming, zeroshot,
                zeroshot_config, vocabulary, options, analysis_fps, json_summary) -> None:
-    from rich.markup import escape
-
-    from avseg_cli.console import DEBUG, err, out as stdout, warn
-    from models.errors import AVSegError
+    from avseg_cli.console import DEBUG, err, warn
     from models.pipeline.annotate import Annotator
-    from models.pipeline.annotate_batch import BatchInterrupted, annotate_batch, iter_failures
+    from models.pipeline.annotate_batch import BatchInterrupted, annotate_batch, failed_before_loading
 
+    nothing_readable = failed_before_loading(inputs, options)
+    if nothing_readable is not None:  # no model to load for that (the zero-shot models take a while)
+        _report(nothing_readable, json_summary, interrupted=False)
+        return
     if method == "ovavss":
         with err.status(f"loading the model from {checkpoint} ..."):
             predictor = load_predictor(checkpoint, device, vggish_weights, clip_weights, **ovavss.predictor_kwargs(),
@@ -277,6 +278,16 @@ def _run_batch(inputs, method, checkpoint, device, vggish_weights, clip_weights,
         except BatchInterrupted as stop:
             result = stop.result
             interrupted = True
+    _report(result, json_summary, interrupted)
+
+
+def _report(result, json_summary, interrupted: bool) -> None:
+    """The summary table, one line per failure, the --json-summary file and the exit code of a batch."""
+    from rich.markup import escape
+
+    from avseg_cli.console import err, out as stdout
+    from models.errors import AVSegError
+    from models.pipeline.annotate_batch import iter_failures
 
     _print_summary(stdout, result)
     for line in iter_failures(result):

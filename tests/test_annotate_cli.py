@@ -381,6 +381,23 @@ def test_bad_inputs_fail_one_line_each_and_the_rest_is_done(monkeypatch, capsys,
     assert all(line.strip() for line in stderr.splitlines())
 
 
+def test_when_no_input_can_be_read_no_model_is_loaded(monkeypatch, capsys, checkpoint, fake, tmp_path):
+    zeroshot_loads = []
+    monkeypatch.setattr(annotate_cmd, "load_zeroshot_predictor", lambda *args: zeroshot_loads.append(args) or fake)
+    text = make_text_as_mp4(tmp_path / "notes.mp4")
+    bad = [tmp_path / "missing.mp4", text, tmp_path / "nothing-*.mp4"]
+    summary = tmp_path / "summary.json"
+    for method in (["--checkpoint", checkpoint], []):
+        code, stdout, stderr = avseg(monkeypatch, capsys, *bad, "--classes", "pipa", *method, "--json-summary",
+                                     summary)
+        assert code == 1 and "3 failed" in stdout
+        lines = error_lines(stderr)
+        assert lines[0] == f"error: file not found: {bad[0]}" and str(text) in lines[1]
+        assert lines[2] == f"error: no file matches {bad[2]}" and len(lines) == 3
+        assert [f["status"] for f in json.loads(summary.read_text())["files"]] == ["failed"] * 3
+    assert fake.load_calls == [] and zeroshot_loads == []
+
+
 def test_output_folder_that_cannot_be_created(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
     blocker = tmp_path / "plain-file"
     blocker.write_text("x")
@@ -390,6 +407,14 @@ def test_output_folder_that_cannot_be_created(monkeypatch, capsys, clip, checkpo
     (line,) = error_lines(stderr)
     assert "plain-file/sub" in line and "Not a directory" in line
     assert fake.load_calls == []  # checked before the model is loaded
+
+
+def test_an_output_folder_that_is_a_file_is_a_usage_error(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
+    taken = tmp_path / "taken.mp4"
+    taken.write_bytes(b"a user's file")
+    code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", checkpoint, "--out", taken)
+    assert code == 2 and error_lines(stderr) == [f"error: cannot use {taken} as the output folder: it is a file"]
+    assert taken.read_bytes() == b"a user's file" and fake.load_calls == []
 
 
 def test_json_summary_folder_errors_name_it_and_empty_folders_made_by_a_failed_run_go(monkeypatch, capsys, clip,

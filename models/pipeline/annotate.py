@@ -116,6 +116,25 @@ class VideoResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def check_glob_matched(video: Path) -> None:
+    """A glob pattern left as it is by `expand_inputs` matched no file: one-line `AVSegError`."""
+    if not os.path.lexists(video) and has_glob(str(video)):
+        raise AVSegError(f"no file matches {video}")
+
+
+def input_problem(video: str | os.PathLike) -> str | None:
+    """Why `video` cannot be annotated at all, found without a predictor (no file matches a glob, missing, a
+    folder, empty, not a video, no video stream, first frame undecodable: `probe`'s checks), or None."""
+    from models.io.video import probe
+
+    try:
+        check_glob_matched(Path(video))
+        probe(video)
+    except AVSegError as error:
+        return error.message
+    return None
+
+
 _FRAMES_KEY = ',\n  "frames": ['
 """Where `_FramesJson` ends the header and starts the frame records."""
 
@@ -410,8 +429,7 @@ class Annotator:
                 warnings.warn(message, AnnotateWarning, stacklevel=3)
 
         started = time.perf_counter()
-        if not os.path.lexists(video) and has_glob(str(video)):
-            raise AVSegError(f"no file matches {video}")
+        check_glob_matched(video)
         outputs = self.outputs_for(video)
         check_not_input(video, outputs)
         info = probe(video)

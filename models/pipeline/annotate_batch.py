@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from models.errors import AVSegError
-from models.pipeline.annotate_outputs import OutputPaths, overlay_videos_among
+from models.pipeline.annotate_outputs import AnnotateOptions, OutputPaths, output_paths, overlay_videos_among
 from models.progress import NullProgress, Progress
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -106,6 +106,20 @@ def _planned_conflicts(inputs: Sequence[Path], annotator: Annotator) -> dict[int
                 break
             claimed[key] = video
     return conflicts
+
+
+def failed_before_loading(inputs: Sequence[str | os.PathLike], options: AnnotateOptions) -> BatchResult | None:
+    """The batch's result when no input can be annotated at all (each missing, a folder, empty, not a video, ...:
+    `input_problem`), so a predictor need not be loaded to say so; None when at least one input may work."""
+    from models.pipeline.annotate import input_problem
+
+    outcomes = []
+    for video in map(Path, inputs):
+        problem = input_problem(video)
+        if problem is None:
+            return None
+        outcomes.append(FileOutcome(video, STATUS_FAILED, output_paths(video, options), error=problem))
+    return BatchResult(outcomes)
 
 
 def annotate_batch(

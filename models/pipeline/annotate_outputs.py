@@ -147,7 +147,8 @@ def ensure_output_dir(folder: str | os.PathLike, what: str = "the output folder"
         The folders it created, outermost first (for `remove_empty_folders` when nothing was written).
 
     Raises:
-        AVSegError: one line naming the folder (e.g. it lies under a regular file, or is read-only).
+        AVSegError: one line naming the folder (it lies under a regular file, is read-only, ...); a
+            `UsageError` when it is a file.
     """
     folder = Path(folder)
     missing = [path for path in (folder, *folder.parents) if not os.path.lexists(path)][::-1]
@@ -155,8 +156,8 @@ def ensure_output_dir(folder: str | os.PathLike, what: str = "the output folder"
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
-    except FileExistsError:
-        raise AVSegError(f"cannot use {folder} as {what}: it is a file") from None
+    except FileExistsError:  # a path the user gave for a folder names a file: a usage error (exit code 2)
+        raise UsageError(f"cannot use {folder} as {what}: it is a file") from None
     except OSError as error:
         remove_empty_folders(missing)
         raise AVSegError(f"cannot write to {what} {folder}: {error.strerror or error}") from None
