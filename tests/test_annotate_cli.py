@@ -103,9 +103,19 @@ def test_a_glob_over_earlier_outputs_leaves_the_overlay_videos_out(monkeypatch, 
         code, stdout, stderr = avseg(monkeypatch, capsys, *inputs, *common, "--skip-existing")
         assert code == 0, stderr
         assert "1 skipped" in stdout and "failed" not in stdout
-        assert f"leaving out {folder / 'a.avseg.mp4'}: it is the overlay video avseg writes for {folder / 'a.mp4'}" \
+        assert f"leaving out {folder / 'a.avseg.mp4'}: it is an output avseg writes for {folder / 'a.mp4'}" \
             in stderr.replace("\n", "")
     assert sorted(p.name for p in folder.iterdir()) == ["a.avseg.mp4", "a.json", "a.masks", "a.mp4"]
+    # all of the folder (shell glob): the JSON and the masks folder are left out too, and the video is annotated
+    code, stdout, stderr = avseg(monkeypatch, capsys, *sorted(folder.iterdir()), *common)
+    assert code == 0 and "1 done" in stdout and "failed" not in stdout, stderr
+    for name in ("a.avseg.mp4", "a.json", "a.masks"):
+        assert f"leaving out {folder / name}: it is an output avseg writes for {folder / 'a.mp4'}" in \
+            stderr.replace("\n", "")
+    # outputs going elsewhere now: the first run's outputs beside the video are still not inputs
+    code, stdout, stderr = avseg(monkeypatch, capsys, folder / "*.mp4", *common, "--out", tmp_path / "elsewhere")
+    assert code == 0 and "1 done" in stdout, stderr
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["a.avseg.mp4", "a.json", "a.masks"]
     # named on its own, an overlay video is an input like any other
     code, _, stderr = avseg(monkeypatch, capsys, folder / "a.avseg.mp4", *common, "--out", tmp_path / "again")
     assert code == 0, stderr
@@ -130,11 +140,31 @@ def test_skip_existing_annotates_again_what_other_settings_made(monkeypatch, cap
     assert code == 0 and "1 skipped" in stdout, stderr
     monkeypatch.setattr(type(fake), "describe", lambda self: {"method": "fake", "clip_len": 5, "top_k": 3})
     code, stdout, stderr = avseg(monkeypatch, capsys, *common, "--classes", "guitar,dog", "--analysis-fps", "2")
-    assert code == 0 and "1 done" in stdout and "another predictor or predictor options" in stderr.replace("\n", "")
-    # without a readable JSON to tell, existing outputs are trusted
-    (out / "clip.json").write_text("{damaged")
-    code, stdout, stderr = avseg(monkeypatch, capsys, *common, "--classes", "pipa", "--no-json")
-    assert code == 0 and "1 skipped" in stdout, stderr
+    assert code == 0 and "1 done" in stdout
+    assert "another predictor or predictor options (top_k: None then, 3 now)" in stderr.replace("\n", "")
+    # a run without JSON that annotates again removes the JSON of other settings (it would name the masks wrongly)
+    code, stdout, stderr = avseg(monkeypatch, capsys, *common, "--classes", "man,dog", "--no-json")
+    assert code == 0 and "1 done" in stdout and not (out / "clip.json").exists()
+    assert "removed clip.json: an earlier run made it with another vocabulary" in stderr.replace("\n", "")
+    # ... so a later run cannot trust it: without a JSON the outputs are skipped with a warning
+    code, stdout, stderr = avseg(monkeypatch, capsys, *common, "--classes", "pipa,violin", "--no-json")
+    assert code == 0 and "1 skipped" in stdout
+    assert "skipped without checking which settings made its outputs" in stderr.replace("\n", "")
+    # a requested JSON that cannot be read: annotated again
+    for damaged in ("{damaged", "[1, 2]", '{"predictor": 5}'):
+        (out / "clip.json").write_text(damaged)
+        code, stdout, stderr = avseg(monkeypatch, capsys, *common, "--classes", "pipa")
+        assert code == 0 and "1 done" in stdout
+        assert "annotating it again: its clip.json cannot be read" in stderr.replace("\n", "")
+        assert json.loads((out / "clip.json").read_text())["vocabulary"] == ["pipa"]
+    # a JSON of the same settings stays after a run without JSON; a user's own clip.json is never touched
+    code, stdout, stderr = avseg(monkeypatch, capsys, clip, "--checkpoint", checkpoint, "--out", out, "--classes",
+                                 "pipa", "--no-json")
+    assert code == 0 and json.loads((out / "clip.json").read_text())["vocabulary"] == ["pipa"]
+    (out / "clip.json").write_text('{"mine": true}')
+    code, stdout, stderr = avseg(monkeypatch, capsys, clip, "--checkpoint", checkpoint, "--out", out, "--classes",
+                                 "dog", "--no-json")
+    assert code == 0 and (out / "clip.json").read_text() == '{"mine": true}'
 
 
 def test_variable_frame_rate_video_is_annotated_with_a_warning(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):

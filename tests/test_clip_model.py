@@ -228,3 +228,26 @@ def test_canonical_model_names():
     assert canonical_model_name("ViT-L/14@336px") == "ViT-L-14-336"
     assert canonical_model_name("ViT-L-14-336") == "ViT-L-14-336"
     assert canonical_model_name("local-dir:/a/b") == "local-dir:/a/b"
+
+
+def test_open_clip_folder_with_damaged_weights_is_one_plain_line(tmp_path):
+    """`--clip-weights FOLDER` whose weights file is empty, cut short or not PyTorch: open_clip raises EOFError (which
+    click turns into a bare "Aborted."), RuntimeError or KeyError; each is one line naming the folder and why."""
+    from test_predictor import make_tiny_clip_dir
+
+    good = make_tiny_clip_dir(tmp_path / "good")
+    weights = (good / "open_clip_pytorch_model.bin").read_bytes()
+    cases = {
+        "empty": (b"", "the file is empty"),
+        "cut": (weights[: len(weights) // 2], "a zip archive that is not a readable PyTorch file"),
+        "text": (b"hello, these are not weights\n" * 20, "not a PyTorch or safetensors file"),
+    }
+    for name, (content, reason) in cases.items():
+        folder = make_tiny_clip_dir(tmp_path / name)
+        (folder / "open_clip_pytorch_model.bin").write_bytes(content)
+        with pytest.raises(AVSegError) as info:
+            load_clip(f"local-dir:{folder}", pretrained=None)
+        message = info.value.message
+        assert message.startswith(f"CLIP model folder {folder} unusable: cannot read CLIP weights file ")
+        assert reason in message and "\n" not in message
+    load_clip(f"local-dir:{good}", pretrained=None)  # the intact folder loads

@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import pickle
 import socket
 import urllib.error
 import warnings
@@ -266,6 +267,10 @@ def load_clip(
             if user_error is None:
                 raise
             raise user_error from error
+        except (EOFError, KeyError, IndexError, pickle.UnpicklingError) as error:  # a damaged weights file
+            if schema != "local-dir":
+                raise
+            raise _local_dir_error(name, error) from error
     if state is not None:
         load_clip_weights(model, state, source=str(weights_path), model_name=name)
         model.to(device)
@@ -371,6 +376,25 @@ def _user_error(error: BaseException, model_name: str, pretrained: str | None, t
             f"cannot download CLIP weights {model_name} '{pretrained}' ({why}): download {where} "
             f"and pass the file with {WEIGHTS_OPTION} PATH"
         )
-    if isinstance(error, (FileNotFoundError, ValueError)) and model_name.startswith("local-dir:"):
-        return AVSegError(f"CLIP model folder unusable: {_first_line(error)}")
+    if model_name.startswith("local-dir:"):
+        if isinstance(error, (FileNotFoundError, ValueError)):
+            return AVSegError(f"CLIP model folder unusable: {_first_line(error)}")
+        return _local_dir_error(model_name, error)
     return None
+
+
+LOCAL_DIR_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+"""The weights file names open_clip looks for in a `local-dir:` folder, in its order."""
+
+
+def _local_dir_error(model_name: str, error: BaseException) -> AVSegError:
+    """One line for an open_clip folder whose weights could not be loaded: the file's own problem (damaged,
+    empty, not PyTorch) when it cannot be read, else the first line of open_clip's error (e.g. a shape mismatch)."""
+    folder = Path(model_name[len("local-dir:"):])
+    weights = next((folder / name for name in LOCAL_DIR_WEIGHT_FILES if (folder / name).is_file()), None)
+    if weights is not None:
+        try:
+            read_clip_state_dict(weights)
+        except AVSegError as unreadable:
+            return AVSegError(f"CLIP model folder {folder} unusable: {unreadable.message}")
+    return AVSegError(f"CLIP model folder {folder} unusable: {_first_line(error)}")

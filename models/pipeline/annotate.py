@@ -135,6 +135,9 @@ def input_problem(video: str | os.PathLike) -> str | None:
     return None
 
 
+_SETTINGS_NOT_COMPARED = frozenset({"device", "templates_file"})
+"""Predictor description keys that do not make outputs differ (where it ran; a template file's name, not content)."""
+
 _FRAMES_KEY = ',\n  "frames": ['
 """Where `_FramesJson` ends the header and starts the frame records."""
 
@@ -366,33 +369,73 @@ class Annotator:
         """Where `annotate(video)` writes."""
         return output_paths(video, self.options)
 
-    def earlier_settings_differ(self, video: str | os.PathLike) -> str | None:
-        """What differs between this annotator and the one that wrote `video`'s existing `<stem>.json` (also when
-        this run does not write JSON): "another vocabulary", "another predictor or predictor options" or "another
-        analysis rate"; None when nothing does or there is no readable JSON to tell (`--skip-existing` then
-        trusts the outputs). The device the predictor ran on does not count."""
+    def settings_difference(self, video: str | os.PathLike, header: dict) -> str | None:
+        """What differs between this annotator's settings and those an annotate JSON `header` records for `video`:
+        "another vocabulary", "another predictor or predictor options (top_k: 10 then, 3 now)" or "another
+        analysis rate"; None when nothing does. The device the predictor ran on and the name of a prompt
+        template file (its content counts) do not matter."""
         from models.io.video import output_rate, probe
 
-        path = output_paths(video, replace(self.options, write_json=True)).json
-        header = read_json_header(path) if path is not None and path.is_file() else None
-        if header is None:
-            return None
         if header.get("vocabulary") != list(self.vocabulary):
             return "another vocabulary"
         describe = getattr(self.predictor, "describe", None)
         now = json.loads(json.dumps(describe() if callable(describe) else None, default=str))
         before = header.get("predictor")
         if isinstance(now, dict) and isinstance(before, dict):
-            now, before = ({k: v for k, v in d.items() if k != "device"} for d in (now, before))
-        if now != before:
-            return "another predictor or predictor options"
+            keys = [key for key in dict.fromkeys([*before, *now]) if key not in _SETTINGS_NOT_COMPARED]
+            differing = [key for key in keys if before.get(key) != now.get(key)]
+            if differing:
+                key = differing[0]
+                return f"another predictor or predictor options ({key}: {before.get(key)!r} then, {now.get(key)!r} now)"
+        elif now != before:
+            return "another predictor"
         try:
             rate = float(output_rate(probe(Path(video)), self.options.analysis_fps))
         except AVSegError:
             return None
-        if not math.isclose(rate, float(header.get("analysis", {}).get("analysis_fps", -1)), rel_tol=1e-9):
+        recorded = header.get("analysis", {}).get("analysis_fps") if isinstance(header.get("analysis"), dict) else None
+        if not isinstance(recorded, (int, float)) or not math.isclose(rate, float(recorded), rel_tol=1e-9):
             return "another analysis rate"
         return None
+
+    def _remove_stale_json(self, video: Path, note: Callable[[str], None]) -> None:
+        """After a run that wrote no JSON: an earlier run's `<stem>.json` beside the new outputs, made with other
+        settings, no longer describes them (its class numbers would name the new masks wrongly), so it is removed.
+        A JSON made with the same settings, or a file that is not an avseg JSON, is left alone."""
+        path = output_paths(video, replace(self.options, write_json=True)).json
+        header = read_json_header(path) if path.is_file() else None
+        if header is None:
+            return
+        difference = self.settings_difference(video, header)
+        if difference is None:
+            return
+        try:
+            path.unlink()
+        except OSError as error:
+            note(f"{video}: could not remove {path}, which an earlier run made with {difference} and which no longer "
+                 f"describes the new outputs: {error.strerror or error}")
+            return
+        note(f"{video}: removed {path.name}: an earlier run made it with {difference}, so it no longer describes the "
+             "new outputs")
+
+    def check_existing_outputs(self, video: str | os.PathLike) -> tuple[bool, str | None]:
+        """For `--skip-existing`, once all requested outputs of `video` exist: (annotate it again?, why / a warning).
+
+        Its `<stem>.json` (read also when this run does not write JSON) tells which settings made the outputs:
+        other settings, or a requested JSON that cannot be read, mean annotating again; without a readable JSON
+        the outputs are trusted, with a warning that the settings could not be checked.
+        """
+        path = output_paths(video, replace(self.options, write_json=True)).json
+        header = read_json_header(path) if path.is_file() else None
+        if header is None:
+            if self.options.write_json:
+                return True, f"annotating it again: its {path.name} cannot be read (damaged, or not avseg's)"
+            return False, (f"skipped without checking which settings made its outputs: there is no readable "
+                           f"{path.name} beside them")
+        difference = self.settings_difference(video, header)
+        if difference is not None:
+            return True, f"annotating it again: its outputs were made with {difference}"
+        return False, None
 
     def annotate(
         self,
@@ -484,6 +527,8 @@ class Annotator:
             raise AVSegError(
                 f"{video}: cannot write the outputs in {folder}: {error.strerror or error}"
             ) from error
+        if outputs.json is None:
+            self._remove_stale_json(video, note)
         return VideoResult(
             input=video,
             outputs=outputs,

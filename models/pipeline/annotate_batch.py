@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from models.errors import AVSegError
-from models.pipeline.annotate_outputs import AnnotateOptions, OutputPaths, output_paths, overlay_videos_among
+from models.pipeline.annotate_outputs import AnnotateOptions, OutputPaths, earlier_outputs_among, output_paths
 from models.progress import NullProgress, Progress
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -145,10 +145,10 @@ def annotate_batch(
             files; completed outputs stay. Its `result` lists every input's status.
     """
     videos = [Path(path) for path in inputs]
-    earlier_outputs = overlay_videos_among(videos, annotator.options)
+    earlier_outputs = earlier_outputs_among(videos, annotator.options)
     for index, source in earlier_outputs.items():
         if warn is not None:
-            warn(f"leaving out {videos[index]}: it is the overlay video avseg writes for {source}")
+            warn(f"leaving out {videos[index]}: it is an output avseg writes for {source}")
     videos = [video for index, video in enumerate(videos) if index not in earlier_outputs]
     outcomes: list[FileOutcome] = []
     overall = overall_progress or NullProgress()
@@ -169,10 +169,10 @@ def annotate_batch(
                     raise AVSegError(conflicts[number])
                 skip = annotator.options.skip_existing and outputs.all_exist()
                 if skip:
-                    differs = annotator.earlier_settings_differ(video)
-                    if differs is not None:
-                        skip = False
-                        collect(f"{video}: annotating it again: its outputs were made with {differs}")
+                    again, message = annotator.check_existing_outputs(video)
+                    skip = not again
+                    if message is not None:
+                        collect(f"{video}: {message}")
                 if skip:
                     outcome = FileOutcome(video, STATUS_SKIPPED, outputs)
                 else:

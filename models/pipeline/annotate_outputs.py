@@ -103,19 +103,32 @@ def output_paths(video: str | os.PathLike, options: AnnotateOptions = AnnotateOp
     )
 
 
-def overlay_videos_among(inputs: Sequence[Path], options: AnnotateOptions) -> dict[int, Path]:
-    """Inputs that are the overlay video (`<stem>.avseg.mp4`) another input of the same run writes: an earlier run's
-    output picked up by a glob (`avseg annotate clips/*.mp4` run twice). Maps their index to that other input."""
-    sources: dict[str, Path] = {}
+def earlier_outputs_among(inputs: Sequence[Path], options: AnnotateOptions) -> dict[int, Path]:
+    """Inputs that are outputs avseg writes for another input of the same run (`<stem>.avseg.mp4`,
+    `<stem>.masks`, `<stem>.json`, in the run's output folder or beside that input): an earlier run's outputs
+    picked up by a glob (`avseg annotate 'clips/*'` run twice). Maps their index to that other input.
+
+    Only inputs not named like an output (`.avseg.mp4`, `.masks`, `.json`) count as the other input, so an
+    output is never attributed to another output of the same video."""
+    every_output = replace(options, write_video=True, write_masks=True, write_json=True)
+    beside = replace(every_output, out_dir=None)
+    owners: dict[str, Path] = {}
     for video in inputs:
-        overlay = output_paths(video, replace(options, write_video=True)).video
-        sources.setdefault(os.path.normcase(os.path.abspath(overlay)), video)
+        if _named_like_an_output(video):
+            continue
+        for paths in (output_paths(video, every_output), output_paths(video, beside)):
+            for path in paths.requested():
+                owners.setdefault(os.path.normcase(os.path.abspath(path)), video)
     found = {}
     for index, video in enumerate(inputs):
-        source = sources.get(os.path.normcase(os.path.abspath(video)))
-        if source is not None and source is not video:
-            found[index] = source
+        owner = owners.get(os.path.normcase(os.path.abspath(video)))
+        if owner is not None:
+            found[index] = owner
     return found
+
+
+def _named_like_an_output(path: Path) -> bool:
+    return path.name.endswith((VIDEO_SUFFIX, JSON_SUFFIX, MASKS_SUFFIX))
 
 
 def _same_file(a: Path, b: Path) -> bool:
