@@ -178,7 +178,8 @@ def evaluate(
         raise UsageError("--class-agnostic needs --checkpoint")
     for name, value in _open_vocabulary_options(save_predictions, clip_weights, ovavss, naming).items():
         if value is not None:
-            raise UsageError(f"{name} needs --checkpoint")
+            both = "" if name in ovavss.explicit() else " or --method zeroshot"
+            raise UsageError(f"{name} needs --checkpoint{both}")
     if predictions is None:
         raise UsageError("missing option --predictions PRED_DIR (the folder of <uid>/<k>.png label maps to score), "
                          "--checkpoint FILE (evaluate an OV-AVSS model) or --method zeroshot")

@@ -43,7 +43,7 @@ TOP_K_OPTION = typer.Option(
 
 SHORT_SIDE_OPTION = typer.Option(
     None, "--short-side", min=32, help="With --checkpoint: the short side (pixels) frames are resized to for the "
-    "network (default: 360, the official test size; training saw 240-480). Larger: finer masks, slower; the "
+    "network (default: the model's test size, 360 for r50 and swinb as officially; training saw 240-480). Larger: finer masks, slower; the "
     "outputs keep the video's size. Example: --short-side 480"
 )
 

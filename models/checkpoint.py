@@ -131,7 +131,9 @@ def load_torch_file(path: str | os.PathLike, allow_numpy: bool = False, what: st
         raise AVSegError(f"cannot read {what} {path}: {unreadable_reason(path, error)}") from error
 
 
-def _describe_keys(obj: Any, limit: int = 6) -> str:
+def describe_keys(obj: Any, limit: int = 6) -> str:
+    """A loaded object's top level for one-line messages: `found keys a, b, ... (N in all)` or `found a list, not a
+    dict`."""
     if isinstance(obj, dict):
         keys = [str(k) for k in list(obj)[:limit]]
         more = f", ... ({len(obj)} in all)" if len(obj) > limit else ""
@@ -142,7 +144,7 @@ def _describe_keys(obj: Any, limit: int = 6) -> str:
 def check_avseg_checkpoint(obj: Any, path: str | os.PathLike) -> dict:
     """Return `obj` if it is an avseg checkpoint this version can read, else raise `AVSegError`."""
     if not isinstance(obj, dict) or "avseg_format" not in obj:
-        raise AVSegError(f"not an avseg checkpoint: {path} ({_describe_keys(obj)})")
+        raise AVSegError(f"not an avseg checkpoint: {path} ({describe_keys(obj)})")
     version = obj["avseg_format"]
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise AVSegError(f"not an avseg checkpoint: {path} (avseg_format is {version!r})")
@@ -152,7 +154,7 @@ def check_avseg_checkpoint(obj: Any, path: str | os.PathLike) -> dict:
             f"{CHECKPOINT_FORMAT}): upgrade avseg to read it"
         )
     if not isinstance(obj.get("model"), dict):
-        raise AVSegError(f"avseg checkpoint without model weights: {path} ({_describe_keys(obj)})")
+        raise AVSegError(f"avseg checkpoint without model weights: {path} ({describe_keys(obj)})")
     return obj
 
 

@@ -230,7 +230,8 @@ def test_cpu_speed_hint_only_for_the_official_protocol_on_the_cpu():
         (["--classes", "pipa", "--no-video", "--no-masks", "--no-json"], "nothing to write"),
         (["--classes", "pipa", "--analysis-fps", "0"], "--analysis-fps must be a positive number"),
         (["--classes", "pipa", "--checkpoint", "missing.pt"], "checkpoint not found: missing.pt"),
-        (["--classes", "pipa", "--templates", "missing.txt"], "--templates: unknown prompt template set 'missing.txt'"),
+        (["--classes", "pipa", "--templates", "missing.txt"], "--templates: prompt template file not found: missing.txt"),
+        (["--classes", "pipa", "--templates", "imagenet"], "--templates: unknown prompt template set 'imagenet'"),
         (["--classes", "pipa", "--templates", "{bad_templates}"], "prompts.txt:2: prompt template 'a {} and {}'"),
     ],
 )
@@ -433,9 +434,9 @@ def test_output_folder_that_cannot_be_created(monkeypatch, capsys, clip, checkpo
     blocker.write_text("x")
     code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", checkpoint,
                             "--out", blocker / "sub")
-    assert code == 1
+    assert code == 2  # a folder path under a file: a usage error
     (line,) = error_lines(stderr)
-    assert "plain-file/sub" in line and "Not a directory" in line
+    assert line == f"error: cannot use {blocker / 'sub'} as the output folder: {blocker} is a file"
     assert fake.load_calls == []  # checked before the model is loaded
 
 
@@ -453,9 +454,10 @@ def test_json_summary_folder_errors_name_it_and_empty_folders_made_by_a_failed_r
     blocker.write_text("x")
     code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", checkpoint,
                             "--out", tmp_path / "new" / "out", "--json-summary", blocker / "sub" / "s.json")
-    assert code == 1
+    assert code == 2
     (line,) = error_lines(stderr)
-    assert line.startswith(f"error: cannot write to the --json-summary folder {blocker / 'sub'}")
+    assert line == f"error: cannot use {blocker / 'sub'} as the --json-summary folder: {blocker} is a file"
+    assert not (tmp_path / "new").exists()
     text = tmp_path / "notes.mp4"
     text.write_text("not a video")
     for extra in ([], ["--json-summary", tmp_path / "made" / "s.json"]):

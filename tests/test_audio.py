@@ -290,8 +290,13 @@ def test_load_vggish_weights_errors(tmp_path) -> None:
         load_vggish_weights(model, tmp_path / "shape.pth")
 
     torch.save([torch.zeros(3)], tmp_path / "list.pth")
-    with pytest.raises(AVSegError, match="expected a state dict of tensors"):
+    with pytest.raises(AVSegError, match=r"not VGGish weights: .*list.pth holds no plain state dict of tensors \(found "
+                                         r"a list, not a dict\)$"):
         load_vggish_weights(model, tmp_path / "list.pth")
+    torch.save({"avseg_format": 1, "model": {"a": torch.zeros(1)}, "iteration": 3}, tmp_path / "run.pt")
+    with pytest.raises(AVSegError, match=r"found keys avseg_format, model, iteration\) \(an avseg or OV-AVSS "
+                                         r"checkpoint\? those go to --checkpoint\)$"):
+        load_vggish_weights(model, tmp_path / "run.pt")
 
     torch.save({"features.0.weight": NotWeights()}, tmp_path / "object.pth")
     with pytest.raises(AVSegError, match="cannot read VGGish weights .*stores Python objects besides tensors"):

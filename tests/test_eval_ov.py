@@ -197,13 +197,14 @@ def test_without_save_dir_predictions_go_to_a_deleted_temporary_folder(setup, tm
     "extra, message",
     [(["--amp", "fp16", "--device", "cpu"], "needs a CUDA device"),
      (["--checkpoint", "{tmp}/missing.pt"], "missing.pt"),
-     (["--save-predictions", "{tmp}/p"], "--save-predictions needs --checkpoint"),
+     (["--save-predictions", "{tmp}/p"], "--save-predictions needs --checkpoint or --method zeroshot"),
      (["--class-agnostic", "--sound-gate", "0.5"], "not to --class-agnostic"),
      (["--class-agnostic", "--protocol", "centered"], "--protocol applies to open-vocabulary evaluation"),
      (["--class-agnostic", "--templates", "vild"], "--templates applies to open-vocabulary evaluation"),
      (["--predictions", "{tmp}", "--top-k", "3"], "--top-k needs --checkpoint"),
-     (["--predictions", "{tmp}", "--score-threshold", "0.5"], "--score-threshold needs --checkpoint"),
-     (["--templates", "{tmp}/missing.txt"], "--templates: unknown prompt template set"),
+     (["--predictions", "{tmp}", "--score-threshold", "0.5"], "--score-threshold needs --checkpoint or --method "
+                                                              "zeroshot"),
+     (["--templates", "{tmp}/missing.txt"], "--templates: prompt template file not found"),
      (["--method", "zeroshot", "--protocol", "centered"], "--protocol applies to the OV-AVSS method only"),
      (["--device", "cpu", "--offline"], "not found and downloads are off (--offline)")],
 )

@@ -48,7 +48,7 @@ def test_fill_template_keeps_names_verbatim():
 def test_read_templates_file(tmp_path):
     path = tmp_path / "prompts.txt"
     path.write_bytes("a {} here\r\n\n   \nthe sound of a {}.\nünïcode {} line \n".encode("utf-8"))
-    assert read_templates(path) == ("a {} here", "the sound of a {}.", "ünïcode {} line ")
+    assert read_templates(path) == ("a {} here", "the sound of a {}.", "ünïcode {} line")
     assert resolve_templates(path) == read_templates(path)
     assert resolve_templates(str(path)) == read_templates(path)
 
@@ -86,6 +86,23 @@ def test_template_file_errors(tmp_path):
         read_templates(latin)
     with pytest.raises(AVSegError, match="unknown prompt template set 'imagenet'"):
         resolve_templates("imagenet")
+    with pytest.raises(AVSegError, match="expected a prompt template file, found a folder"):
+        resolve_templates(tmp_path)
+    with pytest.raises(AVSegError, match="prompt template file not a regular file: /dev/null"):
+        resolve_templates("/dev/null")
+    with pytest.raises(AVSegError, match="prompt template file not found: .*missing.txt"):
+        resolve_templates(tmp_path / "missing.txt")
+
+
+def test_a_template_file_saved_by_any_editor_gives_the_same_set(tmp_path):
+    """A byte-order mark, CRLF line ends and spaces around a line change nothing (CLIP's tokenizer drops them too),
+    so the same prompts have the same set id whichever editor saved them."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("a photo of a {}.\nthe sound of a {}\n", encoding="utf-8")
+    windows = tmp_path / "windows.txt"
+    windows.write_bytes("\ufeff  a photo of a {}. \r\n\r\nthe sound of a {}\t\r\n".encode("utf-8"))
+    assert read_templates(windows) == read_templates(plain) == ("a photo of a {}.", "the sound of a {}")
+    assert template_set_id(read_templates(windows)) == template_set_id(read_templates(plain))
 
 
 def test_validate_templates():

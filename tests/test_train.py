@@ -147,9 +147,16 @@ def test_user_errors(data_dir: Path, tmp_path: Path):
     (tmp_path / "run" / "last.pt").write_bytes(b"damaged")
     with pytest.raises(AVSegError) as info:
         train(_options(data_dir, tmp_path / "run", max_iters=4, resume=True), warn=_quiet)
-    assert info.value.message.endswith(f"the run folder also holds {numbered[-1].name} (the newest numbered "
-                                       "checkpoint): copy it to last.pt to resume from there")
+    assert info.value.message.endswith(f"the run folder also holds {numbered[-1].name} (the newest readable "
+                                       "numbered checkpoint): copy it to last.pt to resume from there")
     assert (tmp_path / "run" / "last.pt").read_bytes() == b"damaged"  # nothing changed
+    # a damaged newest numbered checkpoint is not the one suggested; without last.pt the advice is the same
+    (tmp_path / "run" / "model_9999999.pt").write_bytes(numbered[-1].read_bytes()[:100])
+    (tmp_path / "run" / "last.pt").unlink()
+    with pytest.raises(AVSegError) as info:
+        train(_options(data_dir, tmp_path / "run", max_iters=4, resume=True), warn=_quiet)
+    assert info.value.message == (f"nothing to resume: {tmp_path / 'run' / 'last.pt'} does not exist (the run folder "
+                                  f"holds {numbered[-1].name}: copy it to last.pt to resume from it)")
     with pytest.raises(AVSegError, match="vggish weights not found"):
         train(_options(data_dir, tmp_path / "y", vggish_weights=str(tmp_path / "nope.pth")), warn=_quiet)
 

@@ -136,7 +136,9 @@ def read_clip_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             for key in ("input_resolution", "context_length", "vocab_size"):
                 state.pop(key, None)
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # "Detected pickle protocol 4 ..." and similar chatter
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except MemoryError:
         raise
     except Exception as error:  # a user's file: I/O, unpickling (weights_only), zip and safetensors errors

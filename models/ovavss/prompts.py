@@ -60,19 +60,24 @@ def validate_templates(templates: Sequence[str], source: str = "templates") -> t
 
 
 def read_templates(path: str | os.PathLike) -> tuple[str, ...]:
-    """Templates from a UTF-8 text file, one per line; blank lines are skipped, everything else is kept verbatim."""
+    """Templates from a UTF-8 text file, one per line (a byte-order mark and the spaces around each line dropped,
+    as CLIP's tokenizer drops them anyway); blank lines are skipped."""
     path = Path(path)
+    if path.is_dir():
+        raise AVSegError(f"expected a prompt template file, found a folder: {path}")
     if not path.is_file():
-        raise AVSegError(f"prompt template file not found: {path}")
+        found = "not a regular file" if os.path.lexists(path) else "not found"
+        raise AVSegError(f"prompt template file {found}: {path}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise AVSegError(f"prompt template file is not UTF-8 text: {path} ({error.reason} at byte {error.start})") from error
     except OSError as error:
         raise AVSegError(f"cannot read prompt template file {path}: {error.strerror or error}") from error
     templates = []
     for line_number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+        line = line.strip()
+        if not line:
             continue
         problem = template_problem(line)
         if problem is not None:
@@ -88,7 +93,7 @@ def resolve_templates(spec: str | os.PathLike) -> tuple[str, ...]:
     if isinstance(spec, str) and spec in TEMPLATE_SETS:
         return TEMPLATE_SETS[spec]
     path = Path(spec)
-    if not path.is_file():
+    if not os.path.lexists(path) and path.parent == Path(".") and not path.suffix:
         raise AVSegError(
             f"unknown prompt template set {str(spec)!r}: use one of {sorted(TEMPLATE_SETS)} or the path of a text "
             f"file with one template per line"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -80,7 +81,9 @@ def load_vggish_weights(module: nn.Module, path: str | os.PathLike) -> None:
         what = "is not a file" if path.exists() else "not found"
         raise AVSegError(f"VGGish weights {what}: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # "Detected pickle protocol 4 ..." and similar chatter
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         if "Unsupported global" in str(error):
             reason = "it stores Python objects besides tensors (expected a plain state dict)"
@@ -96,7 +99,12 @@ def load_vggish_weights(module: nn.Module, path: str | os.PathLike) -> None:
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
-        raise AVSegError(f"VGGish weights {path}: expected a state dict of tensors, got {type(state).__name__}")
+        from models.checkpoint import describe_keys
+
+        hint = " (an avseg or OV-AVSS checkpoint? those go to --checkpoint)" if isinstance(state, Mapping) and (
+            "avseg_format" in state or "model" in state) else ""
+        raise AVSegError(f"not VGGish weights: {path} holds no plain state dict of tensors ({describe_keys(state)})"
+                         f"{hint}")
     expected = target.state_dict()
     missing, unexpected = expected.keys() - state.keys(), state.keys() - expected.keys()
     if missing or unexpected:

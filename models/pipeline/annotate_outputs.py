@@ -171,6 +171,10 @@ def ensure_output_dir(folder: str | os.PathLike, what: str = "the output folder"
             pass
     except FileExistsError:  # a path the user gave for a folder names a file: a usage error (exit code 2)
         raise UsageError(f"cannot use {folder} as {what}: it is a file") from None
+    except NotADirectoryError:  # ... or lies under a file
+        remove_empty_folders(missing)
+        blocker = next((path for path in folder.parents if path.is_file()), folder)
+        raise UsageError(f"cannot use {folder} as {what}: {blocker} is a file") from None
     except OSError as error:
         remove_empty_folders(missing)
         raise AVSegError(f"cannot write to {what} {folder}: {error.strerror or error}") from None

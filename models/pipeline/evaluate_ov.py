@@ -34,7 +34,7 @@ import numpy as np
 from models.atomic import atomic_dir, write_json
 from models.data.classes import CLASS_NAMES
 from models.data.prepared import PreparedData, VideoRecord
-from models.errors import AVSegError
+from models.errors import AVSegError, UsageError
 from models.prediction import ClipInput, VideoPredictor, predict_clips
 from models.progress import NullProgress, Progress
 
@@ -218,7 +218,7 @@ def predict_split(
         raise AVSegError(f"AVSBench-semantic folder not found: {data.root} (named in {data.data_dir / 'dataset.json'})")
     pred_dir = Path(pred_dir)
     if pred_dir.exists() and not pred_dir.is_dir():
-        raise AVSegError(f"predictions path is not a folder: {pred_dir}")
+        raise UsageError(f"predictions path is not a folder: {pred_dir}")
     try:
         pred_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:

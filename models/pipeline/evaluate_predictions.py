@@ -32,7 +32,7 @@ from models.atomic import write_json
 from models.data.classes import BASE_IDS, CLASS_NAMES, NOVEL_IDS
 from models.data.labels import apply_aobj_filter, read_label
 from models.data.prepared import PreparedData, VideoRecord
-from models.errors import AVSegError
+from models.errors import AVSegError, UsageError
 from models.io.masks import read_index_mask, resize_nearest
 from models.metrics import AVSBenchFrameMetrics, ConfusionMatrix, FrameMetricScores
 from models.progress import NullProgress, Progress
@@ -141,7 +141,7 @@ def check_prediction_layout(pred_dir: Path, records: list[VideoRecord], split: s
     if not pred_dir.exists():
         raise AVSegError(f"predictions folder not found: {pred_dir}")
     if not pred_dir.is_dir():
-        raise AVSegError(f"predictions path is not a folder: {pred_dir}")
+        raise UsageError(f"predictions path is not a folder: {pred_dir}")
     by_uid = {record.uid: record for record in records}
     present: dict[str, os.DirEntry] = {}
     unexpected: list[str] = []

@@ -210,14 +210,14 @@ def _check_output_dir(out_dir: Path, root: Path) -> None:
         raise UsageError(f"output folder {out_dir} is inside the AVSBench root {root}: choose a folder outside it")
     if out_dir.exists():
         if not out_dir.is_dir():
-            raise AVSegError(f"output folder is a file: {out_dir}")
+            raise UsageError(f"output folder is a file: {out_dir}")
         writable_dir = out_dir
     else:
         ancestor = out_dir.absolute().parent
         while not ancestor.exists() and ancestor != ancestor.parent:
             ancestor = ancestor.parent
         if not ancestor.is_dir():
-            raise AVSegError(f"cannot create output folder {out_dir}: {ancestor} is a file, not a folder")
+            raise UsageError(f"cannot create output folder {out_dir}: {ancestor} is a file, not a folder")
         writable_dir = ancestor
     if not os.access(writable_dir, os.W_OK | os.X_OK):
         raise AVSegError(f"output folder is not writable: {writable_dir}")

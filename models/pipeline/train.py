@@ -58,6 +58,20 @@ class TrainResult:
     seconds: float
 
 
+def _newest_readable_checkpoint(out_dir: Path) -> Path | None:
+    """The run folder's newest `model_*.pt` that loads as a training checkpoint, for advice when `last.pt` is
+    missing or damaged; None when there is none."""
+    from models.checkpoint import load_checkpoint
+
+    for path in sorted(out_dir.glob("model_*.pt"), reverse=True):
+        try:
+            if load_checkpoint(path).get("kind") == "train":
+                return path
+        except AVSegError:
+            continue
+    return None
+
+
 def _sample_seed(seed: int, iteration: int, slot: int) -> int:
     return int(np.random.SeedSequence([seed, iteration, slot]).generate_state(1)[0])
 
@@ -152,14 +166,16 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
     resume_state = None
     if options.resume:
         if not last_path.is_file():
-            raise AVSegError(f"nothing to resume: {last_path} does not exist")
+            fallback = _newest_readable_checkpoint(out_dir)
+            advice = f" (the run folder holds {fallback.name}: copy it to last.pt to resume from it)" if fallback else ""
+            raise AVSegError(f"nothing to resume: {last_path} does not exist{advice}")
         try:
             resume_state = load_checkpoint(last_path)
         except AVSegError as error:
-            numbered = sorted(out_dir.glob("model_*.pt"))
-            if not numbered:
+            fallback = _newest_readable_checkpoint(out_dir)
+            if fallback is None:
                 raise
-            raise AVSegError(f"{error.message}; the run folder also holds {numbered[-1].name} (the newest numbered "
+            raise AVSegError(f"{error.message}; the run folder also holds {fallback.name} (the newest readable numbered "
                              f"checkpoint): copy it to last.pt to resume from there") from error
         if resume_state.get("kind") != "train":
             raise AVSegError(f"{last_path} is not a training checkpoint")
