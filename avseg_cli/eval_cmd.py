@@ -305,12 +305,14 @@ def _evaluate_open_vocabulary(load_predictor, what, data, split, json_path, save
     from avseg_cli.progress import stderr_progress
     from models.atomic import write_json
     from models.data.prepared import PreparedData
-    from models.pipeline.evaluate_ov import evaluate_open_vocabulary
+    from models.pipeline.evaluate_ov import check_predictions_folder, evaluate_open_vocabulary
     from models.pipeline.evaluate_predictions import check_json_destination
 
     prepared = PreparedData.open(data)
     if json_path is not None:
         check_json_destination(json_path)
+    if save_predictions is not None:
+        check_predictions_folder(save_predictions)
     predictor = load_predictor()
     described = predictor.describe()
     hint = cpu_speed_hint(described)

@@ -206,11 +206,14 @@ def test_without_save_dir_predictions_go_to_a_deleted_temporary_folder(setup, tm
                                                               "zeroshot"),
      (["--templates", "{tmp}/missing.txt"], "--templates: prompt template file not found"),
      (["--method", "zeroshot", "--protocol", "centered"], "--protocol applies to the OV-AVSS method only"),
-     (["--device", "cpu", "--offline"], "not found and downloads are off (--offline)")],
+     (["--device", "cpu", "--offline"], "not found and downloads are off (--offline)"),
+     (["--checkpoint", "{ckpt}", "--device", "cpu", "--save-predictions", "{tmp}/a-file"],
+      "predictions path is not a folder")],
 )
 def test_cli_errors_are_one_line(setup, tmp_path, monkeypatch, capsys, extra, message):
     args = ["eval", "--data", str(setup["data"].data_dir)]
-    extra = [a.format(tmp=tmp_path) for a in extra]
+    extra = [a.format(tmp=tmp_path, ckpt=setup["checkpoint"]) for a in extra]
+    (tmp_path / "a-file").write_text("a user's file")
     if not {"--checkpoint", "--save-predictions", "--predictions", "--method"} & set(extra):
         args += ["--checkpoint", str(setup["checkpoint"])]
     code, out, err = run_cli(monkeypatch, capsys, *args, *extra)

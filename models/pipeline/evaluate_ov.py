@@ -22,6 +22,7 @@ other options is refused rather than mixing two models' predictions.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -111,6 +112,15 @@ def video_is_complete(folder: Path, record: VideoRecord) -> bool:
         except OSError:
             return False
     return True
+
+
+def check_predictions_folder(pred_dir: str | os.PathLike) -> Path:
+    """`pred_dir` as a Path; a usage error when it names something that is not a folder (checked before any model
+    is loaded)."""
+    pred_dir = Path(pred_dir)
+    if pred_dir.exists() and not pred_dir.is_dir():
+        raise UsageError(f"predictions path is not a folder: {pred_dir}")
+    return pred_dir
 
 
 def _check_run_file(pred_dir: Path, description: dict, split: str) -> None:
@@ -216,9 +226,7 @@ def predict_split(
         raise AVSegError(f"the {split} split of {data.data_dir} has no videos")
     if not Path(data.root).is_dir():
         raise AVSegError(f"AVSBench-semantic folder not found: {data.root} (named in {data.data_dir / 'dataset.json'})")
-    pred_dir = Path(pred_dir)
-    if pred_dir.exists() and not pred_dir.is_dir():
-        raise UsageError(f"predictions path is not a folder: {pred_dir}")
+    pred_dir = check_predictions_folder(pred_dir)
     try:
         pred_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
