@@ -60,11 +60,15 @@ app.add_typer(weights_cmd.weights_app, name="weights")
 
 
 def run() -> None:
-    """Console-script entry point: runs the app and turns user errors into one line + exit code."""
+    """Console-script entry point: runs the app and turns user errors into one line + exit code.
+
+    Click's own usage errors (an unknown option, a value out of range, a missing argument) are one `error:` line
+    too, naming the command's --help, instead of click's usage text and boxed message.
+    """
     from models.errors import AVSegError
 
     try:
-        app()
+        code = app(standalone_mode=False)
     except AVSegError as error:
         if DEBUG["enabled"]:
             raise
@@ -75,8 +79,11 @@ def run() -> None:
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/]")
         sys.exit(130)
-    except Exception as error:  # a bug: one line unless --debug
-        if DEBUG["enabled"]:
+    except Exception as error:
+        kinds = {kind.__name__ for kind in type(error).__mro__}  # click's classes, or typer's copy of click
+        if "ClickException" in kinds or "Abort" in kinds:
+            _exit_for_click_error(error, kinds)
+        if DEBUG["enabled"]:  # a bug: one line unless --debug
             raise
         from rich.markup import escape
 
@@ -86,6 +93,27 @@ def run() -> None:
             soft_wrap=True,
         )
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _exit_for_click_error(error: Exception, kinds: set[str]) -> None:
+    """Exit for an exception of click's (`kinds`: the names of its classes): one line, click's exit code."""
+    from rich.markup import escape
+
+    if "NoArgsIsHelpError" in kinds:  # `avseg annotate` alone: its help was printed
+        sys.exit(2)
+    if "ClickException" in kinds:
+        context = getattr(error, "ctx", None)
+        hint = f" (see: {context.command_path} --help)" if "UsageError" in kinds and context is not None else ""
+        err.print(f"[bold red]error:[/] {escape(error.format_message())}{escape(hint)}", soft_wrap=True)
+        sys.exit(getattr(error, "exit_code", 2))
+    # Abort: click's name for an EOFError that escaped a command, a bug
+    if DEBUG["enabled"]:
+        raise error
+    cause = error.__cause__ or error.__context__
+    what = f"{type(cause).__name__}: {cause}" if cause is not None else "aborted"
+    err.print(f"[bold red]internal error:[/] {escape(what)} (run with --debug for the traceback)", soft_wrap=True)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -512,6 +512,36 @@ def test_predictor_module_missing_is_one_line(monkeypatch, capsys, clip, checkpo
     assert "no OV-AVSS predictor" in line
 
 
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["annotate", "x.mp4", "--bogus"], "error: No such option: --bogus"),
+        (["annotate", "x.mp4", "--classes", "a", "--top-k", "0"], "error: Invalid value for '--top-k'"),
+        (["annotate", "x.mp4", "--amp", "fp32"], "error: Invalid value for '--amp'"),
+        (["eval", "--data", "d", "--split", "train"], "error: Invalid value for '--split'"),
+        (["frobnicate"], "error: No such command 'frobnicate'."),
+    ],
+)
+def test_click_usage_errors_are_one_line_too(monkeypatch, capsys, argv, expected):
+    monkeypatch.setattr(sys, "argv", ["avseg", *argv])
+    with pytest.raises(SystemExit) as info:
+        run()
+    captured = capsys.readouterr()
+    assert info.value.code == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected) and lines[0].endswith("--help)")
+    assert "╭" not in captured.err and "Usage:" not in captured.err and captured.out == ""
+
+
+def test_a_command_without_arguments_shows_its_help(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["avseg", "annotate"])
+    with pytest.raises(SystemExit) as info:
+        run()
+    captured = capsys.readouterr()
+    assert info.value.code == 2 and "annotate [OPTIONS] {VIDEO}..." in captured.out + captured.err
+    assert "error" not in captured.err
+
+
 def test_help_lists_the_options(monkeypatch, capsys):
     code, stdout, _ = avseg(monkeypatch, capsys, "--help")
     assert code == 0
