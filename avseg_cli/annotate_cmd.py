@@ -256,7 +256,6 @@ def _run_batch(inputs, method, checkpoint, device, vggish_weights, clip_weights,
             warn(hint)
     else:
         # no spinner here: first use downloads the models with their own progress bars
-        err.print("loading the zero-shot models (CLAP, detector, SAM, CLIP) ...")
         predictor = load_zeroshot_predictor(zeroshot_config, device, zeroshot.clap_weights,
                                             zeroshot.detector_weights, zeroshot.sam_weights, clip_weights)
         hint = zeroshot_cpu_hint(predictor.describe(), analysis_fps)

@@ -134,10 +134,12 @@ class ZeroShotChoices:
 
 
 def load_zeroshot_predictor(config, device: str, clap_weights, detector_weights, sam_weights, clip_weights):
-    """The training-free predictor (`models.zeroshot.predictor.ZeroShotPredictor`), imported lazily."""
+    """The training-free predictor (`models.zeroshot.predictor.ZeroShotPredictor`), imported lazily; says
+    "loading ..." on stderr once every model is found (downloads, on first use, show their own bars)."""
+    from avseg_cli.console import err
     from models.zeroshot.predictor import ZeroShotPredictor
 
     return ZeroShotPredictor.from_pretrained(
         config, device, clap_weights=clap_weights, detector_weights=detector_weights, sam_weights=sam_weights,
-        clip_weights=clip_weights,
+        clip_weights=clip_weights, on_found=lambda: err.print("loading the zero-shot models (CLAP, detector, SAM) ..."),
     )

@@ -132,6 +132,22 @@ def test_annotate_cli_with_local_zero_shot_models(folders, monkeypatch, capsys, 
     assert len(list((out / "clip.masks").glob("*.png"))) == 5 and (out / "clip.avseg.mp4").is_file()
 
 
+def test_on_found_is_called_once_the_models_are_there_and_not_when_one_is_missing(folders, tmp_path):
+    calls = []
+    config = ZeroShotConfig(**OPEN)
+    ZeroShotPredictor.from_pretrained(config, "cpu", clap_weights=folders["clap"], sam_weights=folders["sam"],
+                                      detector_weights=folders["grounding-dino"], clip_weights=folders["clip"],
+                                      on_found=lambda: calls.append("found"))
+    assert calls == ["found"]
+    from models.errors import AVSegError
+
+    with pytest.raises(AVSegError, match="sam"):
+        ZeroShotPredictor.from_pretrained(config, "cpu", clap_weights=folders["clap"], sam_weights=tmp_path / "none",
+                                          detector_weights=folders["grounding-dino"], clip_weights=folders["clip"],
+                                          on_found=lambda: calls.append("found"))
+    assert calls == ["found"]
+
+
 def test_clip_templates_reach_the_rescoring(folders):
     templates = ("a photo of the {}.", "the {}, making a sound")
     custom = load(folders, clip_templates=templates)

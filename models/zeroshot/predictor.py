@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -140,8 +140,12 @@ class ZeroShotPredictor:
         sam_weights: str | os.PathLike | None = None,
         clip_weights: str | os.PathLike | None = None,
         offline: bool = False,
+        on_found: Callable[[], None] | None = None,
     ) -> "ZeroShotPredictor":
         """Load CLAP, the detector, SAM and (with `config.rescore`) CLIP, downloading what is missing.
+
+        `on_found` is called once every model is on this machine, before they are loaded (the command line says
+        "loading ..." then, so an offline error stays its one line).
 
         Each `*_weights` is a local folder as written by `save_pretrained` / `snapshot_download` (CLIP: a weights
         file or an open_clip folder, as for OV-AVSS); None looks in the avseg cache, then the Hugging Face cache,
@@ -191,6 +195,8 @@ class ZeroShotPredictor:
                 raise AVSegError(f"{first.message} (also missing: {others}; `avseg weights list` shows every model)",
                                  exit_code=first.exit_code) from first
             raise first
+        if on_found is not None:
+            on_found()
         from models.zeroshot.audio_text import ClapAudioTagger
         from models.zeroshot.detector import load_detector
         from models.zeroshot.segmenter import SamBoxSegmenter
