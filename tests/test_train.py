@@ -232,11 +232,14 @@ def test_cli_train_then_class_agnostic_eval(data_dir: Path, tmp_path: Path):
          "--init-pixel-decoder needs --init"),
         (["eval", "--checkpoint", "{tmp}/missing.pt", "--data", "{data}", "--class-agnostic"], "missing.pt"),
         (["eval", "--checkpoint", "{tmp}/missing.pt", "--data", "{data}"], "missing.pt"),
+        (["train", "--data", "{data}", "--config", "tiny", "--out", "{tmp}/r", "--init", "{tmp}/damaged.pkl",
+          "--vggish-weights", "random"], "corrupt or truncated pickle"),  # no VGGish warning before it
     ],
 )
 def test_cli_errors_are_one_line(data_dir: Path, tmp_path: Path, args, message):
     if message == "CUDA" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
+    (tmp_path / "damaged.pkl").write_bytes(b"\x80\x04 not a whole pickle")
     done = _avseg(*[a.format(data=data_dir, tmp=tmp_path) for a in args])
     assert done.returncode != 0
     lines = [line for line in done.stderr.splitlines() if line.strip()]

@@ -208,6 +208,12 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
     if len(dataset) == 0:
         raise AVSegError(f"the train split of {options.data_dir} has no videos")
 
+    init_sd = left_out = None
+    if options.init is not None and resume_state is None:  # read (and checked) before anything else is said
+        from models.official import read_init_checkpoint
+
+        init_sd, left_out = read_init_checkpoint(options.init, options.init_pixel_decoder)
+
     # Model, initialised deterministically from the seed.
     torch.manual_seed(train_cfg.seed)
     random.seed(train_cfg.seed)
@@ -218,10 +224,9 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
     if vggish_arg == "random":
         warn("VGGish is randomly initialised (--vggish-weights random): audio features are not the real ones")
     audio_source = setup_audio_encoder(model, vggish_arg, train_cfg.seed)
-    if options.init is not None and resume_state is None:
-        from models.official import load_matching, read_init_checkpoint
+    if init_sd is not None:
+        from models.official import load_matching
 
-        init_sd, left_out = read_init_checkpoint(options.init, options.init_pixel_decoder)
         report = load_matching(model, init_sd)
         note = (f"; the pixel decoder keeps its random initialisation, as in the official training ({len(left_out)} "
                 "tensors of the file not used; --init-pixel-decoder loads them)") if left_out else ""
