@@ -121,13 +121,7 @@ def load_torch_file(path: str | os.PathLike, allow_numpy: bool = False, what: st
             return torch.load(path, map_location="cpu", weights_only=True)
     except MemoryError:
         raise
-    except Exception as error:  # zip/pickle/struct/seek errors on a readable file: the bytes are damaged
-        name = _needed_global(error)
-        if name is not None:
-            raise AVSegError(
-                f"not a plain weights file: {path} needs the Python object {name} to load, and avseg "
-                f"never unpickles arbitrary objects"
-            ) from error
+    except Exception as error:  # damaged bytes, or Python objects weights_only refuses (unreadable_reason tells)
         raise AVSegError(f"cannot read {what} {path}: {unreadable_reason(path, error)}") from error
 
 
