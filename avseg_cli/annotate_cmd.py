@@ -102,8 +102,8 @@ def annotate(
     no_masks: bool = typer.Option(False, "--no-masks", help="Do not write <stem>.masks/<frame>.png."),
     no_json: bool = typer.Option(False, "--no-json", help="Do not write <stem>.json."),
     skip_existing: bool = typer.Option(
-        False, "--skip-existing", help="Skip videos whose requested outputs all exist already, unless their <stem>.json "
-        "says another vocabulary, predictor or analysis rate made them (those are annotated again)."
+        False, "--skip-existing", help="Skip videos whose requested outputs all exist already, unless their "
+        "<stem>.json says another vocabulary, predictor or analysis rate made them (those are annotated again)."
     ),
     json_summary: Optional[Path] = typer.Option(
         None, "--json-summary", help="Also write the status of every video to this JSON file (for scripts). "

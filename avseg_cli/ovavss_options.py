@@ -40,11 +40,10 @@ TOP_K_OPTION = typer.Option(
     None, "--top-k", min=1, help="With --checkpoint: at most N (object, class) pairs are kept per 5-frame clip, "
     "highest class probability first (default: 10, as officially). Example: --top-k 5"
 )
-
 SHORT_SIDE_OPTION = typer.Option(
     None, "--short-side", min=32, help="With --checkpoint: the short side (pixels) frames are resized to for the "
-    "network (default: the model's test size, 360 for r50 and swinb as officially; training saw 240-480). Larger: finer masks, slower; the "
-    "outputs keep the video's size. Example: --short-side 480"
+    "network (default: the model's test size, 360 for r50 and swinb as officially; training saw 240-480). Larger: "
+    "finer masks, slower; the outputs keep the video's size. Example: --short-side 480"
 )
 
 
