@@ -75,13 +75,14 @@ class LineProgress:
 
         elapsed = max(now - self._started, 0.0)
         done = self._completed - self._done_before  # in this run: the rate and ETA are this run's
-        count = f"{self._completed}/{self._total}" if self._total is not None else str(self._completed)
+        total = None if self._total is None else max(self._total, self._completed)  # an estimate may be passed
+        count = f"{self._completed}/{total}" if total is not None else str(self._completed)
         parts = [f"{count} {self.unit}"]
         if elapsed > 0:
             parts.append(f"{done / elapsed:.3g} {self.unit}/s")
         parts.append(f"{'in ' if final else ''}{elapsed:.0f} s")
-        if not final and self._total and done > 0 and elapsed > 0:
-            parts.append(f"eta {(self._total - self._completed) * elapsed / done:.0f} s")
+        if not final and total and done > 0 and elapsed > 0:
+            parts.append(f"eta {(total - self._completed) * elapsed / done:.0f} s")
         if self._status:
             parts.append(self._status)
         self.console.print(escape(f"{self._description}: {', '.join(parts)}"), soft_wrap=True, highlight=False)

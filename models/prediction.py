@@ -96,3 +96,44 @@ def predict_clips(predictor: VideoPredictor, clips: Iterable[ClipInput]) -> Iter
     if batched is not None:
         return iter(batched(clips))
     return (predictor.predict_clip(clip) for clip in clips)
+
+
+def checked_frames(clip: ClipInput, max_frames: int) -> np.ndarray:
+    """`clip.frames` as a uint8 (T, H, W, 3) array with 1 <= T <= max_frames.
+
+    Raises:
+        TypeError: `clip` is not a `ClipInput`.
+        ValueError: the frames have another dtype, rank, channel count or number.
+    """
+    if not isinstance(clip, ClipInput):
+        raise TypeError(f"a clip is a ClipInput(frames, audio_examples), got {type(clip).__name__}")
+    if clip.frames is None:
+        raise ValueError("frames must be uint8 (T, H, W, 3), got None")
+    frames = np.asarray(clip.frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    if not 1 <= frames.shape[0] <= max_frames:
+        raise ValueError(f"a clip holds 1 to {max_frames} frames, got {frames.shape[0]}")
+    if min(frames.shape[1:3]) < 1:
+        raise ValueError(f"frames must be at least 1x1 pixels, got {frames.shape[2]}x{frames.shape[1]}")
+    return frames
+
+
+def checked_audio_examples(audio_examples, num_frames: int) -> np.ndarray:
+    """VGGish log-mel examples as a finite float32 (num_frames, 1, 96, 64) array.
+
+    Raises:
+        ValueError: missing, of another shape or holding NaN / infinity (decoded audio never does: such
+            values would silence every prediction without a word).
+    """
+    if audio_examples is None:
+        raise ValueError(f"audio_examples must be float ({num_frames}, 1, 96, 64), got None")
+    try:
+        audio = np.asarray(audio_examples, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"audio_examples must be float ({num_frames}, 1, 96, 64): {error}") from None
+    if audio.shape != (num_frames, 1, 96, 64):
+        raise ValueError(f"audio_examples must be ({num_frames}, 1, 96, 64), got {audio.shape}")
+    if not np.isfinite(audio).all():
+        raise ValueError("audio_examples hold NaN or infinite values")
+    return audio

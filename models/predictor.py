@@ -28,6 +28,7 @@ bit). `amp="bf16"` also runs on CPUs with native bfloat16 (AMX / AVX512-BF16), w
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,7 @@ from models.ovavss.prompts import (
     validate_templates,
 )
 from models.ovavss.square_crop import CROP_PROTOCOLS
-from models.prediction import ClipInput, FramePrediction, Instance
+from models.prediction import ClipInput, FramePrediction, Instance, checked_audio_examples, checked_frames
 
 AMP_MODES = ("off", "fp16", "bf16")
 
@@ -102,6 +103,17 @@ class PredictorOptions:
     cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("top_k", "max_crops_per_frame", "short_side", "crop_batch_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise UsageError(f"{name} must be a whole number, got {type(value).__name__} {value!r}")
+        for name in ("score_threshold", "sound_gate"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise UsageError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+        for name in ("amp_weights", "cuda_graphs"):
+            if not isinstance(getattr(self, name), bool):
+                raise UsageError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.protocol not in CROP_PROTOCOLS:
             raise UsageError(f"unknown crop protocol {self.protocol!r}: choose one of {', '.join(CROP_PROTOCOLS)}")
         if self.amp not in AMP_MODES:
@@ -378,7 +390,18 @@ class AVSegPredictor:
             audio_examples: (T, 1, 96, 64) VGGish log-mel examples.
             original_size: (H, W) the masks and label maps are produced at.
         """
-        return self._finish(self._classify_pairs(self._run_network(frames, audio_examples, original_size)))
+        frames = torch.as_tensor(frames)
+        if frames.ndim != 4 or frames.shape[1] != 3 or frames.dtype != torch.uint8:
+            raise ValueError(f"frames must be uint8 (T, 3, h, w), got {frames.dtype} {tuple(frames.shape)}")
+        if not 1 <= frames.shape[0] <= self.clip_len:
+            raise ValueError(f"a clip holds 1 to {self.clip_len} frames, got {frames.shape[0]}")
+        if isinstance(audio_examples, torch.Tensor):
+            audio_examples = audio_examples.detach().cpu()
+        audio = torch.as_tensor(checked_audio_examples(audio_examples, frames.shape[0]))
+        if len(original_size) != 2 or not all(int(side) == side and side >= 1 for side in original_size):
+            raise ValueError(f"original_size must be (H, W) in pixels, got {original_size}")
+        original_size = (int(original_size[0]), int(original_size[1]))
+        return self._finish(self._classify_pairs(self._run_network(frames, audio, original_size)))
 
     # ------------------------------------------------------------------------------ prediction steps
     def _resize(self, clip: ClipInput) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
@@ -387,15 +410,9 @@ class AVSegPredictor:
 
         if self._text_embeddings is None:
             raise RuntimeError("call set_vocabulary(names) before predict_clip")
-        frames = np.asarray(clip.frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+        frames = checked_frames(clip, self.clip_len)
         num_frames, height, width = frames.shape[:3]
-        if not 1 <= num_frames <= self.clip_len:
-            raise ValueError(f"a clip holds 1 to {self.clip_len} frames, got {num_frames}")
-        audio = torch.as_tensor(np.asarray(clip.audio_examples), dtype=torch.float32)
-        if tuple(audio.shape) != (num_frames, 1, 96, 64):
-            raise ValueError(f"audio_examples must be ({num_frames}, 1, 96, 64), got {tuple(audio.shape)}")
+        audio = torch.as_tensor(checked_audio_examples(clip.audio_examples, num_frames))
         size = resize_shortest_edge_size(height, width, self.short_side, self.config.max_size or MAX_SIZE)
         return frames_to_tensor([resize_frame(frame, size) for frame in frames]), audio, (height, width)
 

@@ -103,6 +103,19 @@ def make_rotated(source: Path, path: Path, degrees: int) -> Path:
     return path
 
 
+def make_anamorphic(source: Path, path: Path, sample_aspect_ratio: str) -> Path:
+    """Re-encode `source` with non-square pixels ("2/1": each pixel shown twice as wide as high), audio copied."""
+    ffmpeg("-i", str(source), "-vf", f"setsar={sample_aspect_ratio}", "-c:v", "libx264", "-preset", "ultrafast",
+           "-pix_fmt", "yuv420p", "-c:a", "copy", str(path))
+    return path
+
+
+def make_two_audio_tracks(source: Path, path: Path) -> Path:
+    """Copy `source` with its audio track twice (a second language, a commentary track)."""
+    ffmpeg("-i", str(source), "-map", "0:v", "-map", "0:a", "-map", "0:a", "-c", "copy", str(path))
+    return path
+
+
 def make_variable_rate(path: Path, size: tuple[int, int] = (64, 48)) -> Path:
     """A variable-frame-rate video without audio: 20 frames at 30 fps, then 40 frames at 10 fps (60 frames, 4.67 s)."""
     width, height = size

@@ -18,10 +18,12 @@ from PIL import Image
 
 from media import (
     audio_packets,
+    make_anamorphic,
     make_audio_only,
     make_rotated,
     make_text_as_mp4,
     make_truncated,
+    make_two_audio_tracks,
     make_video,
     make_zero_byte,
     nearest_source_index,
@@ -158,9 +160,16 @@ def test_clip_text_does_not_tell_case_or_repeated_spaces_apart():
     import open_clip
     import torch
 
-    tokens = open_clip.tokenize(["Pipa", "pipa", "electric  guitar", "electric guitar", "Électrique", "électrique"])
-    assert torch.equal(tokens[0], tokens[1]) and torch.equal(tokens[2], tokens[3]) and torch.equal(tokens[4], tokens[5])
-    assert not torch.equal(tokens[0], tokens[2])
+    from models.ovavss.prompts import clip_text_key
+
+    names = ["Pipa", "pipa", "electric  guitar", "electric guitar", " Électrique\t", "électrique", "Straße",
+             "strasse", "STRASSE"]
+    tokens = open_clip.tokenize(names)
+    for i, first in enumerate(names):
+        for j, second in enumerate(names):
+            same_key = clip_text_key(first) == clip_text_key(second)
+            assert same_key == torch.equal(tokens[i], tokens[j]), (first, second)
+    assert clip_text_key("Pipa") == clip_text_key("pipa") and clip_text_key("Straße") != clip_text_key("strasse")
 
 
 def test_expand_inputs_globs_literals_and_duplicates(tmp_path):
@@ -457,6 +466,52 @@ def test_rotated_video_is_annotated_upright(media, tmp_path):
     assert (written.width, written.height, written.rotation) == (30, 40, 0)
     with Image.open(result.outputs.masks / "000000.png") as image:
         assert image.size == (30, 40)
+
+
+@pytest.mark.parametrize("rotation, recorded", [(0, "2/1"), (90, "1/2")])
+def test_anamorphic_video_keeps_its_pixel_shape_in_the_overlay(media, tmp_path, rotation, recorded):
+    """Non-square pixels (SAR 2:1): the overlay tells players the same shape (upright, so 1:2 once rotated),
+    and the JSON says so; the masks stay on the stored pixel grid."""
+    from models.io.video import probe
+
+    video = make_anamorphic(media["short"], tmp_path / "wide.mp4", "2/1")
+    if rotation:
+        video = make_rotated(video, tmp_path / "wide_rotated.mp4", rotation)
+    assert probe(video).sample_aspect_ratio == Fraction(recorded)
+    result = Annotator(FakePredictor(fps=10), VOCABULARY, AnnotateOptions(out_dir=tmp_path / "out")).annotate(video)
+    written = probe(result.outputs.video)
+    assert written.sample_aspect_ratio == Fraction(recorded) and written.rotation == 0
+    assert (written.width, written.height) == ((40, 30) if rotation == 0 else (30, 40))
+    assert read_json(result.outputs.json)["video"]["sample_aspect_ratio"] == recorded
+    plain = Annotator(FakePredictor(fps=10), VOCABULARY, AnnotateOptions(out_dir=tmp_path / "plain"))
+    square = plain.annotate(media["short"])
+    assert probe(square.outputs.video).sample_aspect_ratio is None
+    assert read_json(square.outputs.json)["video"]["sample_aspect_ratio"] is None
+
+
+def test_json_says_what_the_overlay_audio_is_and_the_tracks_left_out(media, tmp_path):
+    two = make_two_audio_tracks(media["short"], tmp_path / "two.mp4")
+    messages: list[str] = []
+    annotator = Annotator(FakePredictor(fps=10), VOCABULARY, AnnotateOptions(out_dir=tmp_path / "out"))
+    data = read_json(annotator.annotate(two, warn=messages.append).outputs.json)
+    assert messages == [f"{two}: 2 audio tracks; only the first is analysed and kept in the overlay video"]
+    assert data["video"]["audio_streams"] == 2 and data["outputs"]["video_audio"] == "original aac audio copied"
+    assert data["bbox_format"].startswith("[x, y, width, height]")
+    silent = annotator.annotate(media["silent"], warn=messages.append)
+    assert read_json(silent.outputs.json)["outputs"]["video_audio"].startswith("no audio stream")
+    no_video = Annotator(FakePredictor(fps=10), VOCABULARY, AnnotateOptions(out_dir=tmp_path / "j", write_video=False))
+    assert read_json(no_video.annotate(media["short"]).outputs.json)["outputs"]["video_audio"] is None
+
+
+def test_analysis_rate_above_the_video_rate_is_said(media, tmp_path):
+    messages: list[str] = []
+    options = AnnotateOptions(out_dir=tmp_path / "out", analysis_fps=50.0)
+    result = Annotator(FakePredictor(fps=10), VOCABULARY, options).annotate(media["short"], warn=messages.append)
+    assert messages == [f"{media['short']}: --analysis-fps 50 is above the video's 10 fps; every frame is analysed"]
+    assert result.num_analysed_frames == result.num_frames == 10
+    options = AnnotateOptions(out_dir=tmp_path / "out", analysis_fps=10.0)
+    Annotator(FakePredictor(fps=10), VOCABULARY, options).annotate(media["short"], warn=messages.append)
+    assert len(messages) == 1
 
 
 def test_matroska_odd_size_ntsc_rate_and_pcm_audio(tmp_path):

@@ -56,6 +56,21 @@ def test_nothing_for_a_task_that_never_advanced_and_each_task_its_own_line():
     assert len(lines_of(console)) == 1
 
 
+def test_a_total_that_was_an_estimate_never_reads_below_the_count():
+    """A video's frame count is the header's estimate: an MPEG-PS header said 18, 20 frames were decoded."""
+    progress, clock, console = make(interval_s=10.0)
+    with progress:
+        progress.start("mp2.mpg", total=18)
+        for _ in range(20):
+            clock.now += 1.0
+            progress.advance(1)
+    assert lines_of(console) == [
+        "mp2.mpg: 10/18 frames, 1 frames/s, 10 s, eta 8 s",
+        "mp2.mpg: 20/20 frames, 1 frames/s, 20 s, eta 0 s",
+        "mp2.mpg: 20/20 frames, 1 frames/s, in 20 s",
+    ]
+
+
 def test_a_resumed_task_counts_from_where_it_was_but_rates_only_this_run():
     progress, clock, console = make(interval_s=30.0)
     with progress:

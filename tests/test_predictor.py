@@ -261,9 +261,37 @@ def test_short_clips_and_input_errors():
         predictor.predict_clip(ClipInput(np.concatenate([clip.frames, clip.frames]), clip.audio_examples))
     with pytest.raises(ValueError, match="audio_examples"):
         predictor.predict_clip(ClipInput(clip.frames, clip.audio_examples[:3]))
+    with pytest.raises(ValueError, match="audio_examples hold NaN or infinite values"):
+        predictor.predict_clip(ClipInput(clip.frames, np.full_like(clip.audio_examples, np.nan)))
+    with pytest.raises(ValueError, match="audio_examples hold NaN"):
+        predictor.predict_clip(ClipInput(clip.frames, np.where(np.arange(64) == 3, np.inf, clip.audio_examples)))
+    with pytest.raises(ValueError, match=r"audio_examples must be float \(5, 1, 96, 64\), got None"):
+        predictor.predict_clip(ClipInput(clip.frames, None))
+    with pytest.raises(TypeError, match="a clip is a ClipInput.frames, audio_examples., got tuple"):
+        predictor.predict_clip((clip.frames, clip.audio_examples))
     fresh = AVSegPredictor(StubNetwork(), predictor.clip, predictor.config, "cpu")
     with pytest.raises(RuntimeError, match="set_vocabulary"):
         fresh.predict_clip(clip)
+
+
+def test_predict_resized_checks_its_inputs_and_takes_numpy():
+    predictor, _ = stub_predictor()
+    clip = stub_clip_input()
+    frames = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).contiguous()  # (T, 3, H, W), already the input size
+    size = tuple(clip.frames.shape[1:3])
+    expected = predictor.predict_resized(frames, torch.from_numpy(clip.audio_examples), size)
+    assert_same_frames(predictor.predict_resized(frames.numpy(), clip.audio_examples, list(size)), expected)
+    with pytest.raises(ValueError, match=r"audio_examples must be \(5, 1, 96, 64\), got \(3, 1, 96, 64\)"):
+        predictor.predict_resized(frames, clip.audio_examples[:3], size)
+    with pytest.raises(ValueError, match=r"frames must be uint8 \(T, 3, h, w\), got torch.float32"):
+        predictor.predict_resized(frames.float(), clip.audio_examples, size)
+    with pytest.raises(ValueError, match=r"frames must be uint8 \(T, 3, h, w\)"):
+        predictor.predict_resized(frames.permute(0, 2, 3, 1), clip.audio_examples, size)
+    with pytest.raises(ValueError, match="1 to 5 frames, got 6"):
+        predictor.predict_resized(torch.cat([frames, frames[:1]]), np.concatenate([clip.audio_examples] * 2)[:6], size)
+    for bad_size in [(48,), (0, 64), (48.5, 64)]:
+        with pytest.raises(ValueError, match="original_size must be"):
+            predictor.predict_resized(frames, clip.audio_examples, bad_size)
 
 
 @pytest.mark.parametrize(
@@ -271,7 +299,11 @@ def test_short_clips_and_input_errors():
     [({"amp": "fp16"}, "needs a CUDA device"), ({"protocol": "middle"}, "crop protocol"),
      ({"score_threshold": 1.5}, "score threshold"), ({"top_k": 0}, "top_k"), ({"sound_gate": -0.1}, "sound gate"),
      ({"max_crops_per_frame": 0}, "max crops"), ({"amp": "fp8"}, "amp mode"), ({"templates": ["no placeholder"]}, "{}"),
-     ({"cuda_graphs": True}, "CUDA graphs need a CUDA device, the predictor runs on cpu")],
+     ({"cuda_graphs": True}, "CUDA graphs need a CUDA device, the predictor runs on cpu"),
+     ({"top_k": 2.5}, "top_k must be a whole number, got float 2.5"), ({"top_k": True}, "got bool True"),
+     ({"max_crops_per_frame": 1.5}, "max_crops_per_frame must be a whole number"),
+     ({"score_threshold": "0.3"}, "score_threshold must be a number, got str '0.3'"),
+     ({"amp_weights": "yes"}, "amp_weights must be True or False")],
 )
 def test_option_errors_come_before_any_loading(tmp_path, options, message):
     started = time.perf_counter()
@@ -555,3 +587,30 @@ def test_predict_clips_helper_falls_back_to_predict_clip():
 
     predictor = OneByOne()
     assert list(predict_clips(predictor, iter(["a", "b"]))) == [["a"], ["b"]] and predictor.calls == ["a", "b"]
+
+
+def readme_python_blocks() -> list[str]:
+    """The ```python blocks of the README's "Python API" section."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Python API\n", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
+
+
+def test_the_readme_python_example_runs_as_written(tiny_files, tmp_path, monkeypatch):
+    """The README's OV-AVSS example, with only the checkpoint, device and CLIP weights swapped for local ones."""
+    from media import make_video
+
+    block = readme_python_blocks()[0]
+    original = 'AVSegPredictor.from_checkpoint("model_ov_avss_r50.pth", device="cuda")'
+    assert original in block
+    block = block.replace(original, f'AVSegPredictor.from_checkpoint({str(tiny_files["checkpoint"])!r}, device="cpu", '
+                                    f'clip_weights={str(tiny_files["clip"])!r})')
+    monkeypatch.chdir(tmp_path)
+    make_video(tmp_path / "video.mp4", seconds=3.2, size=(40, 30), fps="10", sample_rate=16000)
+    names: dict = {}
+    exec(compile(block, "README.md", "exec"), names)
+    assert names["times"] == [0.0, 1.0, 2.0, 3.0]
+    frames_out = names["frames_out"]
+    assert len(frames_out) == 4 and frames_out[0].label_map.shape == (30, 40)
+    assert names["clip"].audio_examples.shape == (4, 1, 96, 64) and names["clip"].waveform_16k.ndim == 1
+    assert_same_frames(frames_out, names["predictor"].predict_clip(names["clip"]))

@@ -165,3 +165,20 @@ def test_vocabulary_validation():
         validate_class_names(["dog", "  "])
     with pytest.raises(AVSegError, match="'dog' appears twice"):
         validate_class_names(["dog", "cat", "dog"])
+    # names are kept verbatim, but two names CLIP reads the same (one embedding) are refused
+    assert validate_class_names(iter(["Pipa", " electric guitar"])) == ("Pipa", " electric guitar")
+    with pytest.raises(AVSegError, match="'pipa' and 'Pipa ' are the same to CLIP"):
+        validate_class_names(["pipa", "Pipa "])
+    with pytest.raises(AVSegError, match="'electric guitar' and 'electric  guitar' are the same to CLIP"):
+        validate_class_names(["electric guitar", "electric  guitar"])
+
+
+@pytest.mark.parametrize(
+    "names, message",
+    [("dog", "not one string: 'dog'$"), ("pipa,violin", r"not one string: 'pipa,violin' \(split it at the commas\)"),
+     (b"dog", "not one string"), ({"pipa", "violin"}, "not a set"), (None, "got NoneType"), (3, "got int"),
+     (["pipa", 3], "class names must be strings, got int 3"), (["pipa", None], "got NoneType None")],
+)
+def test_vocabulary_of_the_wrong_type_is_a_type_error(names, message):
+    with pytest.raises(TypeError, match=message):
+        validate_class_names(names)

@@ -100,6 +100,8 @@ class VideoWriter:
         size: (width, height) of every frame.
         audio_source: file whose first audio stream is copied (None: no audio).
         crf, preset: libx264 quality (lower crf = better) and speed.
+        sample_aspect_ratio: the pixel aspect ratio players should display (an anamorphic source's, kept so
+            that the output has the source's shape on screen); None: square pixels.
     """
 
     def __init__(
@@ -111,8 +113,12 @@ class VideoWriter:
         *,
         crf: int = 20,
         preset: str = "veryfast",
+        sample_aspect_ratio: Fraction | None = None,
     ) -> None:
         self.out_path = Path(out_path)
+        if sample_aspect_ratio is not None and not sample_aspect_ratio > 0:
+            raise ValueError(f"sample aspect ratio must be positive, got {sample_aspect_ratio!r}")
+        self.sample_aspect_ratio = None if sample_aspect_ratio is None else Fraction(sample_aspect_ratio)
         self.fps = _as_rate(fps)
         width, height = size
         if width <= 0 or height <= 0:
@@ -140,8 +146,14 @@ class VideoWriter:
         command += ["-map", "0:v:0"]
         if self.audio.mode != "none":
             command += ["-map", "1:a:0"]
+        filters = []
         if self.width % 2 or self.height % 2:
-            command += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
+            filters.append("pad=ceil(iw/2)*2:ceil(ih/2)*2")
+        if self.sample_aspect_ratio is not None and self.sample_aspect_ratio != 1:
+            sar = self.sample_aspect_ratio.limit_denominator(65535)
+            filters.append(f"setsar={sar.numerator}/{sar.denominator}")
+        if filters:
+            command += ["-vf", ",".join(filters)]
         command += ["-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p"]
         if self.audio.mode == "copy":
             command += ["-c:a", "copy"]

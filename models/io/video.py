@@ -71,6 +71,10 @@ class VideoInfo:
         nominal_fps: the stream's nominal rate (ffmpeg's r_frame_rate) when it differs from its average rate by
             more than 1%, i.e. a variable-frame-rate video, which `iter_frames` resamples to the constant `fps`
             (the average); None for a constant-rate video.
+        sample_aspect_ratio: width / height of one pixel as displayed, for the frames `iter_frames` yields
+            (after rotation), when the pixels are not square (anamorphic video, e.g. 2/1 or 64/45); None for
+            square or unspecified pixels.
+        audio_streams: number of audio streams (only the first is decoded and kept in an overlay video).
     """
 
     width: int
@@ -86,6 +90,8 @@ class VideoInfo:
     duration_from_stream: bool = True
     stream_index: int = 0
     nominal_fps: Fraction | None = None
+    sample_aspect_ratio: Fraction | None = None
+    audio_streams: int = 0
 
     @property
     def variable_frame_rate(self) -> bool:
@@ -215,8 +221,11 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             )
         rotation = _normalise_rotation(getattr(first, "rotation", 0))
         width, height = first.width, first.height
+        pixel_aspect = _pixel_aspect(stream)
         if rotation in (90, 270):
             width, height = height, width
+            pixel_aspect = None if pixel_aspect is None else 1 / pixel_aspect
+        audio_streams = len(container.streams.audio)
 
     return VideoInfo(
         width=width,
@@ -232,7 +241,18 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         duration_from_stream=duration_from_stream,
         stream_index=stream_index,
         nominal_fps=nominal_rate,
+        sample_aspect_ratio=pixel_aspect,
+        audio_streams=audio_streams,
     )
+
+
+def _pixel_aspect(stream) -> Fraction | None:
+    """A video stream's sample (pixel) aspect ratio when its pixels are not square, else None."""
+    ratio = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    if not ratio:
+        return None
+    ratio = Fraction(ratio)
+    return None if ratio <= 0 or ratio == 1 else ratio
 
 
 def output_rate(info: VideoInfo, fps: float | Fraction | None) -> Fraction:

@@ -110,3 +110,11 @@ def template_set_id(templates: Sequence[str]) -> str:
     """A short, stable identifier of a template set (its order matters only through the mean, but is kept)."""
     digest = hashlib.sha256("\x1f".join(templates).encode("utf-8")).hexdigest()
     return digest[:16]
+
+
+def clip_text_key(name: str) -> str:
+    """What CLIP's tokenizer sees of a name: lower case, runs of whitespace as one space, no outer spaces.
+
+    Two names with the same key get the same tokens, hence the same text embedding.
+    """
+    return " ".join(name.split()).lower()

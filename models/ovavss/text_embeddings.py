@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,9 @@ from torch import nn
 from models.atomic import atomic_path
 from models.errors import AVSegError
 from models.ovavss.clip_model import LoadedClip
-from models.ovavss.prompts import VILD_TEMPLATES, fill_template, template_set_id, validate_templates
+from models.ovavss.prompts import (
+    VILD_TEMPLATES, clip_text_key, fill_template, template_set_id, validate_templates,
+)
 from models.weights import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -29,18 +31,38 @@ logger = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 
 
-def validate_class_names(names: Sequence[str]) -> tuple[str, ...]:
-    """Names are used verbatim; empty and duplicate names are refused (labels are vocabulary indices)."""
+def validate_class_names(names: Iterable[str]) -> tuple[str, ...]:
+    """The vocabulary as a tuple, checked; names are used verbatim (labels are vocabulary indices).
+
+    Raises:
+        TypeError: `names` is one string (not a list of names), an unordered set, or holds a non-string.
+        AVSegError: the vocabulary is empty, a name is empty, or two names are the same to CLIP (equal after
+            lower-casing and collapsing whitespace: they would get the same embedding and share one object's
+            probability between them).
+    """
+    if isinstance(names, (str, bytes)):
+        raise TypeError(f"the vocabulary must be a list of class names, not one string: {names!r}"
+                        + (" (split it at the commas)" if isinstance(names, str) and "," in names else ""))
+    if isinstance(names, (set, frozenset)):
+        raise TypeError("the vocabulary must be ordered (a list or tuple), not a set: label values follow its order")
+    if names is None or not isinstance(names, Iterable):
+        raise TypeError(f"the vocabulary must be a list of class names, got {type(names).__name__}")
     names = tuple(names)
     if not names:
         raise AVSegError("the vocabulary is empty: give at least one class name")
-    seen: set[str] = set()
+    first_of: dict[str, str] = {}
     for name in names:
-        if not isinstance(name, str) or not name.strip():
+        if not isinstance(name, str):
+            raise TypeError(f"class names must be strings, got {type(name).__name__} {name!r}")
+        if not name.strip():
             raise AVSegError(f"empty class name in the vocabulary: {name!r}")
-        if name in seen:
-            raise AVSegError(f"class name {name!r} appears twice in the vocabulary")
-        seen.add(name)
+        key = clip_text_key(name)
+        if key in first_of:
+            if first_of[key] == name:
+                raise AVSegError(f"class name {name!r} appears twice in the vocabulary")
+            raise AVSegError(f"class names {first_of[key]!r} and {name!r} are the same to CLIP (it reads text in "
+                             "lower case with single spaces): give each class once")
+        first_of[key] = name
     return names
 
 

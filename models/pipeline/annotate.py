@@ -456,7 +456,7 @@ class Annotator:
                 replace the input. Nothing is left behind: all outputs are written atomically.
         """
         from models.io.audio import decode_audio_16k
-        from models.io.mux import VideoWriter
+        from models.io.mux import VideoWriter, plan_audio
         from models.io.video import iter_frames, output_rate, probe
         from models.pipeline.frame_audio import FrameAudio
 
@@ -492,7 +492,14 @@ class Annotator:
                  f"average): resampled to a constant {float(info.fps):.4g} fps, so the output frames and their "
                  "numbers in the masks and JSON follow that rate, not the file's own frames")
 
-        header = self._json_header(video, info, analysis_rate, audio, outputs)
+        if info.audio_streams > 1:
+            note(f"{video}: {info.audio_streams} audio tracks; only the first is analysed"
+                 + (" and kept in the overlay video" if outputs.video is not None else ""))
+        if self.options.analysis_fps is not None and analysis_rate == info.fps and self.options.analysis_fps > info.fps:
+            note(f"{video}: --analysis-fps {self.options.analysis_fps:g} is above the video's "
+                 f"{float(info.fps):.4g} fps; every frame is analysed")
+        overlay_audio = plan_audio(video) if outputs.video is not None else None
+        header = self._json_header(video, info, analysis_rate, audio, outputs, overlay_audio)
         total = info.num_frames_at(None)
         try:
             with contextlib.ExitStack() as stack:
@@ -503,7 +510,8 @@ class Annotator:
                 if outputs.video is not None:
                     writer = stack.enter_context(
                         VideoWriter(outputs.video, info.fps, (info.width, info.height), audio_source=video,
-                                    crf=self.options.crf, preset=self.options.preset)
+                                    crf=self.options.crf, preset=self.options.preset,
+                                    sample_aspect_ratio=info.sample_aspect_ratio)
                     )
                     if writer.audio.mode == "aac":
                         note(f"{video}: {writer.audio.note}")
@@ -541,7 +549,8 @@ class Annotator:
             warnings=messages,
         )
 
-    def _json_header(self, video: Path, info, analysis_rate: Fraction, audio, outputs: OutputPaths) -> dict:
+    def _json_header(self, video: Path, info, analysis_rate: Fraction, audio, outputs: OutputPaths,
+                     overlay_audio) -> dict:
         from models import __version__
 
         describe = getattr(self.predictor, "describe", None)
@@ -558,13 +567,17 @@ class Annotator:
                 "variable_frame_rate": info.variable_frame_rate,
                 "duration": info.duration,
                 "rotation": info.rotation,
+                "sample_aspect_ratio": None if info.sample_aspect_ratio is None else (
+                    f"{info.sample_aspect_ratio.numerator}/{info.sample_aspect_ratio.denominator}"),
                 "has_audio": info.has_audio,
+                "audio_streams": info.audio_streams,
                 "audio_codec": info.audio_codec,
                 "audio_sample_rate": info.audio_sample_rate,
                 "audio_channels": info.audio_channels,
             },
             "vocabulary": list(self.vocabulary),
             "class_ids": "class_id and mask PNG value i = vocabulary[i - 1]; 0 = background",
+            "bbox_format": "[x, y, width, height] in pixels, x and y of the top-left corner (COCO)",
             "analysis": {
                 "analysis_fps": float(analysis_rate),
                 "clip_len": self.clip_len,
@@ -577,5 +590,6 @@ class Annotator:
             "outputs": {
                 "video": outputs.video.name if outputs.video else None,
                 "masks": outputs.masks.name if outputs.masks else None,
+                "video_audio": None if overlay_audio is None else overlay_audio.note,
             },
         }

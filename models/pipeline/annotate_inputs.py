@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from models.errors import UsageError
+from models.ovavss.prompts import clip_text_key
 
 MAX_VOCABULARY = 255
 """Mask PNGs hold one byte per pixel: vocabulary index + 1 must fit in 1..255."""
@@ -71,7 +72,7 @@ def check_vocabulary(names: Sequence[str], empty_hint: str = "") -> list[str]:
         raise UsageError(f"duplicate class names in the vocabulary: {listed} (each name may appear once)")
     first_of: dict[str, str] = {}
     for name in names:
-        key = " ".join(name.split()).casefold()
+        key = clip_text_key(name)
         if key in first_of:
             raise UsageError(
                 f"duplicate class names in the vocabulary: {first_of[key]!r} and {name!r} (CLIP reads text in "

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from models.errors import AVSegError
-from models.prediction import ClipInput, FramePrediction, Instance
+from models.prediction import ClipInput, FramePrediction, Instance, checked_frames
 from models.zeroshot.config import ZeroShotConfig
 from models.zeroshot.fusion import (
     audio_probabilities,
@@ -239,6 +239,8 @@ class ZeroShotPredictor:
         if len(clip.times) != count:
             raise ValueError(f"the zero-shot method needs one timestamp per frame, got {len(clip.times)} for {count}")
         waveform = np.asarray(clip.waveform_16k, dtype=np.float32).reshape(-1)
+        if not np.isfinite(waveform).all():
+            raise ValueError("waveform_16k holds NaN or infinite values")
         base = log_mel_start(min(clip.times)) * STFT_HOP_SAMPLES
         windows = []
         for time in clip.times:
@@ -271,12 +273,8 @@ class ZeroShotPredictor:
         """
         if not self.vocabulary:
             raise RuntimeError("call set_vocabulary(names) before predict_clip")
-        frames = np.asarray(clip.frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+        frames = checked_frames(clip, self.clip_len)
         count = frames.shape[0]
-        if not 1 <= count <= self.clip_len:
-            raise ValueError(f"a clip holds 1 to {self.clip_len} frames, got {count}")
         evidence = self.audio_evidence(clip)
         self.last_evidence = evidence
         queried = np.flatnonzero(np.any([e.sounding for e in evidence], axis=0))
