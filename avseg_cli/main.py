@@ -5,6 +5,8 @@ Heavy imports (torch, the model) happen inside the commands, so `avseg --help` s
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 import typer
@@ -59,12 +61,43 @@ app.command("annotate", no_args_is_help=True)(annotate_cmd.annotate)
 app.add_typer(weights_cmd.weights_app, name="weights")
 
 
+TERMINATED = {"signal": False}
+"""Set when SIGTERM arrived: the run then ends as an interrupted one (cleanup included), with exit code 143."""
+
+
+def _terminate_like_ctrl_c(main_pid: int):
+    """A SIGTERM handler that interrupts the command the way Ctrl-C does (`KeyboardInterrupt`), so that its
+    temporary files are removed and finished outputs kept; child processes forked from this one (data loaders,
+    render workers) keep the default behaviour and just end."""
+
+    def handler(signum, frame) -> None:
+        if os.getpid() != main_pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        TERMINATED["signal"] = True
+        raise KeyboardInterrupt
+
+    return handler
+
+
 def run() -> None:
     """Console-script entry point: runs the app and turns user errors into one line + exit code.
 
     Click's own usage errors (an unknown option, a value out of range, a missing argument) are one `error:` line
-    too, naming the command's --help, instead of click's usage text and boxed message.
+    too, naming the command's --help, instead of click's usage text and boxed message. SIGTERM (`kill`, a job
+    scheduler's time limit) ends a command as Ctrl-C does, with exit code 143 instead of 130.
     """
+    TERMINATED["signal"] = False
+    previous = signal.signal(signal.SIGTERM, _terminate_like_ctrl_c(os.getpid()))
+    try:
+        _run_app()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_app() -> None:
+    """`run` without the signal handling: the app, its errors as one line each, the exit code."""
     from models.errors import AVSegError
 
     try:
@@ -77,8 +110,8 @@ def run() -> None:
         err.print(f"[bold red]error:[/] {escape(error.message)}", soft_wrap=True)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
-        err.print("[bold red]interrupted[/]")
-        sys.exit(130)
+        err.print("[bold red]terminated[/]" if TERMINATED["signal"] else "[bold red]interrupted[/]")
+        sys.exit(143 if TERMINATED["signal"] else 130)
     except Exception as error:
         kinds = {kind.__name__ for kind in type(error).__mro__}  # click's classes, or typer's copy of click
         if "ClickException" in kinds or "Abort" in kinds:
@@ -93,7 +126,8 @@ def run() -> None:
             soft_wrap=True,
         )
         sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    sys.exit(143 if code == 130 and TERMINATED["signal"] else code)
 
 
 def _exit_for_click_error(error: Exception, kinds: set[str]) -> None:

@@ -83,7 +83,10 @@ def _print_tables(result) -> None:
     elif not result.dry_run:
         out.print("no problems found")
     if result.excluded:
-        out.print(f"{len(result.excluded):,} video(s) left out: no frames folder")
+        listed = ", ".join(result.excluded[:MAX_EXAMPLES_SHOWN]) + (
+            f" and {len(result.excluded) - MAX_EXAMPLES_SHOWN:,} more" if len(result.excluded) > MAX_EXAMPLES_SHOWN else "")
+        out.print(_escape(f"{len(result.excluded):,} video(s) left out (no frames folder, or a frame, label or audio "
+                          f"file missing or unreadable): {listed}"), soft_wrap=True)
 
     if result.dry_run:
         out.print("dry run: split from metadata.csv only, files were not checked")

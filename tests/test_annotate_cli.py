@@ -505,6 +505,31 @@ def test_ctrl_c_exits_130_keeps_finished_videos(monkeypatch, capsys, clip, check
     assert data["exit_code"] == 130 and [f["status"] for f in data["files"]] == ["done", "interrupted", "not run"]
 
 
+def test_sigterm_ends_like_ctrl_c_with_exit_143(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
+    """`kill PID` or a scheduler's time limit: the video being annotated leaves no temporary files (they stayed
+    behind before), finished videos are kept, and the exit code says SIGTERM (128 + 15)."""
+    import os
+    import signal
+
+    videos = [copy(clip, tmp_path / "in", f"{name}.mp4") for name in ("first", "second")]
+    predict = fake.predict_clip
+
+    def predict_then_terminate(clip_input):
+        if fake.calls == 12:  # inside the second video
+            os.kill(os.getpid(), signal.SIGTERM)
+        return predict(clip_input)
+
+    monkeypatch.setattr(fake, "predict_clip", predict_then_terminate)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "out"
+    code, _, stderr = avseg(monkeypatch, capsys, *videos, "--classes", "pipa", "--checkpoint", checkpoint, "--out", out)
+    assert code == 143, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert sorted(p.name for p in out.iterdir()) == ["first.avseg.mp4", "first.json", "first.masks"]
+    assert no_temporaries(out) == []
+    assert signal.getsignal(signal.SIGTERM) is before  # run() puts the previous handler back
+
+
 def test_predictor_module_missing_is_one_line(monkeypatch, capsys, clip, checkpoint):
     monkeypatch.setitem(sys.modules, "models.predictor", None)  # as if models/predictor.py were absent
     code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", checkpoint)

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from avseg_cli.main import app
 from models.data.prepared import PreparedData
 from models.data.synthetic import SyntheticVideoSpec, make_synthetic_avsbench
-from models.errors import AVSegError
+from models.errors import AVSegError, UsageError
 from models.pipeline.prepare import prepare_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,7 +88,7 @@ def test_clean_dataset_outputs(clean_root, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary == {
         "train": {"videos": 6, "frames": 45}, "val": {"videos": 3, "frames": 20}, "test": {"videos": 3, "frames": 20},
-        "problems": [], "dry_run": False,
+        "problems": [], "excluded": [], "dry_run": False,
     }  # fmt: skip
     data = PreparedData.open(out)
     assert data.root == clean_root.resolve() and data.include_v1m is False
@@ -160,16 +160,35 @@ def test_problems_found_and_reported(problem_root, tmp_path):
     assert all(str(problem_root) not in e for p in result.problems for e in p.examples)  # paths relative to root
     assert problems["unreadable label"][1][0].startswith("v2/damaged_0_10000/labels_rgb/8.png (")
     assert problems["unreadable audio"][1][0].startswith("v2/damaged_0_10000/audio.wav (")
-    assert result.excluded == ("v2/-nofr_0_10000", "v2/frfile_0_10000", "v1s/gone_0_5000")
+    # left out: no frames to read, or a frame / label / audio file that training and evaluation could not read
+    left_out = ("v2/-nofr_0_10000", "v2/frfile_0_10000", "v1s/gone_0_5000", "v1s/noaudio_0_5000", "v2/damaged_0_10000")
+    assert sorted(result.excluded) == sorted(left_out)
     listed = {r.uid: r for s in ("train", "val", "test") for r in PreparedData.open(out).load_split(s)}
-    assert sorted(listed) == sorted(s.uid for s in PROBLEM_SPECS if s.uid not in ("-nofr_0_10000", "frfile_0_10000", "gone_0_5000"))
+    assert sorted(listed) == sorted(s.uid for s in PROBLEM_SPECS if f"{s.subset}/{s.uid}" not in left_out)
     assert (listed["size_0_5000"].height, listed["size_0_5000"].width) == (48, 80)
     assert listed["typo_0_5000"].a_obj == ["h orse"] and listed["typo_0_5000"].class_ids == []
     summary = json.loads((out / "summary.json").read_text())
     assert summary["problems"][1] == {"kind": "missing frames folder", "count": 1, "examples": ["v2/-nofr_0_10000/frames"]}
     assert [p["kind"] for p in summary["problems"]] == [p.kind for p in result.problems]
-    assert summary["train"] == {"videos": 3, "frames": 15}  # ok, noaudio, size (v1s); the two v2 are excluded
+    assert summary["train"] == {"videos": 2, "frames": 10}  # ok, size (v1s); noaudio and the two v2 are left out
+    assert sorted(summary["excluded"]) == sorted(left_out)
     assert tree_digest(problem_root) == before
+
+
+def test_every_video_kept_despite_problems_can_be_read_for_training_and_evaluation(problem_root, tmp_path):
+    """What `prepare` keeps, the readers can read: a kept video with a missing frame or audio file stopped a
+    training run at that video (the audit saw it 4 iterations in)."""
+    from models.data.clips import TrainClipDataset
+    from models.data.eval_clips import gt_index_maps, load_eval_video
+
+    result = prepare_dataset(problem_root, tmp_path / "data")
+    data = PreparedData.open(tmp_path / "data")
+    train = TrainClipDataset(data, "train", short_sides=(48,))
+    assert train.records and all(train[(index, seed)] is not None for index in range(len(train)) for seed in range(6))
+    kept = [record for split in ("val", "test") for record in data.load_split(split)]
+    assert kept and len(kept) + len(result.splits["train"]) + len(result.excluded) == 11
+    for record in kept:
+        assert load_eval_video(record, data.root, short_side=48).clips and gt_index_maps(record, data.root)
 
 
 def test_strict_writes_nothing(problem_root, tmp_path):
@@ -296,7 +315,7 @@ def test_cli_problem_table_and_strict(problem_root, tmp_path):
     result = invoke("--root", str(problem_root), "--out", str(tmp_path / "data"))
     assert result.exit_code == 0, result.output
     for text in ("Problems", "missing frames folder", "v2/-nofr_0_10000/frames", "unknown label colour",
-                 "... and 2 more", "audio too short", "'h orse'", "3 video(s) left out"):  # fmt: skip
+                 "... and 2 more", "audio too short", "'h orse'", "5 video(s) left out"):  # fmt: skip
         assert text in result.output, text
     strict = invoke("--root", str(problem_root), "--out", str(tmp_path / "strict"), "--strict")
     assert strict.exit_code == 1
@@ -370,6 +389,25 @@ def test_bad_inputs_through_the_api(tmp_path):
         with pytest.raises(AVSegError) as info:
             prepare_dataset(Path(args[1]), Path(args[3]))
         assert expected in info.value.message
+
+
+@pytest.mark.parametrize("own", ["splits/train.jsonl", "summary.json", "dataset.json"])
+def test_files_prepare_did_not_write_are_never_replaced(clean_root, tmp_path, own):
+    out = tmp_path / "data"
+    (out / own).parent.mkdir(parents=True, exist_ok=True)
+    (out / own).write_text('{"mine": true}\n')
+    before = tree_digest(out)
+    for dry_run in (False, True):
+        with pytest.raises(UsageError, match=f"output folder {out} holds {own.split('/')[0]}.* that avseg prepare did "
+                                             "not write; choose an empty or new folder") as info:
+            prepare_dataset(clean_root, out, dry_run=dry_run)
+        assert info.value.exit_code == 2
+    assert tree_digest(out) == before
+    (out / "notes.txt").write_text("kept")  # other files are fine, and a DATA_DIR of prepare's is updated
+    (out / own).unlink()
+    prepare_dataset(clean_root, out)
+    prepare_dataset(clean_root, out)
+    assert (out / "notes.txt").read_text() == "kept" and (out / "splits" / "train.jsonl").is_file()
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores folder permissions")

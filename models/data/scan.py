@@ -47,8 +47,13 @@ PROBLEM_KINDS: tuple[str, ...] = (
 )  # fmt: skip
 """Every kind of problem, in report order."""
 
-EXCLUDING_KINDS = frozenset({MISSING_VIDEO_FOLDER, MISSING_FRAMES_FOLDER, FRAMES_FOLDER_IS_FILE})
-"""Kinds that leave a video out of its split (there are no frames to use at all)."""
+EXCLUDING_KINDS = frozenset({
+    MISSING_VIDEO_FOLDER, MISSING_FRAMES_FOLDER, FRAMES_FOLDER_IS_FILE, MISSING_FRAME, UNREADABLE_FRAME,
+    MISSING_LABEL, UNREADABLE_LABEL, MISSING_AUDIO, UNREADABLE_AUDIO,
+})  # fmt: skip
+"""Kinds that leave a video out of its split: a file that training or evaluation must read is missing or
+unreadable (reading it would stop a training run at that video, possibly hours in). The other kinds (sizes that
+differ, label colours outside the palette, short audio, odd a_obj tokens) are handled by the readers."""
 
 
 def required_audio_seconds(num_frames: int) -> float:

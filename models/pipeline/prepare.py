@@ -8,7 +8,9 @@ The root is never written to. All outputs are written atomically (temporary name
 `splits/` folder is swapped in as a whole), and only after everything was read and checked, so a failed
 run leaves the previous DATA_DIR as it was. Re-running on the same input writes the same bytes.
 A dry run is a preview: it computes the split from metadata.csv alone and writes nothing at all.
-Videos with problems stay in their split (the user decides) except those without a frames folder.
+Videos with a missing or unreadable frame, label or audio file (or no frames folder) are left out of their
+split, since training and evaluation would stop at them; videos with problems the readers handle (frame or label
+sizes that differ, unknown label colours, short audio) stay in it. All are reported.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ class PrepareResult:
         root, out_dir: the AVSBench-semantic folder read and the DATA_DIR written.
         splits: the records per split ('train', 'val', 'test'), in metadata order (written unless a dry run).
         problems: one summary per problem kind found, in `PROBLEM_KINDS` order.
-        excluded: '<subset>/<uid>' of selected videos left out because they have no frames folder.
+        excluded: '<subset>/<uid>' of selected videos left out: no frames folder, or a frame, label or audio
+            file missing or unreadable (`models.data.scan.EXCLUDING_KINDS`).
         dry_run: True for a preview: files were not checked (height/width 0) and nothing was written.
         written: False for a dry run, or when `strict` found problems; then nothing was written.
     """
@@ -90,6 +93,7 @@ class PrepareResult:
         """The content of DATA_DIR/summary.json."""
         data: dict = {name: {"videos": c.videos, "frames": c.frames} for name, c in self.counts.items()}
         data["problems"] = [{"kind": p.kind, "count": p.count, "examples": list(p.examples)} for p in self.problems]
+        data["excluded"] = list(self.excluded)
         data["dry_run"] = self.dry_run
         return data
 
@@ -211,6 +215,7 @@ def _check_output_dir(out_dir: Path, root: Path) -> None:
     if out_dir.exists():
         if not out_dir.is_dir():
             raise UsageError(f"output folder is a file: {out_dir}")
+        _check_replaceable(out_dir)
         writable_dir = out_dir
     else:
         ancestor = out_dir.absolute().parent
@@ -221,6 +226,30 @@ def _check_output_dir(out_dir: Path, root: Path) -> None:
         writable_dir = ancestor
     if not os.access(writable_dir, os.W_OK | os.X_OK):
         raise AVSegError(f"output folder is not writable: {writable_dir}")
+
+
+PREPARED_NAMES = ("splits", "summary.json", "dataset.json")
+"""What `prepare` writes into DATA_DIR (and replaces there on a re-run)."""
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    """Refuse an existing folder whose splits/, summary.json or dataset.json `prepare` did not write: a re-run
+    replaces those of an earlier `prepare` (recognised by its dataset.json), never files of the user's own."""
+    import json
+
+    present = [name for name in PREPARED_NAMES
+               if (out_dir / name).exists() and not ((out_dir / name).is_dir() and not any((out_dir / name).iterdir()))]
+    if not present:
+        return
+    try:
+        meta = json.loads((out_dir / "dataset.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = None
+    if isinstance(meta, dict) and {"format", "root", "include_v1m"} <= meta.keys():
+        return
+    shown = ", ".join(f"{name}/" if (out_dir / name).is_dir() else name for name in present)
+    raise UsageError(f"output folder {out_dir} holds {shown} that avseg prepare did not write; choose an empty or new "
+                     "folder (or a DATA_DIR made by avseg prepare, which is updated)")
 
 
 def _write_outputs(result: PrepareResult, include_v1m: bool) -> None:
