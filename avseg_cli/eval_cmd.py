@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import shlex
+import sys
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 
@@ -42,6 +45,10 @@ from avseg_cli.zeroshot_options import (
 )
 
 
+DEFAULT_SOUND_THRESHOLD = 0.5
+"""`--sound-threshold` when not given (it applies to `--class-agnostic` only)."""
+
+
 class EvalSplit(str, Enum):
     val = "val"
     test = "test"
@@ -75,10 +82,14 @@ def evaluate(
         False, "--class-agnostic", help="With --checkpoint: score sounding-object localization only (foreground "
         "mIoU and F-score of the union of masks the sound head calls sounding; no CLIP). Example: --class-agnostic"
     ),
-    device: str = typer.Option("auto", "--device", help="With --checkpoint: auto, cpu or cuda. Example: --device cpu"),
-    sound_threshold: float = typer.Option(
-        0.5, "--sound-threshold", min=0.0, max=1.0,
-        help="With --class-agnostic: a query is sounding when P(sounding) exceeds this. Example: --sound-threshold 0.5"
+    device: Optional[str] = typer.Option(
+        None, "--device", help="With --checkpoint or --method zeroshot: auto (the default), cpu or cuda. "
+        "Example: --device cpu"
+    ),
+    sound_threshold: Optional[float] = typer.Option(
+        None, "--sound-threshold", min=0.0, max=1.0,
+        help=f"With --class-agnostic: a query is sounding when P(sounding) exceeds this (default "
+        f"{DEFAULT_SOUND_THRESHOLD}). Example: --sound-threshold 0.5"
     ),
     vggish_weights: Optional[str] = typer.Option(
         None, "--vggish-weights", help="With --checkpoint: path of vggish-10086976.pth (default: inside the checkpoint, "
@@ -138,6 +149,9 @@ def evaluate(
                                clap_weights, detector_weights, sam_weights, detector_size)
     ovavss = OvavssChoices(amp.value, sound_gate, max_crops, protocol.value, top_k, short_side)
     naming = NamingChoices(templates, score_threshold)
+    if sound_threshold is not None and not class_agnostic:
+        raise UsageError("--sound-threshold applies to --class-agnostic evaluation only (it decides which queries are "
+                         "sounding there; open-vocabulary scoring does not use it)")
     if method == Method.zeroshot:
         if checkpoint is not None or predictions is not None:
             raise UsageError("--method zeroshot evaluates the training-free method: drop --checkpoint / --predictions")
@@ -149,7 +163,7 @@ def evaluate(
 
         _evaluate_open_vocabulary(
             lambda: ZeroShotPredictor.from_pretrained(
-                config, device, clap_weights=clap_weights, detector_weights=detector_weights,
+                config, device or "auto", clap_weights=clap_weights, detector_weights=detector_weights,
                 sam_weights=sam_weights, clip_weights=clip_weights,
             ),
             "zero-shot", data, split.value, json_path, save_predictions,
@@ -164,15 +178,17 @@ def evaluate(
         if not class_agnostic:
             naming.template_set()  # a wrong --templates is a usage error before anything loads
             _evaluate_checkpoint_open_vocabulary(
-                checkpoint, data, split.value, json_path, save_predictions, device, vggish_weights, clip_weights,
-                {**ovavss.predictor_kwargs(), **naming.predictor_kwargs()},
+                checkpoint, data, split.value, json_path, save_predictions, device or "auto", vggish_weights,
+                clip_weights, {**ovavss.predictor_kwargs(), **naming.predictor_kwargs()},
             )
             return
         for name, value in _open_vocabulary_options(save_predictions, clip_weights, ovavss, naming).items():
             if value is not None:
                 raise UsageError(f"{name} applies to open-vocabulary evaluation, not to --class-agnostic")
-        _evaluate_checkpoint_class_agnostic(checkpoint, data, split.value, json_path, device, sound_threshold,
-                                            vggish_weights)
+        _evaluate_checkpoint_class_agnostic(
+            checkpoint, data, split.value, json_path, device or "auto",
+            DEFAULT_SOUND_THRESHOLD if sound_threshold is None else sound_threshold, vggish_weights,
+        )
         return
     if class_agnostic:
         raise UsageError("--class-agnostic needs --checkpoint")
@@ -183,7 +199,15 @@ def evaluate(
     if predictions is None:
         raise UsageError("missing option --predictions PRED_DIR (the folder of <uid>/<k>.png label maps to score), "
                          "--checkpoint FILE (evaluate an OV-AVSS model) or --method zeroshot")
+    for name, value in {"--device": device, "--vggish-weights": vggish_weights}.items():
+        if value is not None:
+            raise UsageError(f"{name} applies to a model that predicts (--checkpoint or --method zeroshot); "
+                             f"--predictions only scores saved PNGs")
+    _evaluate_predictions_folder(predictions, data, split.value, json_path)
 
+
+def _evaluate_predictions_folder(predictions, data, split, json_path) -> None:
+    """Score the label maps in `predictions`, print the tables and save RESULT.json."""
     from avseg_cli.console import out, warn
     from avseg_cli.progress import stderr_progress
     from models.data.prepared import PreparedData
@@ -196,15 +220,38 @@ def evaluate(
     prepared = PreparedData.open(data)
     if json_path is not None:
         check_json_destination(json_path)
-    with stderr_progress(unit="video", transient=True) as progress:
-        result = evaluate_predictions(predictions, prepared, split.value, progress)
+    with _interruptible(), stderr_progress(unit="videos", transient=True) as progress:
+        result = evaluate_predictions(predictions, prepared, split, progress)
     if result.unknown_gt_pixels:
         warn(f"{result.unknown_gt_pixels} GT pixels had non-palette colours and were scored as background")
     if json_path is not None:
-        write_result_json(json_path, result)
+        write_result_json(json_path, result, predictions)
     _print_tables(out, result)
     if json_path is not None:
         out.print(f"results written to {json_path}")
+
+
+@contextlib.contextmanager
+def _interruptible(save_predictions: Optional[Path] = None, model_run: bool = False) -> Iterator[None]:
+    """Ctrl-C (and SIGTERM, which `avseg` turns into KeyboardInterrupt) ends the run with one line and exit code
+    130; with --save-predictions the line is the command that resumes it (the same one: saved videos are skipped)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        from rich.markup import escape
+
+        from avseg_cli.console import err
+
+        if save_predictions is not None:
+            command = shlex.join(["avseg", *sys.argv[1:]])
+            err.print(f"[bold red]interrupted[/]: resume with `{escape(command)}` (the videos already saved in "
+                      f"{escape(str(save_predictions))} are skipped)", soft_wrap=True)
+        elif model_run:
+            err.print("[bold red]interrupted[/]: nothing was kept (with --save-predictions DIR a later run resumes "
+                      "where an interrupted one stopped)", soft_wrap=True)
+        else:
+            err.print("[bold red]interrupted[/]")
+        raise typer.Exit(130) from None
 
 
 def _open_vocabulary_options(save_predictions, clip_weights, ovavss: OvavssChoices,
@@ -267,10 +314,11 @@ def _evaluate_checkpoint_class_agnostic(checkpoint, data, split, json_path, devi
     if json_path is not None:
         check_json_destination(json_path)
     torch_device = resolve_device(device)
-    network = load_network(checkpoint, torch_device, vggish_weights)
-    with stderr_progress(unit="video", transient=True) as progress:
-        result = evaluate_class_agnostic(network.model, prepared, split, sound_threshold=sound_threshold,
-                                         short_side=network.model.config.test_short_side, progress=progress)
+    with _interruptible(model_run=True):
+        network = load_network(checkpoint, torch_device, vggish_weights)
+        with stderr_progress(unit="videos", transient=True) as progress:
+            result = evaluate_class_agnostic(network.model, prepared, split, sound_threshold=sound_threshold,
+                                             short_side=network.model.config.test_short_side, progress=progress)
     if json_path is not None:
         row = result.to_json()
         row.update({"checkpoint": str(checkpoint), "iteration": network.iteration, "config": network.config_name})
@@ -313,15 +361,16 @@ def _evaluate_open_vocabulary(load_predictor, what, data, split, json_path, save
         check_json_destination(json_path)
     if save_predictions is not None:
         check_predictions_folder(save_predictions)
-    predictor = load_predictor()
-    described = predictor.describe()
-    hint = cpu_speed_hint(described)
-    if runs_on_cpu(described, "zeroshot"):
-        hint = zeroshot_eval_cpu_hint(sum(record.num_frames for record in prepared.load_split(split)))
-    if hint:
-        warn(hint)
-    with stderr_progress(unit="video", transient=True) as progress:
-        result = evaluate_open_vocabulary(predictor, prepared, split, save_predictions, progress)
+    with _interruptible(save_predictions, model_run=True):
+        predictor = load_predictor()
+        described = predictor.describe()
+        hint = cpu_speed_hint(described)
+        if runs_on_cpu(described, "zeroshot"):
+            hint = zeroshot_eval_cpu_hint(sum(record.num_frames for record in prepared.load_split(split)))
+        if hint:
+            warn(hint)
+        with stderr_progress(unit="videos", transient=True) as progress:
+            result = evaluate_open_vocabulary(predictor, prepared, split, save_predictions, progress)
     if result.scores.unknown_gt_pixels:
         warn(f"{result.scores.unknown_gt_pixels} GT pixels had non-palette colours and were scored as background")
     if json_path is not None:

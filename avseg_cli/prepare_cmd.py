@@ -47,11 +47,16 @@ def prepare(
     from avseg_cli.progress import stderr_progress
     from models.pipeline.prepare import prepare_dataset
 
-    with stderr_progress(unit="videos", transient=True) as progress:
-        result = prepare_dataset(
-            root, out_dir, dry_run=dry_run, include_v1m=include_v1m, strict=strict, workers=workers,
-            progress=progress,
-        )
+    try:
+        with stderr_progress(unit="videos", transient=True) as progress:
+            result = prepare_dataset(
+                root, out_dir, dry_run=dry_run, include_v1m=include_v1m, strict=strict, workers=workers,
+                progress=progress,
+            )
+    except KeyboardInterrupt:  # the split is written only once every video was checked
+        err.print(f"[bold red]interrupted[/]: nothing was written to {_escape(str(out_dir))}; run the same command "
+                  "again", soft_wrap=True)
+        raise typer.Exit(130) from None
     _print_tables(result)
     if result.written:
         out.print(f"wrote the split to {out_dir} (dataset.json, splits/, summary.json)", soft_wrap=True)
@@ -83,8 +88,8 @@ def _print_tables(result) -> None:
     elif not result.dry_run:
         out.print("no problems found")
     if result.excluded:
-        listed = ", ".join(result.excluded[:MAX_EXAMPLES_SHOWN]) + (
-            f" and {len(result.excluded) - MAX_EXAMPLES_SHOWN:,} more" if len(result.excluded) > MAX_EXAMPLES_SHOWN else "")
+        more = len(result.excluded) - MAX_EXAMPLES_SHOWN
+        listed = ", ".join(result.excluded[:MAX_EXAMPLES_SHOWN]) + (f" and {more:,} more" if more > 0 else "")
         out.print(_escape(f"{len(result.excluded):,} video(s) left out (no frames folder, or a frame, label or audio "
                           f"file missing or unreadable): {listed}"), soft_wrap=True)
 

@@ -78,7 +78,7 @@ def fetch(
 
     avseg weights fetch zeroshot      # clap-htsat-unfused grounding-dino-tiny sam-vit-base clip-vit-b-16
     """
-    from avseg_cli.console import out
+    from avseg_cli.console import err, out
     from avseg_cli.progress import ByteBar
     from models.weights import ZEROSHOT_WEIGHTS, fetch_weight, get_weight
 
@@ -92,6 +92,11 @@ def fetch(
         bar = ByteBar(weight.name)
         try:
             path = fetch_weight(weight, force=force, progress=bar)
+        except KeyboardInterrupt:
+            bar.close()
+            err.print(f"[bold red]interrupted[/]: {weight.name} was not downloaded; run the same command again",
+                      soft_wrap=True)
+            raise typer.Exit(130) from None
         finally:
             bar.close()
         out.print(f"{weight.name}: {path}")

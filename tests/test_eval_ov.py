@@ -4,8 +4,10 @@ what the predictor predicts (label = AVSBench id), resuming skips finished video
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,9 +22,11 @@ from models.ovavss.audio import read_wav_examples
 from models.pipeline.evaluate_ov import (
     AVSBENCH_VOCABULARY,
     RUN_FILE,
+    check_predictions_folder,
     evaluate_open_vocabulary,
     predict_split,
 )
+from models.pipeline.evaluate_predictions import evaluate_predictions
 from models.pipeline.prepare import prepare_dataset
 from models.prediction import ClipInput
 from models.predictor import AVSegPredictor
@@ -181,6 +185,84 @@ def test_interrupted_video_leaves_no_folder_and_other_runs_are_refused(setup, tm
         predict_split(other, data, "test", preds)
 
 
+def test_resume_redoes_a_video_whose_png_does_not_decode(setup, tmp_path):
+    data = setup["data"]
+    records = data.load_split("test")
+    preds = tmp_path / "preds"
+    predict_split(setup["predictor"], data, "test", preds)
+    png = preds / records[1].uid / "0.png"
+    whole = png.read_bytes()
+    png.write_bytes(whole[:50])  # cut short by a hard kill or a full disk: a header, no pixels
+    counting = CountingPredictor(setup["predictor"])
+    run = predict_split(counting, data, "test", preds)
+    assert run.predicted == 1 and run.skipped == len(records) - 1
+    assert counting.clips == len(range(0, records[1].num_frames, 5))
+    assert png.read_bytes() == whole
+    assert evaluate_predictions(preds, data, "test").num_videos == len(records)  # scores without "unreadable"
+
+
+def test_entries_that_would_fail_scoring_are_refused_before_predicting(setup, tmp_path):
+    data = setup["data"]
+    records = data.load_split("test")
+    preds = tmp_path / "preds"
+    predict_split(setup["predictor"], data, "test", preds)
+    shutil.rmtree(preds / records[0].uid)
+    (preds / "checkpoints").mkdir()  # added by hand to an avseg predictions folder
+    counting = CountingPredictor(setup["predictor"])
+    with pytest.raises(AVSegError, match=r"holds 1 entry that is no prediction of this split \(checkpoints/\)"):
+        predict_split(counting, data, "test", preds)
+    assert counting.clips == 0
+
+
+def test_an_interrupt_during_cleanup_leaves_no_temporary_folder(setup, tmp_path, monkeypatch):
+    import models.atomic
+
+    def interrupted_rmtree(*args, **kwargs):  # a second Ctrl-C (or SIGTERM) while atomic_dir cleans up
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(models.atomic, "shutil", SimpleNamespace(rmtree=interrupted_rmtree))
+    data = setup["data"]
+    preds = tmp_path / "preds"
+    with pytest.raises(KeyboardInterrupt):
+        predict_split(CountingPredictor(setup["predictor"], fail_on_clip=2), data, "test", preds)
+    assert [p.name for p in preds.iterdir() if p.name.startswith(".")] == []
+
+
+def test_bad_destinations_are_refused_before_the_model_loads(setup, tmp_path, monkeypatch, capsys):
+    """A --save-predictions folder that holds anything but no RUN_FILE (an earlier run's PNGs without it, a run
+    folder, the data folder), or a --json that cannot be written or is no results JSON: one line, no model."""
+    data = setup["data"]
+    copied = tmp_path / "copied"
+    predict_split(setup["predictor"], data, "test", copied)
+    (copied / RUN_FILE).unlink()  # PNGs avseg did not record making (another method's, or copied without it)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "model_0000010.pt").write_bytes(b"weights")
+    weights = tmp_path / "last.pt"
+    weights.write_bytes(setup["checkpoint"].read_bytes())
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model must not be loaded")
+
+    monkeypatch.setattr(AVSegPredictor, "from_checkpoint", no_model)
+    pngs = sorted(copied.rglob("*"))
+    cases = [(["--save-predictions", str(folder)], f"{folder} is not empty (") for folder in
+             (copied, run_dir, data.data_dir)]
+    cases += [(["--json", "/proc/avseg-eval-test.json"], "cannot write /proc/avseg-eval-test.json"),
+              (["--json", "/proc/avseg-eval-test/r.json"], "cannot write /proc/avseg-eval-test/r.json"),
+              (["--json", str(weights)], f"refusing to overwrite {weights}: it is not an avseg eval results JSON")]
+    for extra, message in cases:
+        code, out, err = run_cli(monkeypatch, capsys, "eval", "--checkpoint", str(setup["checkpoint"]), "--data",
+                                 str(data.data_dir), "--device", "cpu", "--max-crops", "1", *extra)
+        assert code in (1, 2) and message in err, (extra, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err + out, err
+    assert sorted(copied.rglob("*")) == pngs and not (copied / RUN_FILE).exists()
+    assert weights.read_bytes() == setup["checkpoint"].read_bytes()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert check_predictions_folder(empty) == empty and check_predictions_folder(tmp_path / "new") == tmp_path / "new"
+
+
 def test_without_save_dir_predictions_go_to_a_deleted_temporary_folder(setup, tmp_path, monkeypatch):
     import tempfile
 
@@ -208,7 +290,9 @@ def test_without_save_dir_predictions_go_to_a_deleted_temporary_folder(setup, tm
      (["--method", "zeroshot", "--protocol", "centered"], "--protocol applies to the OV-AVSS method only"),
      (["--device", "cpu", "--offline"], "not found and downloads are off (--offline)"),
      (["--checkpoint", "{ckpt}", "--device", "cpu", "--save-predictions", "{tmp}/a-file"],
-      "predictions path is not a folder")],
+      "predictions path is not a folder"),
+     (["--device", "cpu", "--sound-threshold", "0.3"], "--sound-threshold applies to --class-agnostic evaluation"),
+     (["--method", "zeroshot", "--sound-threshold", "0.3"], "--sound-threshold applies to --class-agnostic")],
 )
 def test_cli_errors_are_one_line(setup, tmp_path, monkeypatch, capsys, extra, message):
     args = ["eval", "--data", str(setup["data"].data_dir)]

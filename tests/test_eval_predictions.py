@@ -310,8 +310,10 @@ def test_cli_prints_tables_and_writes_json(dataset, tmp_path, monkeypatch, capsy
     )
     assert code == 0, err
     assert "mIoU" in out and "base mIoU" in out and "harmonic" in out and "secondary" in out
+    assert "eval test: 3/3 videos," in err  # the progress line (not a terminal): "videos", plural
     assert "background" in out and "guitar" in out and "baby" not in out  # only non-NaN classes listed
     result = json.loads(json_path.read_text())
+    assert result["mode"] == "predictions" and result["predictions"] == str(pred_dir)  # how it was made, as all
     assert result["split"] == "test" and result["num_frames"] == 25 and result["num_videos"] == 3
     assert result["base_miou"] == 0.0 and result["harmonic_miou"] == 0.0
     assert 0.0 < result["miou"] < 1.0 and result["fscore"] == 0.0
@@ -324,8 +326,8 @@ def test_cli_prints_tables_and_writes_json(dataset, tmp_path, monkeypatch, capsy
 
 @pytest.mark.parametrize(
     "case",
-    ["missing_pred_dir", "missing_videos", "unreadable_png", "not_prepared", "json_not_writable", "checkpoint",
-     "no_predictions"],
+    ["missing_pred_dir", "missing_videos", "unreadable_png", "not_prepared", "json_not_writable", "json_in_proc",
+     "json_folder_not_creatable", "checkpoint", "no_predictions", "device", "vggish_weights", "sound_threshold"],
 )
 def test_cli_errors_are_one_line(dataset, tmp_path, monkeypatch, capsys, case):
     pred_dir = tmp_path / "pred"
@@ -352,6 +354,17 @@ def test_cli_errors_are_one_line(dataset, tmp_path, monkeypatch, capsys, case):
         json_path = tmp_path / "afile" / "result.json"
         args[6] = str(json_path)
         expected = "cannot write"
+    elif case in ("json_in_proc", "json_folder_not_creatable"):  # found before scoring (no progress line first)
+        json_path = Path("/proc/avseg-eval-test.json" if case == "json_in_proc" else "/proc/avseg-eval-test/r.json")
+        args[6] = str(json_path)
+        expected = f"cannot write {json_path}"
+    elif case in ("device", "vggish_weights"):  # no model runs: an option that would be ignored is refused
+        name = "--" + case.replace("_", "-")
+        args += [name, "cpu"]
+        expected = f"{name} applies to a model that predicts (--checkpoint or --method zeroshot)"
+    elif case == "sound_threshold":
+        args += ["--sound-threshold", "0.3"]
+        expected = "--sound-threshold applies to --class-agnostic evaluation only"
     elif case == "checkpoint":
         args += ["--checkpoint", str(tmp_path / "model.pth")]
         expected = "either --predictions or --checkpoint"
@@ -365,6 +378,38 @@ def test_cli_errors_are_one_line(dataset, tmp_path, monkeypatch, capsys, case):
     assert err.strip().startswith("error:") and len(err.strip().splitlines()) == 1, err
     assert not json_path.exists()
     assert not [p for p in tmp_path.rglob("*.tmp*")]  # nothing half-written
+
+
+def test_json_replaces_earlier_results_only(dataset, tmp_path, monkeypatch, capsys):
+    """--json never replaces a file that is not an avseg eval results JSON (a checkpoint, a user's notes); an
+    earlier results JSON - of this avseg or an older one, without "mode" - is replaced (re-running is normal)."""
+    from models.pipeline.evaluate_predictions import is_results_json
+
+    pred_dir = tmp_path / "pred"
+    _perfect(pred_dir)
+    args = ["eval", "--predictions", str(pred_dir), "--data", str(dataset.data_dir), "--json"]
+    weights = tmp_path / "last.pt"
+    weights.write_bytes(b"PK\x03\x04 not json" * 100)
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"split": "mine"}')
+    for path in (weights, notes):
+        before = path.read_bytes()
+        code, out, err = run_cli(monkeypatch, capsys, *args, str(path))
+        assert code == 2 and f"refusing to overwrite {path}: it is not an avseg eval results JSON" in err
+        assert len(err.strip().splitlines()) == 1 and "eval test" not in err, err  # refused before scoring
+        assert path.read_bytes() == before
+    result = tmp_path / "result.json"
+    result.write_text(json.dumps({"split": "test", "miou": 0.5, "per_class_iou": {}}))  # an older avseg's result
+    assert is_results_json(result)
+    code, _, err = run_cli(monkeypatch, capsys, *args, str(result))
+    assert code == 0, err
+    assert json.loads(result.read_text())["miou"] == 1.0 and is_results_json(result)
+    code, _, err = run_cli(monkeypatch, capsys, *args, str(result))  # and again: its own result
+    assert code == 0, err
+    for mode in ("open-vocabulary", "class-agnostic"):
+        result.write_text(json.dumps({"mode": mode, "split": "val"}))
+        assert is_results_json(result)
+    assert not is_results_json(weights) and not is_results_json(notes) and not is_results_json(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------- round trip

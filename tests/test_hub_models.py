@@ -391,6 +391,21 @@ def test_fetch_zeroshot_expands_to_the_default_models_and_checks_names_first(mon
     assert bad.exit_code != 0 and fetched == [] and "nope" in str(bad.exception or bad.output)
 
 
+def test_fetch_interrupted_is_one_line_naming_the_weight(monkeypatch, capsys):
+    from avseg_cli.main import run
+
+    def interrupted(weight, force=False, progress=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(weights, "fetch_weight", interrupted)
+    monkeypatch.setattr(sys, "argv", ["avseg", "weights", "fetch", "vggish"])
+    with pytest.raises(SystemExit) as exit_info:
+        run()
+    assert exit_info.value.code == 130
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines == ["interrupted: vggish was not downloaded; run the same command again"]
+
+
 def test_a_huggingface_hub_that_cannot_import_is_not_reported_as_not_cached(hub_env, monkeypatch, capsys):
     """A broken installation (here: a dependency of huggingface_hub's snapshot module missing) is named, in one
     line, by the lookup, the download and `avseg weights list`; it never reads as "not cached"."""

@@ -326,6 +326,32 @@ def test_cli_problem_table_and_strict(problem_root, tmp_path):
     assert not (tmp_path / "dry").exists()
 
 
+def test_ctrl_c_is_one_line_and_writes_nothing(clean_root, tmp_path, monkeypatch, capsys):
+    """Through the console script's entry point (typer turns a KeyboardInterrupt into a silent exit 130)."""
+    from avseg_cli.main import run
+    from models.data import scan
+
+    checked = []
+
+    def interrupt_on_the_third(root, record):
+        checked.append(record.uid)
+        if len(checked) == 3:
+            raise KeyboardInterrupt
+        return original(root, record)
+
+    original = scan.scan_video
+    monkeypatch.setattr("models.pipeline.prepare.scan_video", interrupt_on_the_third)
+    out = tmp_path / "data"
+    argv = ["avseg", "prepare", "--root", str(clean_root), "--out", str(out), "--workers", "1"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        run()
+    assert exit_info.value.code == 130 and len(checked) == 3
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines[-1] == f"interrupted: nothing was written to {out}; run the same command again"
+    assert not out.exists()
+
+
 def test_cli_dry_run(clean_root, tmp_path):
     result = invoke("--root", str(clean_root), "--out", str(tmp_path / "data"), "--dry-run")
     assert result.exit_code == 0, result.output

@@ -4,6 +4,7 @@ predictions are scored like any other, and option conflicts are one-line usage e
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from types import SimpleNamespace
 
@@ -13,7 +14,7 @@ import torch
 
 from models.data.prepared import PreparedData
 from models.data.synthetic import make_synthetic_avsbench
-from models.pipeline.evaluate_ov import predict_split, read_waveform_16k
+from models.pipeline.evaluate_ov import RUN_FILE, predict_split, read_waveform_16k
 from models.pipeline.prepare import prepare_dataset
 from models.zeroshot.config import ZeroShotConfig
 from models.zeroshot.predictor import ZeroShotPredictor
@@ -119,6 +120,44 @@ def test_cli_zero_shot_eval_scores_and_saves_like_any_method(data, tmp_path, mon
     assert row and row[0] in again.splitlines()
 
 
+def interrupting_predictor(after_clips: int) -> ZeroShotPredictor:
+    """The fake predictor, interrupted (Ctrl-C) when asked for clip `after_clips` + 1."""
+    predictor = fake_predictor()
+    real, calls = predictor.predict_clip, []
+
+    def predict_clip(clip):
+        calls.append(clip)
+        if len(calls) > after_clips:
+            raise KeyboardInterrupt
+        return real(clip)
+
+    predictor.predict_clip = predict_clip
+    return predictor
+
+
+def test_cli_interrupt_prints_one_line_with_the_resume_command(data, tmp_path, monkeypatch, capsys):
+    records = data.load_split("test")
+    first_video_clips = len(range(0, records[0].num_frames, 5))
+    predictors = iter([interrupting_predictor(first_video_clips), interrupting_predictor(0), fake_predictor()])
+    monkeypatch.setattr(ZeroShotPredictor, "from_pretrained", staticmethod(lambda *a, **k: next(predictors)))
+    preds = tmp_path / "my preds"
+    args = ["eval", "--method", "zeroshot", "--data", str(data.data_dir), "--split", "test", "--device", "cpu",
+            "--save-predictions", str(preds)]
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 130, err
+    lines = [line for line in err.splitlines() if line.startswith("interrupted")]
+    resume = shlex.join(["avseg", *args])
+    assert lines == [f"interrupted: resume with `{resume}` (the videos already saved in {preds} are skipped)"], err
+    assert "Traceback" not in err + out and "error" not in err
+    assert sorted(p.name for p in preds.iterdir()) == sorted([RUN_FILE, records[0].uid])  # no .<uid>.*.tmp/ left
+    # without --save-predictions nothing is kept, and the line says so
+    code, _, err = run_cli(monkeypatch, capsys, *args[:-2])
+    assert code == 130 and "interrupted: nothing was kept (with --save-predictions DIR" in err, err
+    code, out, err = run_cli(monkeypatch, capsys, *shlex.split(resume)[1:])  # the printed command resumes
+    assert code == 0, err
+    assert f"{len(records) - 1} videos predicted, 1 already saved" in out
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -141,7 +180,6 @@ def test_resuming_with_other_zero_shot_options_or_another_method_is_refused(data
     from dataclasses import replace
 
     from models.errors import AVSegError
-    from models.pipeline.evaluate_ov import RUN_FILE
 
     preds = tmp_path / "preds"
     first = predict_split(fake_predictor(), data, "test", preds)

@@ -14,13 +14,16 @@ and then scored by `evaluate_predictions` - the very code that scores saved pred
 `eval --checkpoint` and `eval --predictions PRED_DIR` agree by construction.
 
 Resumable: each video folder is written under a temporary name and renamed when all its frames are
-written, so a folder named `<uid>` is always complete and is skipped by a later run into the same PRED_DIR.
+written, so a folder named `<uid>` is normally complete and is skipped by a later run into the same PRED_DIR
+(when all its PNGs decode: a file cut short by a hard kill or a full disk makes the video be predicted again).
 `PRED_DIR/avseg-predictions.json` records what produced the predictions; resuming with another checkpoint or
-other options is refused rather than mixing two models' predictions.
+other options is refused rather than mixing two models' predictions, and so is a folder that holds anything but
+has no such record (another method's PNGs, a data or run folder).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -103,24 +106,58 @@ class OpenVocabularyEvalResult:
 
 
 def video_is_complete(folder: Path, record: VideoRecord) -> bool:
-    """True when `folder` holds a non-empty `<k>.png` for every frame of the video."""
-    for k in range(record.num_frames):
-        path = folder / f"{k}.png"
-        try:
-            if not path.is_file() or path.stat().st_size == 0:
-                return False
-        except OSError:
+    """True when `folder` holds a `<k>.png` that decodes completely for every frame of the video (a file cut short
+    by a crash or a full disk is not finished work; decoding all of them is cheap at AVSBench sizes)."""
+    return all(_png_decodes(folder / f"{k}.png") for k in range(record.num_frames))
+
+
+def _png_decodes(path: Path) -> bool:
+    """True when `path` is a file that PIL opens and decodes to the end."""
+    from PIL import Image
+
+    try:
+        if not path.is_file():
             return False
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
     return True
 
 
 def check_predictions_folder(pred_dir: str | os.PathLike) -> Path:
-    """`pred_dir` as a Path; a usage error when it names something that is not a folder (checked before any model
-    is loaded)."""
+    """`pred_dir` as a Path, checked before any model is loaded: a usage error when it names something that is not
+    a folder, or a folder that holds anything but has no RUN_FILE (another method's PNGs, a data or run folder):
+    only an earlier run's own, recorded predictions are ever skipped as finished. A new or empty folder is fine."""
     pred_dir = Path(pred_dir)
     if pred_dir.exists() and not pred_dir.is_dir():
         raise UsageError(f"predictions path is not a folder: {pred_dir}")
+    if not pred_dir.is_dir() or (pred_dir / RUN_FILE).is_file():
+        return pred_dir
+    try:
+        names = sorted(os.listdir(pred_dir))
+    except OSError as error:
+        raise AVSegError(f"cannot read folder {pred_dir}: {error.strerror or error}") from error
+    if names:
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        raise UsageError(
+            f"{pred_dir} is not empty ({shown}) and holds no {RUN_FILE}, so these are not predictions an "
+            f"`avseg eval --save-predictions` run saved: use a new or empty folder for --save-predictions"
+        )
     return pred_dir
+
+
+def _check_no_foreign_entries(pred_dir: Path, uids: set[str]) -> None:
+    """Refuse, before predicting, entries that would make the saved predictions fail to score: a folder that is
+    no video of the split, a PNG at the top level (the rules of `check_prediction_layout`)."""
+    foreign = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in pred_dir.iterdir()
+                     if not entry.name.startswith(".")
+                     and ((entry.is_dir() and entry.name not in uids) or entry.name.lower().endswith(".png")))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        plural = "entry that is" if len(foreign) == 1 else "entries that are"
+        raise AVSegError(f"{pred_dir} holds {len(foreign)} {plural} no prediction of this split ({shown}): move them "
+                         f"out, or use a new folder for --save-predictions")
 
 
 def _check_run_file(pred_dir: Path, description: dict, split: str) -> None:
@@ -234,7 +271,9 @@ def predict_split(
 
     predictor.set_vocabulary(AVSBENCH_VOCABULARY)
     _check_run_file(pred_dir, predictor.describe(), split)
-    _remove_stale_temporaries(pred_dir, {record.uid for record in records})
+    uids = {record.uid for record in records}
+    _check_no_foreign_entries(pred_dir, uids)
+    _remove_stale_temporaries(pred_dir, uids)
 
     with_waveform = bool(getattr(predictor, "needs_waveform", False))
     predicted = skipped = num_frames = 0
@@ -261,6 +300,10 @@ def predict_split(
             num_frames += record.num_frames
             rate = predicted / seconds if seconds > 0 else 0.0
             progress.advance(1, frames=num_frames, videos_per_s=round(rate, 3))
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM made KeyboardInterrupt) or failed: no temporaries left
+        with contextlib.suppress(OSError):
+            _remove_stale_temporaries(pred_dir, uids)
+        raise
     finally:
         progress.finish()
     return PredictionRun(pred_dir=pred_dir, num_videos=len(records), predicted=predicted, skipped=skipped,

@@ -21,8 +21,10 @@ matched by name, and any missing, surplus or misnamed prediction is an error bef
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -248,23 +250,75 @@ def evaluate_predictions(
     )
 
 
+RESULT_MODES = ("predictions", "open-vocabulary", "class-agnostic")
+"""The "mode" of every RESULT.json `avseg eval` writes: how the scored predictions were made."""
+
+_RESULT_JSON_MAX_BYTES = 10_000_000
+"""A results JSON is a few kB; a larger file is not read to find out whether it is one (a checkpoint is not)."""
+
+
+def is_results_json(path: str | os.PathLike) -> bool:
+    """True when `path` is a RESULT.json an earlier `avseg eval` wrote (recognised by its content: a JSON object
+    with a "split" and a known "mode", or the "miou" and "per_class_iou" of an `--predictions` result that
+    predates the "mode" key), so that re-running an evaluation may replace it."""
+    path = Path(path)
+    try:
+        if not path.is_file() or path.stat().st_size > _RESULT_JSON_MAX_BYTES:
+            return False
+        row = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(row, dict) or "split" not in row:
+        return False
+    return row.get("mode") in RESULT_MODES or ("miou" in row and "per_class_iou" in row)
+
+
 def check_json_destination(path: str | os.PathLike) -> None:
-    """Fail early (before a long evaluation) if RESULT.json cannot be written at `path`."""
+    """Fail early (before any model loads or a long evaluation) if RESULT.json cannot be written at `path`, or
+    would replace a file that is not an earlier results JSON (a checkpoint, a user's file).
+
+    Writability is tried, not guessed from permissions: a temporary file is created in the destination folder and
+    removed, and so are the folders that were created for it (the final write creates them again).
+    """
     path = Path(path)
     if path.is_dir():
         raise AVSegError(f"cannot write {path}: it is a folder")
+    if (path.exists() or path.is_symlink()) and not is_results_json(path):
+        raise UsageError(f"refusing to overwrite {path}: it is not an avseg eval results JSON; choose another "
+                         f"--json path (or delete the file)")
+    _try_writing_next_to(path)
+
+
+def _try_writing_next_to(path: Path) -> None:
+    """Create and delete a temporary file in `path`'s folder (creating the missing folders, then removing them)."""
     parent = path.parent if str(path.parent) else Path(".")
-    existing = parent
-    while not existing.exists():
-        if existing.parent == existing:
-            break
-        existing = existing.parent
-    if not existing.is_dir():
-        raise AVSegError(f"cannot write {path}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise AVSegError(f"cannot write {path}: no write permission in {existing}")
+    missing = []
+    folder = parent
+    while not folder.exists() and not folder.is_symlink() and folder.parent != folder:
+        missing.append(folder)
+        folder = folder.parent
+    if folder.exists() and not folder.is_dir():
+        raise AVSegError(f"cannot write {path}: {folder} is not a folder")
+    try:
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+        except OSError as error:
+            raise AVSegError(f"cannot write {path}: {error.strerror or error}") from error
+        os.close(fd)
+        os.unlink(tmp)
+    finally:
+        for created in missing:  # deepest first
+            try:
+                created.rmdir()
+            except OSError:
+                break
 
 
-def write_result_json(path: str | os.PathLike, result: EvalResult) -> None:
-    """Write RESULT.json atomically (temporary file + rename)."""
-    write_json(path, result.to_json())
+def write_result_json(path: str | os.PathLike, result: EvalResult, pred_dir: str | os.PathLike | None = None) -> None:
+    """Write RESULT.json atomically (temporary file + rename), marked as made from saved predictions."""
+    row = {"mode": "predictions"}
+    row.update(result.to_json())
+    if pred_dir is not None:
+        row["predictions"] = str(pred_dir)
+    write_json(path, row)
