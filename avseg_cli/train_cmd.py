@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from avseg_cli.console import err, out, warn
 from avseg_cli.offline import OFFLINE_OPTION, set_offline
 from avseg_cli.ovavss_options import AmpMode
+
+if TYPE_CHECKING:
+    from models.pipeline.train import TrainOptions
 
 
 def train(
@@ -23,9 +28,9 @@ def train(
     amp: AmpMode = typer.Option(AmpMode.off, "--amp", help="Mixed precision on CUDA: bf16, fp16 or off. Example: --amp bf16"),
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="Clips per iteration (official: 1). Example: --batch-size 2"),
     checkpoint_period: int = typer.Option(None, "--checkpoint-period", min=1, help="Save every N iterations (official: 2000). Example: --checkpoint-period 500"),
-    seed: int = typer.Option(None, "--seed", help="Random seed (official: 42). Example: --seed 1"),
+    seed: int = typer.Option(None, "--seed", min=0, help="Random seed, 0 to 2**64-1 (official: 42). Example: --seed 1"),
     workers: int = typer.Option(0, "--workers", min=0, help="Data-loading worker processes. Example: --workers 4"),
-    vggish_weights: str = typer.Option(None, "--vggish-weights", help="Path of vggish-10086976.pth, or 'random' for experiments without it (default: the avseg cache, ~/.cache/avseg, downloaded there on first use). Example: --vggish-weights ~/weights/vggish-10086976.pth"),
+    vggish_weights: str = typer.Option(None, "--vggish-weights", help="Path of vggish-10086976.pth, or 'random' for experiments without it (default: the avseg cache, ~/.cache/avseg, downloaded there on first use). Example: --vggish-weights vggish-10086976.pth"),
     offline: bool = OFFLINE_OPTION,
 ) -> None:
     """Train the OV-AVSS sound-source localization network (class-agnostic) on AVSBench-OV base classes.
@@ -49,7 +54,51 @@ def train(
         with stderr_progress(unit="it") as progress:
             result = run_training(options, progress=progress, warn=warn)
     except KeyboardInterrupt:
-        err.print(f"[bold red]interrupted[/]: resume with `avseg train --data {data} --config {config} --out {out_dir} --resume`")
+        from rich.markup import escape
+
+        err.print(f"[bold red]interrupted[/]{escape(interrupt_hint(options, _device_used(device)))}", soft_wrap=True)
         raise typer.Exit(130)
+    if result.already_done:
+        out.print(f"nothing to do: the run in {out_dir} is already at iteration {result.iterations}, its last "
+                  f"(a larger --max-iters extends it)", soft_wrap=True)
+        return
     out.print(f"trained to iteration {result.iterations} in {result.seconds:.0f} s; "
               f"final loss {result.final_loss:.4f}; checkpoint {result.last_checkpoint}")
+
+
+def _device_used(device: str) -> str:
+    """The device `--device` stands for on this machine (`auto` -> cuda or cpu)."""
+    from models.device import resolve_device
+    from models.errors import AVSegError
+
+    try:
+        return str(resolve_device(device))
+    except AVSegError:
+        return device
+
+
+def interrupt_hint(options: TrainOptions, device: str) -> str:
+    """What follows "interrupted" when a run is stopped: the command that resumes it from its last.pt, or, when it
+    saved none (or never created its folder), the command that starts it again. Both name the device the run used,
+    so that a resume on another machine does not switch device."""
+    args = ["avseg", "train", "--data", str(options.data_dir), "--config", options.config_name,
+            "--out", str(options.out_dir), "--device", device]
+    if options.amp != "off":
+        args += ["--amp", options.amp]
+    if options.vggish_weights is not None:
+        args += ["--vggish-weights", options.vggish_weights]
+    if options.max_iters is not None:
+        args += ["--max-iters", str(options.max_iters)]
+    if options.checkpoint_period is not None:
+        args += ["--checkpoint-period", str(options.checkpoint_period)]
+    out_dir = Path(options.out_dir)
+    if (out_dir / "last.pt").is_file():
+        return f": resume with `{shlex.join([*args, '--resume'])}`"
+    if options.batch_size is not None:
+        args += ["--batch-size", str(options.batch_size)]
+    if options.seed is not None:
+        args += ["--seed", str(options.seed)]
+    if options.init is not None:
+        args += ["--init", str(options.init)] + (["--init-pixel-decoder"] if options.init_pixel_decoder else [])
+    when = "the first checkpoint" if out_dir.is_dir() else "anything was saved"
+    return f" before {when} (nothing to resume): start again with `{shlex.join(args)}`"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -73,8 +75,10 @@ def test_existing_run_needs_resume_and_finished_run_says_so(data_dir: Path, tmp_
     train(_options(data_dir, tmp_path / "run", max_iters=2), warn=_quiet)
     with pytest.raises(AVSegError, match="use --resume"):
         train(_options(data_dir, tmp_path / "run", max_iters=2), warn=_quiet)
-    with pytest.raises(AVSegError, match="already reached iteration 2"):
-        train(_options(data_dir, tmp_path / "run", max_iters=2, resume=True), warn=_quiet)
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    done = train(_options(data_dir, tmp_path / "run", max_iters=2, resume=True), warn=_quiet)
+    assert done.already_done and done.iterations == 2  # nothing to do is not an error (scripts resume every time)
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
     with pytest.raises(AVSegError, match="trained with --config tiny"):
         train(_options(data_dir, tmp_path / "run", config_name="r50", resume=True), warn=_quiet)
 
@@ -306,3 +310,240 @@ def test_train_downloads_vggish_on_first_use(data_dir: Path, tmp_path: Path, mon
     assert result.iterations == 1
     assert served == [entry.url] and loaded == [payload]
     assert (tmp_path / "cache" / entry.filename).read_bytes() == payload
+
+
+# ------------------------------------------------------------------------- run folders, resume, interrupts
+@pytest.fixture(scope="module")
+def small_run(data_dir: Path, tmp_path_factory) -> Path:
+    """A finished 2-iteration run (checkpoints at 1 and 2, a log record per step): tests work on copies."""
+    run = tmp_path_factory.mktemp("small") / "run"
+    train(_options(data_dir, run, max_iters=2, checkpoint_period=1, log_period=1), warn=_quiet)
+    return run
+
+
+def _log_steps(run: Path) -> list:
+    return [json.loads(line).get("iteration") for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+class _InterruptAt(_BarRecorder):
+    """A `Progress` that raises KeyboardInterrupt (Ctrl+C) when the bar reaches `at`."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def advance(self, steps: int = 1, **status: object) -> None:
+        super().advance(steps, **status)
+        if self.completed == self.at:
+            raise KeyboardInterrupt
+
+
+def test_resume_cuts_the_log_back_to_the_checkpoint(data_dir: Path, tmp_path: Path):
+    """Steps logged after the checkpoint a run resumes from are logged again: the old records go, so the log of an
+    interrupted and resumed run has the steps of a straight one; other records stay, a cut-short line goes."""
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):  # at step 4: steps 1-3 logged, last.pt at 2
+        train(_options(data_dir, run, max_iters=4, log_period=1), progress=_InterruptAt(4), warn=_quiet)
+    assert _log_steps(run) == [1, 2, 3]
+    lines = (run / "log.jsonl").read_text().splitlines()
+    (run / "log.jsonl").write_text("\n".join([lines[0], '{"note": "kept"}', *lines[1:]]) + '\n{"iteration": 3, "lo')
+    train(_options(data_dir, run, max_iters=4, log_period=1, resume=True), warn=_quiet)
+    assert _log_steps(run) == [1, None, 2, 3, 4]
+    assert json.loads((run / "log.jsonl").read_text().splitlines()[1]) == {"note": "kept"}
+
+
+def test_new_run_starts_over_the_log_of_a_run_that_saved_nothing(data_dir: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text('{"iteration": 7, "loss": 1.0}\n')  # interrupted before its first checkpoint
+    train(_options(data_dir, run, max_iters=2, log_period=1), warn=_quiet)
+    assert _log_steps(run) == [1, 2]
+
+
+def test_new_run_refuses_a_folder_with_numbered_checkpoints(small_run: Path, data_dir: Path, tmp_path: Path):
+    run = shutil.copytree(small_run, tmp_path / "run")
+    (run / "last.pt").unlink()
+    log = (run / "log.jsonl").read_bytes()
+    with pytest.raises(AVSegError) as info:
+        train(_options(data_dir, run), warn=_quiet)
+    assert info.value.message == (f"{run} already holds checkpoints of a run (model_0000002.pt, no last.pt): to "
+                                  "continue it, copy model_0000002.pt (its newest readable checkpoint) to last.pt and "
+                                  "use --resume; or choose another --out")
+    (run / "model_0000002.pt").write_bytes(b"damaged")
+    with pytest.raises(AVSegError, match=r"copy model_0000001.pt \(its newest readable checkpoint\)"):
+        train(_options(data_dir, run), warn=_quiet)
+    assert (run / "log.jsonl").read_bytes() == log and (run / "model_0000002.pt").read_bytes() == b"damaged"
+
+
+def test_failed_run_leaves_no_empty_folders(data_dir: Path, tmp_path: Path, monkeypatch):
+    import models.ovavss.criterion as criterion_module
+
+    real = criterion_module.weighted_total
+    monkeypatch.setattr(criterion_module, "weighted_total", lambda losses, weights: real(losses, weights) * math.nan)
+    with pytest.raises(AVSegError, match="diverged at iteration 0"):
+        train(_options(data_dir, tmp_path / "new" / "run", log_period=10), warn=_quiet)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(AVSegError, match="diverged"):
+        train(_options(data_dir, tmp_path / "kept", log_period=10), warn=_quiet)
+    assert (tmp_path / "kept").is_dir()  # it was there before
+
+
+def test_out_and_seed_errors(data_dir: Path, tmp_path: Path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UsageError, match="is a file, not a folder"):
+        train(_options(data_dir, tmp_path / "afile"), warn=_quiet)
+    with pytest.raises(UsageError, match=f"is under {tmp_path / 'afile'}, which is a file"):
+        train(_options(data_dir, tmp_path / "afile" / "sub", resume=True), warn=_quiet)
+    for seed in (-1, 2**64):
+        with pytest.raises(UsageError, match=f"--seed {seed} is out of range: use a whole number from 0 to"):
+            train(_options(data_dir, tmp_path / "run", seed=seed), warn=_quiet)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message, code",
+    [
+        (["--out", "{tmp}/afile"], "--out {tmp}/afile is a file, not a folder", 2),
+        (["--out", "{tmp}/afile/sub"], "--out {tmp}/afile/sub is under {tmp}/afile, which is a file", 2),
+        (["--out", "{tmp}/r", "--seed", "-1"], "--seed", 2),
+        (["--out", "{tmp}/r", "--seed", "99999999999999999999"], "--seed 99999999999999999999 is out of range", 2),
+        (["--out", "/proc/avseg-run"], "cannot create the run folder /proc/avseg-run", 1),
+    ],
+)
+def test_cli_bad_out_and_seed(data_dir: Path, tmp_path: Path, args, message, code):
+    if args[1].startswith("/proc") and not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here")
+    (tmp_path / "afile").write_text("x")
+    done = _avseg("train", "--data", str(data_dir), "--config", "tiny", "--device", "cpu", "--vggish-weights",
+                  "random", *[a.format(tmp=tmp_path) for a in args])
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == code and len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ") and message.format(tmp=tmp_path) in lines[0]
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_says_which_options_it_does_not_take(small_run: Path, data_dir: Path, tmp_path: Path):
+    """Batch size, seed and VGGish stay the run's (a warning each); a new --checkpoint-period and --max-iters apply;
+    another --data is used, with a warning; --init cannot resume."""
+    run = shutil.copytree(small_run, tmp_path / "run")
+    other_data = shutil.copytree(data_dir, tmp_path / "data2")
+    saved = torch.load(run / "last.pt", weights_only=True)["train_config"]
+    messages: list[str] = []
+    train(_options(other_data, run, max_iters=4, checkpoint_period=3, batch_size=2, seed=5, resume=True,
+                   vggish_weights=str(tmp_path / "vggish.pth")), warn=messages.append)
+    assert messages[:4] == [
+        f"--batch-size 2 ignored: the resumed run keeps batch size {saved['batch_size']}",
+        f"--seed 5 ignored: the resumed run keeps seed {saved['seed']}",
+        f"--vggish-weights {tmp_path / 'vggish.pth'} ignored: the resumed run keeps its randomly initialised VGGish "
+        f"(random (seed {saved['seed']}))",
+        f"--data {other_data} is not the folder the run was trained on ({data_dir}): the resumed run trains on "
+        f"{other_data}",
+    ]
+    resumed = torch.load(run / "last.pt", weights_only=True)
+    assert resumed["iteration"] == 4 and resumed["train_config"]["batch_size"] == saved["batch_size"]
+    assert resumed["train_config"]["seed"] == saved["seed"] and resumed["train_config"]["checkpoint_period"] == 3
+    assert (run / "model_0000003.pt").is_file() and not (run / "model_0000004.pt").exists()
+    messages.clear()  # the run's own values (its data is now data2, where it went on): nothing to say
+    train(_options(other_data, run, max_iters=5, seed=saved["seed"], vggish_weights="random", resume=True),
+          warn=messages.append)
+    assert not [m for m in messages if "ignored" in m or "--data" in m]
+    with pytest.raises(UsageError, match="--init starts a new run and --resume continues"):
+        train(_options(data_dir, run, init=run / "last.pt", resume=True), warn=_quiet)
+
+
+def test_init_from_a_checkpoint_of_another_config_is_refused(small_run: Path, data_dir: Path, tmp_path: Path,
+                                                            monkeypatch):
+    import models.ovavss.model as model_module
+
+    messages: list[str] = []
+    train(_options(data_dir, tmp_path / "tiny", max_iters=1, init=small_run / "last.pt"), warn=messages.append)
+    note = [m for m in messages if m.startswith("initialised from")]
+    assert len(note) == 1 and note[0].endswith("(the 18 not in the checkpoint are the frozen VGGish audio encoder's: "
+                                               "training checkpoints never hold it, it comes from --vggish-weights)")
+
+    def never(*_args, **_kw):
+        raise AssertionError("a network was built")
+
+    monkeypatch.setattr(model_module, "build_ovavss", never)  # refused before anything is built
+    with pytest.raises(UsageError) as info:
+        train(_options(data_dir, tmp_path / "r50", config_name="r50", init=small_run / "last.pt"), warn=_quiet)
+    assert info.value.message == (f"--init {small_run / 'last.pt'} is a checkpoint of --config tiny, not r50: train "
+                                  "with --config tiny, or initialise from a r50 checkpoint")
+    assert not (tmp_path / "r50").exists()
+
+
+def test_cli_resume_of_a_finished_run_has_nothing_to_do(small_run: Path, data_dir: Path, tmp_path: Path):
+    run = shutil.copytree(small_run, tmp_path / "run")
+    done = _avseg("train", "--data", str(data_dir), "--config", "tiny", "--out", str(run), "--device", "cpu",
+                  "--vggish-weights", "random", "--max-iters", "2", "--resume")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (f"nothing to do: the run in {run} is already at iteration 2, its last (a larger "
+                                   "--max-iters extends it)")
+
+
+def test_new_run_and_resume_remove_temporary_files_of_interrupted_writes(small_run: Path, data_dir: Path,
+                                                                          tmp_path: Path):
+    run = shutil.copytree(small_run, tmp_path / "run")
+    stale = [".model_0000001.pt.k2j3h4.tmp.pt", ".last.pt.abc_12.tmp.pt", ".log.jsonl.x1y2.tmp.jsonl"]
+    for name in [*stale, ".keep", "notes.tmp.pt"]:
+        (run / name).write_bytes(b"")
+    train(_options(data_dir, run, max_iters=3, resume=True), warn=_quiet)
+    assert not [name for name in stale if (run / name).exists()]
+    assert (run / ".keep").exists() and (run / "notes.tmp.pt").exists()
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / stale[0]).write_bytes(b"")
+    train(_options(data_dir, fresh, max_iters=1), warn=_quiet)
+    assert not (fresh / stale[0]).exists()
+
+
+def test_interrupt_hint_matches_the_run_folder(tmp_path: Path):
+    """Resume when last.pt exists; otherwise start again (no --resume); both name the device the run used."""
+    from avseg_cli.train_cmd import interrupt_hint
+
+    options = TrainOptions(data_dir=Path("my data"), config_name="tiny", out_dir=tmp_path / "run", device="auto",
+                           seed=3, init=Path("m.pkl"), vggish_weights="random", amp="bf16")
+    again = interrupt_hint(options, "cuda")
+    assert again == (" before anything was saved (nothing to resume): start again with `avseg train --data 'my data' "
+                     f"--config tiny --out {tmp_path / 'run'} --device cuda --amp bf16 --vggish-weights random "
+                     "--seed 3 --init m.pkl`")
+    (tmp_path / "run").mkdir()
+    assert interrupt_hint(options, "cuda").startswith(" before the first checkpoint (nothing to resume): start again")
+    (tmp_path / "run" / "last.pt").write_bytes(b"")
+    assert interrupt_hint(options, "cpu") == (
+        f": resume with `avseg train --data 'my data' --config tiny --out {tmp_path / 'run'} --device cpu --amp bf16 "
+        "--vggish-weights random --resume`")
+
+
+def test_cli_interrupt_hint_is_one_line_with_the_device(tmp_path: Path, monkeypatch):
+    """Printed without hard wraps (a copied command keeps its --resume), naming the device `auto` stood for."""
+    from typer.testing import CliRunner
+
+    import models.pipeline.train as train_module
+    from avseg_cli import train_cmd
+    from avseg_cli.main import app
+
+    def interrupted(*_args, **_kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "train", interrupted)
+    monkeypatch.setattr(train_cmd.err, "width", 40)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.pt").write_bytes(b"")
+    done = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "data"), "--config", "tiny", "--out",
+                                    str(tmp_path / "run")])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    assert done.exit_code == 130
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [f"interrupted: resume with `avseg train --data {tmp_path / 'data'} --config tiny --out "
+                     f"{tmp_path / 'run'} --device {device} --resume`"]
+
+
+def test_cli_help_fits_80_columns():
+    import os
+
+    done = subprocess.run([sys.executable, "-m", "avseg_cli", "train", "--help"], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, COLUMNS="80"))
+    assert done.returncode == 0 and "--vggish-weights" in done.stdout
+    assert "…" not in done.stdout, done.stdout

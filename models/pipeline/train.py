@@ -8,9 +8,13 @@ run that was interrupted.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import math
+import os
 import random
+import re
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -25,6 +29,11 @@ from models.errors import AVSegError, UsageError
 from models.ovavss.config import TRAIN_CONFIGS, TrainConfig, get_config
 from models.progress import NullProgress, Progress
 
+MAX_SEED = 2**64 - 1
+"""The largest --seed: torch's generators take seeds up to 2**64-1 (numpy's seed sequences any integer >= 0)."""
+
+_STALE_TEMPORARY = re.compile(r"^\.(last\.pt|model_\d+\.pt|log\.jsonl)\..+\.tmp")
+"""Names of the temporary files of an interrupted atomic write in a run folder (`models.atomic.atomic_path`)."""
 
 
 @dataclass
@@ -56,6 +65,7 @@ class TrainResult:
     last_checkpoint: Path
     final_loss: float
     seconds: float
+    already_done: bool = False  # a --resume of a run that had already reached max_iter: nothing was trained
 
 
 def _newest_readable_checkpoint(out_dir: Path) -> Path | None:
@@ -130,11 +140,286 @@ def _targets_to(targets: list[dict], device: torch.device) -> list[dict]:
 
 
 def train(options: TrainOptions, progress: Progress | None = None, warn=print) -> TrainResult:
-    """Run (or resume) a training run; writes RUN_DIR/last.pt, RUN_DIR/model_XXXXXXX.pt, RUN_DIR/log.jsonl."""
+    """Run (or resume) a training run; writes RUN_DIR/last.pt, RUN_DIR/model_XXXXXXX.pt, RUN_DIR/log.jsonl.
+
+    A resume of a run that already reached its last iteration trains nothing (`TrainResult.already_done`). Folders
+    this call creates are removed again when it fails before anything was written into them.
+    """
+    progress = progress or NullProgress()
+    _check_options(options)
+    device = resolve_device(options.device)
+    if options.amp != "off" and device.type != "cuda":
+        raise UsageError("--amp needs --device cuda (on the CPU training runs in float32)")
+
+    model_cfg = get_config(options.config_name)
+    out_dir = Path(options.out_dir)
+    _check_run_folder(out_dir)
+    if options.resume:
+        resume_state = _load_resume_state(out_dir, options.config_name)
+        train_cfg = _resumed_train_config(options, resume_state, warn)
+        vggish_arg = _resumed_vggish_arg(options, resume_state, warn)
+        _warn_if_other_data(options, resume_state, warn)
+        start_iter = int(resume_state["iteration"])
+        if start_iter >= train_cfg.max_iter:
+            return TrainResult(iterations=start_iter, last_checkpoint=out_dir / "last.pt", final_loss=float("nan"),
+                               seconds=0.0, already_done=True)
+    else:
+        resume_state, vggish_arg = None, options.vggish_weights
+        _refuse_existing_run(out_dir)
+        train_cfg = _new_train_config(options)
+    if train_cfg.batch_size < 1 or train_cfg.max_iter < 1 or train_cfg.checkpoint_period < 1:
+        raise UsageError("batch size, iterations and checkpoint period must be at least 1")
+    if options.init is not None:
+        _check_init_config(Path(options.init), options.config_name)
+
+    created = _make_run_folder(out_dir)
+    try:
+        return _run(options, progress, warn, device, model_cfg, train_cfg, resume_state, vggish_arg, out_dir)
+    except BaseException:
+        _remove_if_empty(created)
+        raise
+
+
+def _check_options(options: TrainOptions) -> None:
+    """Usage errors that the options alone show."""
+    if options.amp not in ("off", "bf16", "fp16"):
+        raise UsageError(f"unknown --amp {options.amp!r}: use bf16, fp16 or off")
+    if options.init_pixel_decoder and options.init is None:
+        raise UsageError("--init-pixel-decoder needs --init (the Mask2Former .pkl to take it from)")
+    if options.resume and options.init is not None:
+        raise UsageError("--init starts a new run and --resume continues the one in --out from its last.pt: "
+                         "give one of them")
+    if options.seed is not None and not 0 <= options.seed <= MAX_SEED:
+        raise UsageError(f"--seed {options.seed} is out of range: use a whole number from 0 to {MAX_SEED} (2**64-1)")
+
+
+def _check_run_folder(out_dir: Path) -> None:
+    """Usage errors for an --out that cannot be a folder: an existing file, or a path under one."""
+    for path in (out_dir, *out_dir.parents):
+        if not os.path.lexists(path):
+            continue
+        if os.path.isdir(path):
+            return
+        if path == out_dir:
+            raise UsageError(f"--out {out_dir} is a file, not a folder: give the run folder (e.g. --out runs/r50)")
+        raise UsageError(f"--out {out_dir} is under {path}, which is a file, not a folder")
+
+
+def _make_run_folder(out_dir: Path) -> list[Path]:
+    """Create the run folder (and missing parents); returns the folders created, deepest first."""
+    created = list(itertools.takewhile(lambda path: not os.path.lexists(path), (out_dir, *out_dir.parents)))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        _remove_if_empty(created)
+        raise AVSegError(f"cannot create the run folder {out_dir}: {error.strerror or error} "
+                         "(choose a writable --out)") from error
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise AVSegError(f"cannot write in the run folder {out_dir}: permission denied (choose a writable --out)")
+    return created
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders (deepest first) that are still empty; stop at the first that is not."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _load_resume_state(out_dir: Path, config_name: str) -> dict:
+    """The run folder's last.pt, checked; the errors name the newest readable numbered checkpoint if there is one."""
+    from models.checkpoint import load_checkpoint
+
+    last_path = out_dir / "last.pt"
+    if not last_path.is_file():
+        fallback = _newest_readable_checkpoint(out_dir)
+        advice = f" (the run folder holds {fallback.name}: copy it to last.pt to resume from it)" if fallback else ""
+        raise AVSegError(f"nothing to resume: {last_path} does not exist{advice}")
+    try:
+        resume_state = load_checkpoint(last_path)
+    except AVSegError as error:
+        fallback = _newest_readable_checkpoint(out_dir)
+        if fallback is None:
+            raise
+        raise AVSegError(f"{error.message}; the run folder also holds {fallback.name} (the newest readable numbered "
+                         f"checkpoint): copy it to last.pt to resume from there") from error
+    if resume_state.get("kind") != "train":
+        raise AVSegError(f"{last_path} is not a training checkpoint")
+    if resume_state.get("config_name") != config_name:
+        raise AVSegError(f"{last_path} was trained with --config {resume_state.get('config_name')}, not {config_name}")
+    return resume_state
+
+
+def _refuse_existing_run(out_dir: Path) -> None:
+    """A new run never takes over a folder that holds checkpoints (last.pt or model_*.pt) of another run."""
+    if (out_dir / "last.pt").exists():
+        raise AVSegError(f"{out_dir} already holds a run (last.pt): use --resume to continue it, or another --out")
+    numbered = sorted(out_dir.glob("model_*.pt"))
+    if not numbered:
+        return
+    fallback = _newest_readable_checkpoint(out_dir)
+    how = (f"to continue it, copy {fallback.name} (its newest readable checkpoint) to last.pt and use --resume"
+           if fallback else "none of them is readable")
+    raise AVSegError(f"{out_dir} already holds checkpoints of a run ({numbered[-1].name}, no last.pt): {how}; "
+                     "or choose another --out")
+
+
+def _new_train_config(options: TrainOptions) -> TrainConfig:
+    """The recipe of the config, with the options' changes."""
+    updates = dict(options.overrides)
+    for key, value in (("max_iter", options.max_iters), ("batch_size", options.batch_size),
+                       ("checkpoint_period", options.checkpoint_period), ("log_period", options.log_period),
+                       ("seed", options.seed)):
+        if value is not None:
+            updates[key] = value
+    return replace(TRAIN_CONFIGS[options.config_name], **updates)
+
+
+def _resumed_train_config(options: TrainOptions, resume_state: dict, warn) -> TrainConfig:
+    """The resumed run's recipe. --max-iters (to extend or shorten it), --checkpoint-period and the log period apply:
+    they do not change what is trained. --batch-size and --seed would, so a value other than the run's is ignored
+    with a warning."""
+    saved = TrainConfig.from_dict(resume_state["train_config"])
+    for flag, value, kept, what in (("--batch-size", options.batch_size, saved.batch_size, "batch size"),
+                                    ("--seed", options.seed, saved.seed, "seed")):
+        if value is not None and value != kept:
+            warn(f"{flag} {value} ignored: the resumed run keeps {what} {kept}")
+    updates = {}
+    for key, value in (("max_iter", options.max_iters), ("checkpoint_period", options.checkpoint_period),
+                       ("log_period", options.log_period)):
+        if value is not None:
+            updates[key] = value
+    return replace(saved, **updates)
+
+
+def _resumed_vggish_arg(options: TrainOptions, resume_state: dict, warn) -> str | None:
+    """The VGGish weights of a resumed run: the run's own. A --vggish-weights path is taken as the place of the same
+    (real) weights file; switching between real and random weights is ignored with a warning."""
+    extra = resume_state.get("extra", {})
+    saved = extra.get("vggish_weights_arg")
+    given = options.vggish_weights
+    if given is None or given == saved:
+        return saved
+    if saved == "random":
+        warn(f"--vggish-weights {given} ignored: the resumed run keeps its randomly initialised VGGish "
+             f"({extra.get('audio_source', 'random')})")
+        return saved
+    if given == "random":
+        warn(f"--vggish-weights random ignored: the resumed run keeps the real VGGish weights "
+             f"({saved or 'from the avseg cache'})")
+        return saved
+    return given
+
+
+def _warn_if_other_data(options: TrainOptions, resume_state: dict, warn) -> None:
+    """A resumed run trains on --data; say so when the run was started on another folder."""
+    saved = resume_state.get("extra", {}).get("data_dir")
+    if saved is None or _same_path(Path(saved), Path(options.data_dir)):
+        return
+    warn(f"--data {options.data_dir} is not the folder the run was trained on ({saved}): the resumed run trains on "
+         f"{options.data_dir}")
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    return a == b or a.resolve() == b.resolve()
+
+
+def _check_init_config(path: Path, config_name: str) -> None:
+    """An avseg checkpoint of another --config would initialise almost nothing: refuse it."""
+    init_config = _avseg_checkpoint_config(path)
+    if init_config is not None and init_config != config_name:
+        raise UsageError(f"--init {path} is a checkpoint of --config {init_config}, not {config_name}: train with "
+                         f"--config {init_config}, or initialise from a {config_name} checkpoint")
+
+
+def _avseg_checkpoint_config(path: Path) -> str | None:
+    """The config name of an avseg checkpoint, read without loading its tensors (memory-mapped); None for any other
+    file, readable or not (`read_init_checkpoint` says what is wrong with it)."""
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(4) != b"PK\x03\x04":  # not a zip: not a torch.save file of this century
+                return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - unreadable files are reported by read_init_checkpoint
+        return None
+    if isinstance(obj, dict) and "avseg_format" in obj and isinstance(obj.get("config_name"), str):
+        return obj["config_name"]
+    return None
+
+
+def _frozen_note(report) -> str:
+    """Why an --init file lacks the VGGish tensors: training checkpoints never hold the frozen audio encoder."""
+    from models.ovavss.model import TRAINED_PREFIXES
+
+    frozen = [key for key in report.missing if not key.startswith(TRAINED_PREFIXES)]
+    if not frozen:
+        return ""
+    which = "are" if len(frozen) == len(report.missing) else f"include {len(frozen)}"
+    return (f" (the {len(report.missing)} not in the checkpoint {which} the frozen VGGish audio encoder's: training "
+            "checkpoints never hold it, it comes from --vggish-weights)")
+
+
+def _prepare_run_folder(out_dir: Path, log_path: Path, start_iter: int, resumed: bool) -> None:
+    """Remove what interrupted writes left (temporary files) and start the log over, or, on resume, cut it back to
+    the checkpoint's iteration."""
+    for path in out_dir.iterdir():
+        if _STALE_TEMPORARY.match(path.name) and path.is_file():
+            with contextlib.suppress(OSError):
+                path.unlink()
+    if resumed:
+        _cut_log_back(log_path, start_iter)
+        return
+    try:  # the log of a run that saved no checkpoint (no others are here: `_refuse_existing_run`)
+        log_path.unlink(missing_ok=True)
+    except OSError as error:
+        raise AVSegError(f"cannot remove the old log {log_path}: {error.strerror or error}") from error
+
+
+def _cut_log_back(log_path: Path, iteration: int) -> None:
+    """Drop the records of steps after `iteration` (logged after the checkpoint that a run resumes from: they are
+    logged again) and lines left incomplete by an interrupted write; other records stay where they are. The log is
+    rewritten atomically, and only when this changes it."""
+    from models.atomic import atomic_open
+
+    try:
+        text = log_path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise AVSegError(f"cannot read {log_path}: {error.strerror or error}") from error
+    kept = "".join(line + "\n" for line in text.splitlines() if _log_line_kept(line, iteration))
+    if kept != text:
+        with atomic_open(log_path) as handle:
+            handle.write(kept)
+
+
+def _log_line_kept(line: str, iteration: int) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False  # cut short by an interrupted write
+    step = record.get("iteration") if isinstance(record, dict) else None
+    return not isinstance(step, int) or step <= iteration
+
+
+def _append_log(log_path: Path, row: dict) -> None:
+    try:
+        with open(log_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+    except OSError as error:
+        raise AVSegError(f"cannot write {log_path}: {error.strerror or error}") from error
+
+
+def _run(options: TrainOptions, progress: Progress, warn, device: torch.device, model_cfg, train_cfg: TrainConfig,
+         resume_state: dict | None, vggish_arg: str | None, out_dir: Path) -> TrainResult:
+    """The training itself, in the run folder `out_dir` (it exists); `train` has checked the options."""
     from models.checkpoint import (
         CHECKPOINT_FORMAT,
         capture_rng_state,
-        load_checkpoint,
         restore_rng_state,
         save_checkpoint,
     )
@@ -151,55 +436,7 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
     from models.pipeline.audio_cache import AudioEmbeddingCache
     from models.pipeline.network import RANDOM_VGGISH_SEED_KEY, setup_audio_encoder
 
-    progress = progress or NullProgress()
-    if options.amp not in ("off", "bf16", "fp16"):
-        raise UsageError(f"unknown --amp {options.amp!r}: use bf16, fp16 or off")
-    if options.init_pixel_decoder and options.init is None:
-        raise UsageError("--init-pixel-decoder needs --init (the Mask2Former .pkl to take it from)")
-    device = resolve_device(options.device)
-    if options.amp != "off" and device.type != "cuda":
-        raise UsageError("--amp needs --device cuda (on the CPU training runs in float32)")
-
-    model_cfg = get_config(options.config_name)
-    out_dir = Path(options.out_dir)
     last_path = out_dir / "last.pt"
-    resume_state = None
-    if options.resume:
-        if not last_path.is_file():
-            fallback = _newest_readable_checkpoint(out_dir)
-            advice = f" (the run folder holds {fallback.name}: copy it to last.pt to resume from it)" if fallback else ""
-            raise AVSegError(f"nothing to resume: {last_path} does not exist{advice}")
-        try:
-            resume_state = load_checkpoint(last_path)
-        except AVSegError as error:
-            fallback = _newest_readable_checkpoint(out_dir)
-            if fallback is None:
-                raise
-            raise AVSegError(f"{error.message}; the run folder also holds {fallback.name} (the newest readable numbered "
-                             f"checkpoint): copy it to last.pt to resume from there") from error
-        if resume_state.get("kind") != "train":
-            raise AVSegError(f"{last_path} is not a training checkpoint")
-        if resume_state.get("config_name") != options.config_name:
-            raise AVSegError(
-                f"{last_path} was trained with --config {resume_state.get('config_name')}, not {options.config_name}"
-            )
-        train_cfg = TrainConfig.from_dict(resume_state["train_config"])
-        if options.max_iters is not None:
-            train_cfg = replace(train_cfg, max_iter=options.max_iters)
-    else:
-        if last_path.exists():
-            raise AVSegError(f"{out_dir} already holds a run (last.pt): use --resume to continue it, or another --out")
-        train_cfg = TRAIN_CONFIGS[options.config_name]
-        updates = dict(options.overrides)
-        for key, value in (("max_iter", options.max_iters), ("batch_size", options.batch_size),
-                           ("checkpoint_period", options.checkpoint_period), ("log_period", options.log_period),
-                           ("seed", options.seed)):
-            if value is not None:
-                updates[key] = value
-        train_cfg = replace(train_cfg, **updates)
-    if train_cfg.batch_size < 1 or train_cfg.max_iter < 1 or train_cfg.checkpoint_period < 1:
-        raise UsageError("batch size, iterations and checkpoint period must be at least 1")
-
     data = PreparedData.open(options.data_dir)
     dataset = TrainClipDataset(
         data, split="train", clip_len=model_cfg.clip_len, short_sides=model_cfg.train_short_sides,
@@ -219,8 +456,6 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
     random.seed(train_cfg.seed)
     np.random.seed(train_cfg.seed % (2**32))
     model = build_ovavss(model_cfg)
-    vggish_arg = options.vggish_weights if resume_state is None else \
-        resume_state.get("extra", {}).get("vggish_weights_arg")
     if vggish_arg == "random":
         warn("VGGish is randomly initialised (--vggish-weights random): audio features are not the real ones")
     audio_source = setup_audio_encoder(model, vggish_arg, train_cfg.seed)
@@ -230,7 +465,7 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
         report = load_matching(model, init_sd)
         note = (f"; the pixel decoder keeps its random initialisation, as in the official training ({len(left_out)} "
                 "tensors of the file not used; --init-pixel-decoder loads them)") if left_out else ""
-        warn(f"initialised from {options.init}: {report.summary()}{note}")
+        warn(f"initialised from {options.init}: {report.summary()}{_frozen_note(report)}{note}")
     model.to(device)
     model.train()
 
@@ -260,9 +495,6 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
             scaler.load_state_dict(resume_state["scaler"])
         start_iter = int(resume_state["iteration"])
         restore_rng_state(resume_state["rng"])
-    if start_iter >= train_cfg.max_iter:
-        raise AVSegError(f"the run in {out_dir} already reached iteration {start_iter} (max {train_cfg.max_iter})")
-
     sampler = ResumableBatchSampler(len(dataset), train_cfg.batch_size, train_cfg.seed, start_iter,
                                     train_cfg.max_iter, shuffle_audio=options.audio_shuffle)
     loader = torch.utils.data.DataLoader(
@@ -297,9 +529,9 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
         save_checkpoint(last_path, state)
 
     audio_cache = AudioEmbeddingCache(model.audio_encoder)
-    out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / "log.jsonl"
-    writer = _tensorboard_writer(out_dir)
+    _prepare_run_folder(out_dir, log_path, start_iter, resumed=resume_state is not None)
+    writer = _tensorboard_writer(out_dir, purge_step=start_iter + 1)
     # the bar counts iterations of the run: a resumed run starts at 2000/96228, not 0/94228
     progress.start("training", total=train_cfg.max_iter, completed=start_iter)
     started = time.perf_counter()
@@ -343,8 +575,7 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
                 row = {"iteration": iteration, "loss": total_value, "lr": lr, "grad_norm": float(grad_norm),
                        "time": round(time.perf_counter() - started, 3)}
                 row.update({k: float(v.detach()) for k, v in losses.items() if not k[-1].isdigit()})
-                with open(log_path, "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(row) + "\n")
+                _append_log(log_path, row)
                 if writer is not None:
                     for key, value in row.items():
                         if key != "iteration":
@@ -371,9 +602,11 @@ def _to_float(outputs: dict) -> dict:
     return result
 
 
-def _tensorboard_writer(out_dir: Path):
+def _tensorboard_writer(out_dir: Path, purge_step: int):
+    """A TensorBoard writer (None without the optional package); `purge_step` hides the events of steps from there
+    on that an earlier, interrupted writer logged (they are logged again)."""
     try:
         from torch.utils.tensorboard import SummaryWriter  # needs the optional tensorboard package
     except Exception:
         return None
-    return SummaryWriter(str(out_dir / "tensorboard"))
+    return SummaryWriter(str(out_dir / "tensorboard"), purge_step=purge_step)
