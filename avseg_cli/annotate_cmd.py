@@ -218,7 +218,7 @@ def _annotate(
         zeroshot_config = None
     else:
         reject_other_method_options(method, {"--vggish-weights": vggish_weights, **ovavss.explicit()})
-        zeroshot_config = naming.zeroshot_config(zeroshot.config())
+        zeroshot_config = naming.zeroshot_config(zeroshot.config(), clip_weights)
     inputs = expand_inputs(videos)
     created: list[Path] = []
     if json_summary is not None:

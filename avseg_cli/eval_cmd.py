@@ -96,7 +96,7 @@ def evaluate(
         "~/.cache/avseg, or the random VGGish a run was trained with). Example: --vggish-weights vggish-10086976.pth"
     ),
     clip_weights: Optional[str] = typer.Option(
-        None, "--clip-weights", help="With --checkpoint: CLIP weights file, or an open_clip folder (open_clip_config.json "
+        None, "--clip-weights", help="With --checkpoint or --method zeroshot: CLIP weights file, or an open_clip folder (open_clip_config.json "
         "+ weights) naming its own architecture (default: inside the checkpoint, else open_clip 'openai'). "
         "Example: --clip-weights ViT-B-16.pt"
     ),
@@ -158,7 +158,7 @@ def evaluate(
         reject_other_method_options("zeroshot", {
             "--class-agnostic": class_agnostic, "--vggish-weights": vggish_weights, **ovavss.explicit(),
         })
-        config = naming.zeroshot_config(zeroshot.config())
+        config = naming.zeroshot_config(zeroshot.config(), clip_weights)
         from models.zeroshot.predictor import ZeroShotPredictor
 
         _evaluate_open_vocabulary(
@@ -169,6 +169,11 @@ def evaluate(
             "zero-shot", data, split.value, json_path, save_predictions,
         )
         return
+    if checkpoint is None and method != Method.ovavss:  # nothing chose OV-AVSS: name the method these belong to
+        for name, value in zeroshot.explicit().items():
+            if value not in (None, False):
+                raise UsageError(f"{name} applies to the zero-shot method: add --method zeroshot to evaluate it"
+                                 + (" (--predictions only scores saved PNGs)" if predictions is not None else ""))
     reject_other_method_options("ovavss", zeroshot.explicit())
     if method == Method.ovavss and checkpoint is None:
         raise UsageError("--method ovavss needs --checkpoint FILE")

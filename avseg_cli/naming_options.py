@@ -52,12 +52,15 @@ class NamingChoices:
             kwargs["score_threshold"] = self.score_threshold
         return kwargs
 
-    def zeroshot_config(self, config):
-        """`config` (a `ZeroShotConfig`) with these options applied."""
+    def zeroshot_config(self, config, clip_weights=None):
+        """`config` (a `ZeroShotConfig`) with these options applied; `--clip-weights` (`clip_weights`) and
+        `--templates` are usage errors when `--no-rescore` turns the CLIP re-scoring off."""
         from dataclasses import replace
 
         from models.errors import UsageError
 
+        if clip_weights is not None and not config.rescore:
+            raise UsageError("--clip-weights is for the CLIP re-scoring, which --no-rescore turns off")
         templates = self.template_set()
         if templates is not None:
             if not config.rescore:

@@ -167,6 +167,27 @@ def test_skip_existing_annotates_again_what_other_settings_made(monkeypatch, cap
     assert code == 0 and (out / "clip.json").read_text() == '{"mine": true}'
 
 
+def test_skip_existing_does_not_vouch_for_masks_or_video_its_json_did_not_make(monkeypatch, capsys, clip, checkpoint,
+                                                                               fake, tmp_path):
+    """Masks and video of one run, then a JSON-only run with other settings: the JSON beside them does not describe
+    them, so --skip-existing annotates again instead of keeping masks that disagree with the JSON."""
+    out = tmp_path / "out"
+    common = [clip, "--checkpoint", checkpoint, "--device", "cpu", "--out", out]
+    assert avseg(monkeypatch, capsys, *common, "--classes", "pipa,violin")[0] == 0
+    masks_before = sorted((out / "clip.masks").iterdir())
+    assert avseg(monkeypatch, capsys, *common, "--classes", "dog", "--no-masks", "--no-video")[0] == 0
+    for flag, kind in (("--no-video", "masks"), ("--no-masks", "video")):
+        code, stdout, stderr = avseg(monkeypatch, capsys, *common, "--classes", "dog", "--skip-existing", flag)
+        assert code == 0 and "1 done" in stdout, stderr
+        assert (f"annotating it again: the run that wrote its clip.json made no {kind}, so the {kind} beside it may "
+                "come from other settings") in stderr.replace("\n", "")
+        assert json.loads((out / "clip.json").read_text())["outputs"][kind] is not None
+    assert sorted((out / "clip.masks").iterdir()) == masks_before  # same names, rewritten for "dog"
+    # the last run made the video and JSON (no masks): asking for those two skips it
+    code, stdout, stderr = avseg(monkeypatch, capsys, *common, "--classes", "dog", "--skip-existing", "--no-masks")
+    assert code == 0 and "1 skipped" in stdout, stderr
+
+
 def test_variable_frame_rate_video_is_annotated_with_a_warning(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
     video = make_variable_rate(tmp_path / "vfr.mp4")
     out = tmp_path / "out"
@@ -294,6 +315,8 @@ def test_without_checkpoint_the_zero_shot_method_runs(monkeypatch, capsys, clip,
         (["--top-k", "3"], "--top-k applies to the OV-AVSS method only"),
         (["--short-side", "480"], "--short-side applies to the OV-AVSS method only"),
         (["--no-rescore", "--templates", "vild"], "--templates is for the CLIP re-scoring, which --no-rescore turns off"),
+        (["--no-rescore", "--clip-weights", "/nope"],
+         "--clip-weights is for the CLIP re-scoring, which --no-rescore turns off"),
         (["--method", "zeroshot", "--sound-gate", "0.5"], "--sound-gate applies to the OV-AVSS method only"),
         (["--amp", "fp16"], "--amp applies to the OV-AVSS method only"),
     ],

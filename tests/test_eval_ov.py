@@ -91,6 +91,9 @@ def test_eval_checkpoint_equals_eval_predictions_on_its_saved_pngs(setup, tmp_pa
     for key in ("miou", "base_miou", "novel_miou", "harmonic_miou", "fscore", "per_class_iou", "num_frames"):
         assert from_checkpoint[key] == from_predictions[key], key
     assert json.loads((preds / RUN_FILE).read_text())["split"] == "test"
+    # the --predictions result says what made the predictions, as the --checkpoint one does
+    assert from_predictions["mode"] == "predictions" and from_predictions["predicted_by"]["split"] == "test"
+    assert from_predictions["predicted_by"]["checkpoint"] == from_checkpoint["predictor"]["checkpoint"]
 
 
 def test_saved_pngs_are_the_predictor_output_with_avsbench_ids(setup, tmp_path):

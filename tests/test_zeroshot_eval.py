@@ -165,6 +165,11 @@ def test_cli_interrupt_prints_one_line_with_the_resume_command(data, tmp_path, m
         (["--method", "zeroshot", "--class-agnostic"], "--class-agnostic applies to the OV-AVSS method only"),
         (["--method", "zeroshot", "--amp", "fp16"], "--amp applies to the OV-AVSS method only"),
         (["--checkpoint", "x.pt", "--detector", "owlv2"], "--detector applies to the zero-shot method only"),
+        (["--detector", "owlv2"], "--detector applies to the zero-shot method: add --method zeroshot to evaluate it"),
+        (["--predictions", "p", "--clap-weights", "c"], "--clap-weights applies to the zero-shot method: add --method "
+         "zeroshot to evaluate it (--predictions only scores saved PNGs)"),
+        (["--method", "zeroshot", "--no-rescore", "--clip-weights", "c"],
+         "--clip-weights is for the CLIP re-scoring, which --no-rescore turns off"),
         (["--method", "ovavss"], "--method ovavss needs --checkpoint"),
         ([], "or --method zeroshot"),
     ],
@@ -187,12 +192,14 @@ def test_resuming_with_other_zero_shot_options_or_another_method_is_refused(data
     assert first.predicted == again.skipped == len(data.load_split("test")) and again.predicted == 0
     other = fake_predictor()
     other.config = replace(other.config, instance_policy="best")
-    with pytest.raises(AVSegError, match=r"holds predictions of another run \(options: "):
+    with pytest.raises(AVSegError) as refused:
         predict_split(other, data, "test", preds)
+    assert "holds predictions of another run (options.instance_policy: 'motion' there, 'best' now): use a new " \
+           "folder" in refused.value.message and len(refused.value.message) < 300
     # an OV-AVSS description is another run too
     ovavss = SimpleNamespace(describe=lambda: {"method": "ov-avss", "checkpoint": "m.pt"}, clip_len=5,
                              set_vocabulary=lambda names: None)
-    with pytest.raises(AVSegError, match=r"another run \(checkpoint: None there, 'm.pt' now\)"):
+    with pytest.raises(AVSegError, match=r"another run \(checkpoint: None there, 'm.pt' now; method: 'zeroshot' there, 'ov-avss' now; \d+ more\)"):
         predict_split(ovavss, data, "test", preds)
     # a run file of an earlier avseg (without the zero-shot keys) still resumes
     stored = json.loads((preds / RUN_FILE).read_text())

@@ -435,6 +435,11 @@ class Annotator:
         difference = self.settings_difference(video, header)
         if difference is not None:
             return True, f"annotating it again: its outputs were made with {difference}"
+        recorded = header.get("outputs") if isinstance(header.get("outputs"), dict) else {}
+        for kind, wanted in (("masks", self.options.write_masks), ("video", self.options.write_video)):
+            if wanted and not recorded.get(kind):
+                return True, (f"annotating it again: the run that wrote its {path.name} made no {kind}, so the "
+                              f"{kind} beside it may come from other settings")
         return False, None
 
     def annotate(

@@ -174,13 +174,23 @@ def _check_run_file(pred_dir: Path, description: dict, split: str) -> None:
         differing = [key for key in wanted
                      if (key in stored or key not in _RUN_KEYS_ADDED_LATER) and stored.get(key) != wanted[key]]
         if differing:
-            key = differing[0]
+            leaves = [leaf for key in differing for leaf in _leaf_differences(stored.get(key), wanted[key], key)]
+            shown = "; ".join(f"{name}: {before!r} there, {now!r} now" for name, before, now in leaves[:2])
+            more = f"; {len(leaves) - 2} more" if len(leaves) > 2 else ""
             raise AVSegError(
-                f"{pred_dir} holds predictions of another run ({key}: {stored.get(key)!r} there, {wanted[key]!r} now): "
-                f"use a new folder for --save-predictions, or delete this one"
+                f"{pred_dir} holds predictions of another run ({shown}{more}): use a new folder for "
+                f"--save-predictions, or delete this one"
             )
         return
     write_json(path, wanted)
+
+
+def _leaf_differences(before, now, name: str) -> list[tuple[str, object, object]]:
+    """Where two recorded settings differ, down to the values inside nested dicts: (dotted name, before, now)."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        return [leaf for key in dict.fromkeys([*before, *now])
+                for leaf in _leaf_differences(before.get(key), now.get(key), f"{name}.{key}")]
+    return [] if before == now else [(name, before, now)]
 
 
 def _remove_stale_temporaries(pred_dir: Path, uids: set[str]) -> None:

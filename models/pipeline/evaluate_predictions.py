@@ -316,9 +316,18 @@ def _try_writing_next_to(path: Path) -> None:
 
 
 def write_result_json(path: str | os.PathLike, result: EvalResult, pred_dir: str | os.PathLike | None = None) -> None:
-    """Write RESULT.json atomically (temporary file + rename), marked as made from saved predictions."""
+    """Write RESULT.json atomically (temporary file + rename), marked as made from saved predictions; when
+    `eval --save-predictions` made them, what predicted them (its `avseg-predictions.json`) as "predicted_by"."""
+    from models.pipeline.evaluate_ov import RUN_FILE
+
     row = {"mode": "predictions"}
     row.update(result.to_json())
     if pred_dir is not None:
         row["predictions"] = str(pred_dir)
+        try:
+            recorded = json.loads((Path(pred_dir) / RUN_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            recorded = None
+        if isinstance(recorded, dict):
+            row["predicted_by"] = recorded
     write_json(path, row)
