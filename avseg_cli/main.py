@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import warnings
 
 import typer
 
@@ -90,10 +91,20 @@ def run() -> None:
     """
     TERMINATED["signal"] = False
     previous = signal.signal(signal.SIGTERM, _terminate_like_ctrl_c(os.getpid()))
+    previous_showwarning = warnings.showwarning
+    warnings.showwarning = _warning_line
     try:
         _run_app()
     finally:
         signal.signal(signal.SIGTERM, previous)
+        warnings.showwarning = previous_showwarning
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python warnings (avseg's own and libraries') as one `warning:` line, like every other message."""
+    from rich.markup import escape
+
+    err.print(f"[yellow]warning:[/] {escape(' '.join(str(message).split()))}", soft_wrap=True)
 
 
 def _run_app() -> None:

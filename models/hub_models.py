@@ -53,10 +53,29 @@ def model_folder_problem(folder: Path) -> str | None:
     if not folder.is_dir():
         return "not found" if not folder.exists() else "is not a folder"
     if not (folder / "config.json").is_file():
-        return "has no config.json"
+        return "has no config.json" + hub_cache_hint(folder)
     if not any(path.is_file() for pattern in WEIGHT_FILE_GLOBS for path in folder.glob(pattern)):
         return "has no weights file (*.safetensors or *.bin)"
     return None
+
+
+def hub_cache_hint(folder: Path) -> str:
+    """A parenthesised hint to pass `folder/snapshots/<revision>` when `folder` is a Hugging Face cache repository
+    root (`models--owner--name`, holding `snapshots/<revision>/config.json`); "" for any other folder.
+
+    The revisions found are named (at most 3), so the user can copy the right path.
+    """
+    snapshots = Path(folder) / "snapshots"
+    if not snapshots.is_dir():
+        return ""
+    revisions = sorted(entry.name for entry in snapshots.iterdir() if (entry / "config.json").is_file())
+    if not revisions:
+        return f" (it looks like a Hugging Face cache folder, but {snapshots} holds no snapshot with a config.json)"
+    if len(revisions) == 1:
+        return f" (it looks like a Hugging Face cache folder: pass its snapshot {snapshots / revisions[0]})"
+    shown = ", ".join(revisions[:3]) + (f" and {len(revisions) - 3} more" if len(revisions) > 3 else "")
+    return (f" (it looks like a Hugging Face cache folder: pass one of its snapshots, e.g. "
+            f"{snapshots / revisions[0]}; revisions found: {shown})")
 
 
 def _avseg_cache_folder(weight: "WeightFile") -> Path:

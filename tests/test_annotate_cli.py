@@ -279,7 +279,7 @@ def test_without_checkpoint_the_zero_shot_method_runs(monkeypatch, capsys, clip,
     out = tmp_path / "out"
     code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa,violin", "--out", out, "--device", "cpu",
                             "--detector", "owlv2", "--instance-policy", "all", "--audio-threshold", "0.4",
-                            "--no-rescore", "--sam-weights", "sam_dir", "--clip-weights", "c.pt")
+                            "--no-rescore", "--sam-weights", "sam_dir")
     assert code == 0, stderr
     templates = tmp_path / "prompts.txt"
     templates.write_text("a photo of the {}.\n\nthe sound-making {}\n", encoding="utf-8")
@@ -296,7 +296,7 @@ def test_without_checkpoint_the_zero_shot_method_runs(monkeypatch, capsys, clip,
     assert (config.detector, config.instance_policy, config.audio_threshold, config.rescore) == ("owlv2", "all", 0.4,
                                                                                                 False)
     assert config.effective_box_threshold == 0.1
-    assert (device, clap, detector, sam, clip_weights) == ("cpu", None, None, "sam_dir", "c.pt")
+    assert (device, clap, detector, sam, clip_weights) == ("cpu", None, None, "sam_dir", None)
     assert fake.load_calls == [] and (out / "clip.avseg.mp4").is_file()
 
 
@@ -551,6 +551,26 @@ def test_sigterm_ends_like_ctrl_c_with_exit_143(monkeypatch, capsys, clip, check
     assert sorted(p.name for p in out.iterdir()) == ["first.avseg.mp4", "first.json", "first.masks"]
     assert no_temporaries(out) == []
     assert signal.getsignal(signal.SIGTERM) is before  # run() puts the previous handler back
+
+
+def test_python_warnings_are_one_line(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
+    import warnings
+
+    predict = fake.predict_clip
+
+    def predict_with_a_warning(clip_input):
+        warnings.warn("the weights in /x are incomplete\n(second line of the text)", UserWarning)
+        return predict(clip_input)
+
+    monkeypatch.setattr(fake, "predict_clip", predict_with_a_warning)
+    before = warnings.showwarning
+    code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", checkpoint,
+                            "--out", tmp_path / "out")
+    assert code == 0, stderr
+    assert "warning: the weights in /x are incomplete (second line of the text)" in stderr
+    assert "UserWarning" not in stderr
+    assert "test_annotate_cli.py" not in stderr  # no file name and source line, as Python prints them
+    assert warnings.showwarning is before
 
 
 def test_predictor_module_missing_is_one_line(monkeypatch, capsys, clip, checkpoint):

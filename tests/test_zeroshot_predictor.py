@@ -142,8 +142,8 @@ def test_windows_follow_the_frame_times_not_the_frame_order():
     assert [len(w) for w in windows] == [15600, 15600]
     np.testing.assert_array_equal(windows[1], waveform[SR : SR + 15600])
     # times that are not whole seconds: 2.504 s rounds to the 10 ms grid like the VGGish examples (2.50 s)
-    windows = predictor.audio_windows(clip_of(np.arange(3 * SR, dtype=np.float32), [2.0, 2.504]))
-    assert windows[1][0] == 0.5 * SR
+    windows = predictor.audio_windows(clip_of(np.arange(3 * SR, dtype=np.float32) / (4 * SR), [2.0, 2.504]))
+    assert windows[1][0] * 4 * SR == 0.5 * SR
     with pytest.raises(ValueError, match="timestamp"):
         predictor.audio_windows(ClipInput(np.zeros((2, 4, 4, 3), np.uint8), np.zeros((2, 1, 96, 64)), waveform, (0.0,)))
 
@@ -200,3 +200,101 @@ def test_describe_is_json_and_vocabulary_is_required():
         ZeroShotPredictor(ToneTagger(), SceneDetector(OBJECTS), BoxMaskSegmenter(), None, ZeroShotConfig(rescore=True))
     with pytest.raises(ValueError, match="1 to 5 frames"):
         predictor.predict_clip(clip_of(tone(440, 6), [0.0, 1, 2, 3, 4, 5]))
+
+
+# ---------------------------------------------------------------- input checks, predict_clips, config
+
+
+@pytest.mark.parametrize("waveform, error, message", [
+    (np.stack([tone(440, 3), tone(1000, 3)]), ValueError, "mono 16 kHz float"),  # stereo (2, N)
+    (tone(440, 3)[:, None], ValueError, r"1-D \(N,\)"),
+    ((tone(440, 3) * 32767).astype(np.int16), TypeError, "mono 16 kHz float"),
+    (tone(440, 3) * 32767, ValueError, r"in \[-1, 1\]"),  # int16-scaled floats
+    (np.full(3 * SR, np.nan, np.float32), ValueError, "NaN"),
+])
+def test_waveform_must_be_mono_float_samples(waveform, error, message):
+    predictor = make_predictor(OBJECTS)
+    with pytest.raises(error, match=message):
+        predictor.predict_clip(clip_of(waveform, [0.0, 1.0, 2.0]))
+    assert predictor.detector.calls == []
+
+
+@pytest.mark.parametrize("times, error, message", [
+    ([-1.0, 0.0], ValueError, ">= 0"),
+    ([float("nan"), 1.0], ValueError, "finite"),
+    ([0.0, float("inf")], ValueError, "finite"),
+    (["0", "1"], TypeError, "numbers"),
+])
+def test_frame_times_must_be_finite_non_negative_seconds(times, error, message):
+    with pytest.raises(error, match=message):
+        make_predictor(OBJECTS).predict_clip(clip_of(tone(440, 3), times))
+
+
+def test_waveform_ending_early_is_silence_after_its_end_as_the_pipeline_cuts_it():
+    from models.pipeline.frame_audio import FrameAudio
+
+    # a 3.5 s track and frames at 1..4 s: the span the pipeline cuts ends with the audio, 1.5 s into frame 3's window
+    track = tone(440, 3.5)
+    times = [1.0, 2.0, 3.0, 4.0]
+    span = FrameAudio(track).waveform_span(times)
+    assert len(span) == int(2.5 * SR)
+    predictor = make_predictor(OBJECTS)
+    windows = predictor.audio_windows(clip_of(span, times))
+    assert [len(w) for w in windows] == [15600] * 4  # every window has the full length
+    np.testing.assert_array_equal(windows[2][: SR // 2], track[3 * SR : int(3.5 * SR)])
+    assert not windows[2][SR // 2 :].any() and not windows[3].any()  # zeros past the end of the audio
+    labels = [[i.label for i in p.instances] for p in predictor.predict_clip(clip_of(span, times))]
+    assert labels == [["violin"], ["violin"], ["violin"], []]
+    assert predictor.last_evidence[3].loudness_dbfs == float("-inf")
+
+
+def test_predict_clips_equals_predict_clip_on_each_clip_in_order():
+    waveform = np.concatenate([tone(440, 2), np.zeros(SR, np.float32), tone(1000, 2.5)])
+    clips = [clip_of(waveform, [10.0, 11.0]), clip_of(waveform[2 * SR :], [12.0, 13.0, 14.0])]
+    one_by_one = [make_predictor(OBJECTS).predict_clip(clip) for clip in clips]
+    predictor = make_predictor(OBJECTS)
+    results = predictor.predict_clips(iter(clips))
+    assert iter(results) is results  # a generator: nothing runs before the first result is asked for
+    assert predictor.detector.calls == []
+    results = list(results)
+    assert len(results) == 2
+    for batched, single in zip(results, one_by_one):
+        assert [[(i.label, i.score) for i in p.instances] for p in batched] == \
+            [[(i.label, i.score) for i in p.instances] for p in single]
+        for b, s in zip(batched, single):
+            np.testing.assert_array_equal(b.label_map, s.label_map)
+    assert [[i.label for i in p.instances] for p in results[1]] == [[], ["dog"], ["dog"]]
+
+
+@pytest.mark.parametrize("options, error, message", [
+    ({"silence_dbfs": float("nan")}, ValueError, "silence_dbfs must be a finite number"),
+    ({"silence_dbfs": float("-inf")}, ValueError, "silence_dbfs must be a finite number"),
+    ({"silence_dbfs": 5.0}, ValueError, "silence_dbfs must be <= 0"),
+    ({"max_sounding": 1.5}, TypeError, "max_sounding must be a whole number"),
+    ({"max_instances": True}, TypeError, "max_instances must be a whole number"),
+    ({"detector_short_side": 400.0}, TypeError, "detector_short_side must be a whole number"),
+    ({"score_threshold": "0.5"}, TypeError, "score_threshold must be a number"),
+    ({"audio_threshold": float("nan")}, ValueError, "audio_threshold must be a finite number"),
+    ({"box_threshold": "0.3"}, TypeError, "box_threshold must be a number"),
+    ({"motion_weight": -1.0}, ValueError, "motion_weight must be >= 0"),
+    ({"min_mask_pixels": -1}, ValueError, "min_mask_pixels must be >= 0"),
+    ({"rescore": "no"}, TypeError, "rescore must be True or False"),
+    ({"null_prompts": "silence"}, TypeError, "null_prompts must be a tuple of strings"),
+    ({"audio_prompt": None}, TypeError, "audio_prompt must be a string"),
+])
+def test_config_checks_types_and_finite_numbers(options, error, message):
+    with pytest.raises(error, match=message):
+        ZeroShotConfig(**options)
+
+
+def test_config_numbers_are_stored_as_python_numbers():
+    config = ZeroShotConfig(max_sounding=np.int64(2), audio_threshold=np.float32(0.25), silence_dbfs=-50)
+    assert type(config.max_sounding) is int and type(config.audio_threshold) is float
+    json.dumps(config.to_dict())
+
+
+def test_a_dict_is_not_a_config():
+    with pytest.raises(TypeError, match="config must be a ZeroShotConfig, got dict"):
+        ZeroShotPredictor.from_pretrained({"detector": "owlv2"})
+    with pytest.raises(TypeError, match="config must be a ZeroShotConfig"):
+        ZeroShotPredictor(ToneTagger(), SceneDetector(OBJECTS), BoxMaskSegmenter(), None, {"rescore": False})

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
+
+import numpy as np
 
 from models.ovavss.prompts import VILD_TEMPLATES, template_problem
 
@@ -14,6 +18,34 @@ INSTANCE_POLICIES = ("motion", "best", "all")
 
 DEFAULT_BOX_THRESHOLD = {"grounding-dino": 0.3, "owlv2": 0.1}
 """Default detector score thresholds: Grounding DINO scores run higher than OWLv2's."""
+
+
+REAL_OPTIONS = ("audio_window_s", "audio_threshold", "silence_dbfs", "box_threshold", "nms_iou", "rescore_weight",
+                "keep_ratio", "motion_weight", "score_threshold")
+"""Options that are real numbers (thresholds, levels, weights, seconds): ints and floats, finite."""
+
+WHOLE_OPTIONS = ("max_sounding", "detector_short_side", "max_boxes_per_class", "min_mask_pixels", "max_instances")
+"""Options that are counts or sizes: whole numbers (ints, not 1.5 or True)."""
+
+OPTIONAL_OPTIONS = ("box_threshold", "detector_short_side")
+"""Numeric options that may be None (meaning: the detector's or the model's default)."""
+
+TEXT_OPTIONS = ("detector", "instance_policy", "audio_prompt", "clip_model", "clip_pretrained")
+"""Options that are strings."""
+
+
+def check_real(name: str, value: object) -> None:
+    """TypeError unless `value` is a real number (not a bool or a string); ValueError for NaN or an infinity."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+
+
+def check_whole(name: str, value: object) -> None:
+    """TypeError unless `value` is a whole number: an int (numpy's too), not a bool, a float or a string."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a whole number (an int), got {type(value).__name__} {value!r}")
 
 
 @dataclass(frozen=True)
@@ -79,6 +111,14 @@ class ZeroShotConfig:
     max_instances: int = 10
 
     def __post_init__(self) -> None:
+        """Check every option's type and range.
+
+        Raises:
+            TypeError: a number of the wrong kind (a string, a bool, a fraction where a count is meant), a text
+                option that is not text.
+            ValueError: a value out of range (NaN and infinities included) or an unknown name.
+        """
+        self._check_types()
         if self.detector not in DETECTORS:
             raise ValueError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
         if self.instance_policy not in INSTANCE_POLICIES:
@@ -96,6 +136,12 @@ class ZeroShotConfig:
                 raise ValueError(f"detector_short_side must be >= 32, got {self.detector_short_side}")
         if self.audio_window_s <= 0:
             raise ValueError(f"audio_window_s must be > 0, got {self.audio_window_s}")
+        if self.silence_dbfs > 0:
+            raise ValueError(f"silence_dbfs must be <= 0 (dB relative to full scale), got {self.silence_dbfs}")
+        if self.motion_weight < 0:
+            raise ValueError(f"motion_weight must be >= 0, got {self.motion_weight}")
+        if self.min_mask_pixels < 0:
+            raise ValueError(f"min_mask_pixels must be >= 0, got {self.min_mask_pixels}")
         for name in ("max_sounding", "max_boxes_per_class", "max_instances"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -107,6 +153,34 @@ class ZeroShotConfig:
                 raise ValueError(f"clip template {template!r} {problem}")
         if "{}" not in self.audio_prompt:
             raise ValueError(f"audio_prompt must contain '{{}}' for the class name, got {self.audio_prompt!r}")
+
+    def _check_types(self) -> None:
+        """TypeError for an option of the wrong type; ValueError for a NaN or infinite number.
+
+        Numbers are stored as Python float / int afterwards (numpy scalars included), so `to_dict` stays JSON-able.
+        """
+        for name in REAL_OPTIONS + WHOLE_OPTIONS:
+            value = getattr(self, name)
+            if value is None and name in OPTIONAL_OPTIONS:
+                continue
+            if name in REAL_OPTIONS:
+                check_real(name, value)
+                object.__setattr__(self, name, float(value))
+            else:
+                check_whole(name, value)
+                object.__setattr__(self, name, int(value))
+        if not isinstance(self.rescore, (bool, np.bool_)):
+            raise TypeError(f"rescore must be True or False, got {self.rescore!r}")
+        for name in TEXT_OPTIONS:
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a string, got {type(getattr(self, name)).__name__}")
+        for name in ("null_prompts", "clip_templates"):
+            texts = getattr(self, name)
+            if isinstance(texts, str) or not isinstance(texts, (tuple, list)):
+                raise TypeError(f"{name} must be a tuple of strings, got {type(texts).__name__}")
+            for text in texts:
+                if not isinstance(text, str):
+                    raise TypeError(f"{name} must hold strings only, got {text!r}")
 
     @property
     def effective_box_threshold(self) -> float:

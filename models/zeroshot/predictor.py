@@ -5,6 +5,7 @@ Audio -> text -> masks with downloadable foundation models only (the OpenAVS / S
     predictor = ZeroShotPredictor.from_pretrained()            # CLAP, Grounding DINO, SAM, CLIP ViT-B/16
     predictor.set_vocabulary(["violin", "man", "dog"])
     frames = predictor.predict_clip(ClipInput(frames, audio_examples, waveform_16k, times))
+    for frames in predictor.predict_clips(clips): ...           # the same, clip after clip
 
 What happens to each frame is described in `models.zeroshot.fusion`; the knobs are `ZeroShotConfig`.
 `Instance.sound_score` is the CLAP probability that the instance's class is sounding in that frame.
@@ -12,9 +13,10 @@ What happens to each frame is described in `models.zeroshot.fusion`; the knobs a
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -34,6 +36,13 @@ from models.zeroshot.fusion import (
 )
 
 SAMPLE_RATE_16K = 16_000
+
+MAX_SAMPLE_MAGNITUDE = 64.0
+"""A float waveform whose samples reach this (+36 dB over full scale) holds integer-scaled samples, not audio in
+[-1, 1]: refused. Decoded float audio may pass 1.0 a little (codec overshoot), never by this much."""
+
+WAVEFORM_HINT = "mono 16 kHz float samples in [-1, 1] (16-bit integers divided by 32768, channels averaged)"
+"""What `ClipInput.waveform_16k` must hold, for error messages."""
 ZEROSHOT_EXTRA_HINT = "pip install 'transformers>=5,<6' (part of avseg's default install)"
 
 
@@ -112,6 +121,7 @@ class ZeroShotPredictor:
         clip_len: int = 5,
         device: str = "cpu",
     ) -> None:
+        check_config(config)
         if config.rescore and rescorer is None:
             raise ValueError("config.rescore is on but no rescorer was given")
         self.tagger = tagger
@@ -152,9 +162,11 @@ class ZeroShotPredictor:
         then downloads the pinned revision (`avseg weights list`), unless offline.
 
         Raises:
+            TypeError: `config` is not a `ZeroShotConfig`.
             AVSegError: transformers missing, weights missing offline (one line: what, where from, where to put it),
-                unreadable model folders.
+                unreadable, incomplete or mismatched model folders.
         """
+        check_config(config)
         from models.device import resolve_device
         from models.hub_models import resolve_hub_model
         from models.weights import get_weight
@@ -227,8 +239,15 @@ class ZeroShotPredictor:
     def audio_windows(self, clip: ClipInput) -> list[np.ndarray]:
         """The sound window of each frame: `audio_window_s` seconds of `clip.waveform_16k` from the frame's time.
 
-        `waveform_16k` starts at the first frame's time rounded to 10 ms (as `FrameAudio.waveform_span`
-        cuts it); a missing waveform gives silent (all-zero) windows.
+        `waveform_16k` starts at the first frame's time rounded to 10 ms (as `FrameAudio.waveform_span` cuts it).
+        Every window has the full length: samples past the end of the waveform are silence (zeros), as they are
+        where the real pipeline cuts the span at the end of a video's audio (and as OV-AVSS's examples past the end
+        of the track are); a missing waveform gives all-zero windows.
+
+        Raises:
+            TypeError: a waveform that is not float samples, times that are not numbers.
+            ValueError: a waveform that is not 1-D, holds NaN / infinities or integer-scaled samples; not one time
+                per frame; negative or non-finite times.
         """
         from models.pipeline.frame_audio import STFT_HOP_SAMPLES, log_mel_start
 
@@ -236,16 +255,16 @@ class ZeroShotPredictor:
         length = max(1, int(round(self.config.audio_window_s * SAMPLE_RATE_16K)))
         if clip.waveform_16k is None:
             return [np.zeros(length, dtype=np.float32) for _ in range(count)]
-        if len(clip.times) != count:
-            raise ValueError(f"the zero-shot method needs one timestamp per frame, got {len(clip.times)} for {count}")
-        waveform = np.asarray(clip.waveform_16k, dtype=np.float32).reshape(-1)
-        if not np.isfinite(waveform).all():
-            raise ValueError("waveform_16k holds NaN or infinite values")
-        base = log_mel_start(min(clip.times)) * STFT_HOP_SAMPLES
+        times = checked_times(clip.times, count)
+        waveform = checked_waveform(clip.waveform_16k)
+        base = log_mel_start(min(times)) * STFT_HOP_SAMPLES
         windows = []
-        for time in clip.times:
+        for time in times:
             start = log_mel_start(time) * STFT_HOP_SAMPLES - base
-            windows.append(waveform[start : start + length])
+            window = np.zeros(length, dtype=np.float32)
+            available = waveform[start : start + length]
+            window[: available.size] = available
+            windows.append(window)
         return windows
 
     def audio_evidence(self, clip: ClipInput) -> list[FrameEvidence]:
@@ -268,8 +287,13 @@ class ZeroShotPredictor:
         """Named masks of the sounding objects, one `FramePrediction` per frame at the original resolution.
 
         Args:
-            clip: frames uint8 (T, H, W, 3), `waveform_16k` (mono 16 kHz covering the clip, or None for
-                silence) and `times` (T,) seconds; `audio_examples` are not used.
+            clip: frames uint8 (T, H, W, 3), `waveform_16k` ((N,) mono 16 kHz float samples in [-1, 1] from the
+                first frame's time on, as `models.pipeline.frame_audio.waveform_span` cuts them; or None for
+                silence) and `times` (T,) finite seconds >= 0; `audio_examples` are not used. A waveform that ends
+                before the last frame's window is read as silence after its end (the video's audio ended there).
+
+        Raises:
+            TypeError, ValueError: frames, waveform or times of the wrong kind (see `audio_windows`).
         """
         if not self.vocabulary:
             raise RuntimeError("call set_vocabulary(names) before predict_clip")
@@ -294,6 +318,11 @@ class ZeroShotPredictor:
             neighbour = frames[t - 1] if t > 0 else (frames[1] if count > 1 else None)
             predictions.append(self._frame_prediction(frames[t], neighbour, detections[t], queried, evidence[t]))
         return predictions
+
+    def predict_clips(self, clips: Iterable[ClipInput]) -> Iterator[list[FramePrediction]]:
+        """`predict_clip` of each clip, in order, as a generator (`clips` may be one too; read one clip at a time)."""
+        for clip in clips:
+            yield self.predict_clip(clip)
 
     def _frame_prediction(self, frame: np.ndarray, neighbour: np.ndarray | None, detections, queried: np.ndarray,
                           evidence: FrameEvidence) -> FramePrediction:
@@ -337,3 +366,51 @@ class ZeroShotPredictor:
             "clip_len": self.clip_len,
             "vocabulary_size": len(self.vocabulary),
         }
+
+
+def check_config(config: object) -> None:
+    """TypeError unless `config` is a `ZeroShotConfig` (a dict of options is not one)."""
+    if not isinstance(config, ZeroShotConfig):
+        raise TypeError(f"config must be a ZeroShotConfig, got {type(config).__name__} (build one with "
+                        "models.zeroshot.config.ZeroShotConfig(detector=..., ...))")
+
+
+def checked_times(times: Sequence[float], count: int) -> list[float]:
+    """`times` as floats: one finite, non-negative number of seconds per frame.
+
+    Raises:
+        TypeError: an entry that is not a number.
+        ValueError: not `count` times, a negative, NaN or infinite time.
+    """
+    if isinstance(times, (str, bytes)) or len(times) != count:
+        size = "a string" if isinstance(times, (str, bytes)) else len(times)
+        raise ValueError(f"the zero-shot method needs one timestamp per frame, got {size} for {count}")
+    checked = []
+    for time in times:
+        if isinstance(time, (bool, np.bool_)) or not isinstance(time, (int, float, np.integer, np.floating)):
+            raise TypeError(f"frame times must be numbers of seconds, got {type(time).__name__} {time!r}")
+        if not math.isfinite(time) or time < 0:
+            raise ValueError(f"frame times must be finite seconds >= 0, got {time}")
+        checked.append(float(time))
+    return checked
+
+
+def checked_waveform(waveform: object) -> np.ndarray:
+    """`waveform` as float32 (N,) after checking it holds mono 16 kHz float samples in [-1, 1].
+
+    Raises:
+        TypeError: integer (or other non-float) samples.
+        ValueError: not 1-D (e.g. (channels, N) stereo), NaN or infinite samples, samples far outside [-1, 1].
+    """
+    samples = np.asarray(waveform)
+    if not np.issubdtype(samples.dtype, np.floating):
+        raise TypeError(f"waveform_16k must be {WAVEFORM_HINT}, got {samples.dtype} samples")
+    if samples.ndim != 1:
+        raise ValueError(f"waveform_16k must be {WAVEFORM_HINT}: a 1-D (N,) array, got shape {samples.shape}")
+    samples = samples.astype(np.float32, copy=False)
+    if not np.isfinite(samples).all():
+        raise ValueError("waveform_16k holds NaN or infinite values")
+    peak = float(np.abs(samples).max()) if samples.size else 0.0
+    if peak >= MAX_SAMPLE_MAGNITUDE:
+        raise ValueError(f"waveform_16k must be {WAVEFORM_HINT}, got samples up to {peak:g}")
+    return samples
