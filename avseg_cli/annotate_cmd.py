@@ -87,7 +87,8 @@ def annotate(
     ),
     checkpoint: Optional[Path] = typer.Option(
         None, "--checkpoint", help="OV-AVSS checkpoint: ours (`avseg train`) or an official one (selects "
-        "--method ovavss). Example: --checkpoint runs/r50/last.pt"
+        "--method ovavss); ovavss-r50 / ovavss-swinb name the official files put in the avseg cache. "
+        "Example: --checkpoint runs/r50/last.pt"
     ),
     method: Method = METHOD_OPTION,
     out: Optional[Path] = typer.Option(
@@ -210,6 +211,9 @@ def _annotate(
     method = choose_method(method, checkpoint)
     if method == "ovavss":
         reject_other_method_options(method, zeroshot.explicit())
+        from models.weights import checkpoint_path
+
+        checkpoint = checkpoint_path(checkpoint)
         if not checkpoint.exists():
             raise UsageError(f"checkpoint not found: {checkpoint}")
         if checkpoint.is_dir():

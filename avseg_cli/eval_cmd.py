@@ -72,7 +72,8 @@ def evaluate(
     checkpoint: Optional[Path] = typer.Option(
         None, "--checkpoint", help="Evaluate a model directly: an avseg checkpoint, a converted one, or the official "
         "model_ov_avss_{r50,swinb}.pth. Predicts every frame of the split (open vocabulary = the 70 AVSBench names), "
-        "then scores the predictions like --predictions. Example: --checkpoint model_ov_avss_r50.pth"
+        "then scores the predictions like --predictions; ovavss-r50 / ovavss-swinb name the official files put in "
+        "the avseg cache. Example: --checkpoint model_ov_avss_r50.pth"
     ),
     save_predictions: Optional[Path] = typer.Option(
         None, "--save-predictions", metavar="DIR", help="With --checkpoint or --method zeroshot: keep the predicted label maps in "
@@ -180,6 +181,9 @@ def evaluate(
     if checkpoint is not None:
         if predictions is not None:
             raise UsageError("give either --predictions or --checkpoint, not both")
+        from models.weights import checkpoint_path
+
+        checkpoint = checkpoint_path(checkpoint)  # ovavss-r50 / ovavss-swinb: the official file in the cache
         if not class_agnostic:
             naming.template_set()  # a wrong --templates is a usage error before anything loads
             _evaluate_checkpoint_open_vocabulary(

@@ -33,7 +33,9 @@ def list_weights() -> None:
 
     from avseg_cli.console import out
     from models.hub_models import hub_label
-    from models.weights import REGISTRY, SOURCE_HF, SOURCE_MANUAL, SOURCE_OPEN_CLIP, cache_dir, cached_path
+    from models.weights import (
+        REGISTRY, SOURCE_HF, SOURCE_MANUAL, SOURCE_OPEN_CLIP, cache_dir, cached_file_problem, cached_path,
+    )
 
     table = Table(title=f"avseg weights (cache: {cache_dir()})", title_justify="left")
     # names, paths and URLs fold onto more lines rather than being cut with "…" (e.g. piped at 80 columns)
@@ -56,8 +58,15 @@ def list_weights() -> None:
             where = f"avseg weights fetch {weight.name} (Hugging Face cache)"
         else:
             where = f"avseg weights fetch {weight.name} -> {cache_dir() / weight.filename}"
-        table.add_row(weight.name, weight.purpose, _size(weight.approx_size_mb),
-                      "[green]yes[/]" if path is not None else "no", where)
+        problem = None if path is None else cached_file_problem(weight, path)
+        if problem is not None:
+            cached = "[red]damaged[/]"
+            again = (f"get it again: {weight.url}" if weight.source == SOURCE_MANUAL
+                     else f"avseg weights fetch --force {weight.name}")
+            where = f"{path}: {problem}; {again}"
+        else:
+            cached = "[green]yes[/]" if path is not None else "no"
+        table.add_row(weight.name, weight.purpose, _size(weight.approx_size_mb), cached, where)
     out.print(table)
 
 
@@ -78,8 +87,11 @@ def fetch(
 
     avseg weights fetch zeroshot      # clap-htsat-unfused grounding-dino-tiny sam-vit-base clip-vit-b-16
     """
+    from rich.markup import escape
+
     from avseg_cli.console import err, out
     from avseg_cli.progress import ByteBar
+    from models.errors import AVSegError
     from models.weights import ZEROSHOT_WEIGHTS, fetch_weight, get_weight
 
     expanded: list[str] = []
@@ -88,7 +100,8 @@ def fetch(
             if item not in expanded:
                 expanded.append(item)
     weights = [get_weight(name) for name in expanded]  # every name is checked before anything is downloaded
-    for weight in weights:
+    failed = 0
+    for weight in weights:  # one failure does not stop the others: each gets its line
         bar = ByteBar(weight.name)
         try:
             path = fetch_weight(weight, force=force, progress=bar)
@@ -97,15 +110,25 @@ def fetch(
             err.print(f"[bold red]interrupted[/]: {weight.name} was not downloaded; run the same command again",
                       soft_wrap=True)
             raise typer.Exit(130) from None
+        except AVSegError as error:
+            if len(weights) == 1:
+                raise
+            bar.close()
+            err.print(f"[bold red]error:[/] {escape(error.message)}", soft_wrap=True)
+            failed += 1
+            continue
         finally:
             bar.close()
         out.print(f"{weight.name}: {path}")
+    if failed:
+        raise typer.Exit(1)
 
 
 @weights_app.command("convert", no_args_is_help=True)
 def convert(
     official: Path = typer.Argument(..., help="Official OV-AVSS checkpoint. Example: model_ov_avss_r50.pth"),
     output: Path = typer.Argument(..., help="avseg checkpoint to write. Example: ov_avss_r50.pt"),
+    force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists. Example: --force"),
 ) -> None:
     """Convert an official OV-AVSS checkpoint (detectron2 format) into an avseg checkpoint that loads faster
     and says what it holds (model config, VGGish and CLIP when present).
@@ -115,5 +138,5 @@ def convert(
     from avseg_cli.console import out
     from models.official_conversion import convert_official_checkpoint
 
-    report = convert_official_checkpoint(official, output)
+    report = convert_official_checkpoint(official, output, overwrite=force)
     out.print(report.summary(), soft_wrap=True)

@@ -173,7 +173,7 @@ def setup_vggish(model: torch.nn.Module, parts: CheckpointParts, vggish_weights:
     the cache (downloaded when allowed). Returns where the weights came from."""
     from models.ovavss.audio import load_vggish_weights
     from models.pipeline.network import random_vggish_
-    from models.weights import VGGISH, ensure_weight
+    from models.weights import VGGISH, ensure_weight, refetch_hint_on_error
 
     if vggish_weights is not None and str(vggish_weights) == RANDOM:
         seed = parts.random_vggish_seed or 0
@@ -196,5 +196,6 @@ def setup_vggish(model: torch.nn.Module, parts: CheckpointParts, vggish_weights:
         random_vggish_(model.audio_encoder, parts.random_vggish_seed)
         return f"random (seed {parts.random_vggish_seed}, as trained)"
     path = ensure_weight(VGGISH, offline=offline)
-    load_vggish_weights(model.audio_encoder, path)
+    with refetch_hint_on_error(VGGISH, path):
+        load_vggish_weights(model.audio_encoder, path)
     return str(path)

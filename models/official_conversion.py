@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from models.errors import AVSegError
+from models.errors import AVSegError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -66,15 +66,21 @@ CONVERTED_KIND = "converted-official"
 """`kind` of an avseg checkpoint written by `convert_official_checkpoint`."""
 
 
-def convert_official_checkpoint(source: str | os.PathLike, destination: str | os.PathLike) -> ConversionReport:
+def convert_official_checkpoint(source: str | os.PathLike, destination: str | os.PathLike,
+                                overwrite: bool = False) -> ConversionReport:
     """Official OV-AVSS `.pth` (detectron2 format) -> an avseg checkpoint that loads without conversion.
 
     The output is a plain avseg checkpoint (`models.checkpoint`) with `kind` "converted-official", the model
     config, `model` (backbone + sem_seg_head, float32), and, when the official file had them, `audio`
-    (torchvggish keys) and `clip` (OpenAI CLIP keys).
+    (torchvggish keys) and `clip` (OpenAI CLIP keys, checked to be the config's whole CLIP).
+
+    Args:
+        overwrite: replace an existing `destination` (refused otherwise: it may be a trained checkpoint).
 
     Raises:
-        AVSegError: unreadable file, not an official OV-AVSS checkpoint, keys that do not fit our model.
+        UsageError: `destination` exists (without `overwrite`), is a folder, or is `source`.
+        AVSegError: unreadable file, not an official OV-AVSS checkpoint, keys that do not fit our model,
+            incomplete CLIP weights inside.
     """
     from models.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
     from models.official import KIND_OFFICIAL_R50, KIND_OFFICIAL_SWINB, convert_official_state_dict, read_checkpoint_file
@@ -82,14 +88,30 @@ def convert_official_checkpoint(source: str | os.PathLike, destination: str | os
 
     source, destination = Path(source), Path(destination)
     if source.resolve() == destination.resolve():
-        raise AVSegError(f"refusing to overwrite the official checkpoint {source}: choose another output path")
+        raise UsageError(f"refusing to overwrite the official checkpoint {source}: choose another output path")
+    if destination.is_dir():
+        raise UsageError(f"the output {destination} is a folder: give the file to write, e.g. {destination}/r50.pt")
+    if (destination.exists() or destination.is_symlink()) and not overwrite:
+        raise UsageError(f"{destination} exists: choose another output path, or --force to replace it")
     state, info = read_checkpoint_file(source)
     if info.kind not in (KIND_OFFICIAL_R50, KIND_OFFICIAL_SWINB):
-        raise AVSegError(f"{source} is not an official OV-AVSS checkpoint (it is a {info.kind} file)")
+        from models.official import KIND_AVSEG
+
+        if info.kind == KIND_AVSEG:
+            raise AVSegError(f"{source} is already an avseg checkpoint (nothing to convert): give it to --checkpoint")
+        raise AVSegError(f"{source} is not an official OV-AVSS checkpoint (its kind: {info.kind})")
     converted = convert_official_state_dict(state)
     config_name = "r50" if info.kind == KIND_OFFICIAL_R50 else "swinb"
     config = get_config(config_name)
     check_model_keys(converted.model, config_name, str(source))
+    if converted.clip is not None:
+        from models.ovavss.clip_model import check_clip_weights
+
+        try:
+            check_clip_weights(converted.clip, f"{source} (clip_adapter.clip_model.*)", config.clip_model)
+        except AVSegError as error:
+            raise AVSegError(f"{error.message}: the file is damaged (an official checkpoint holds the whole "
+                             "CLIP or none of it)") from None
     checkpoint: dict = {
         "avseg_format": CHECKPOINT_FORMAT,
         "kind": CONVERTED_KIND,

@@ -8,8 +8,8 @@ Cache folder: `$AVSEG_CACHE`, default `~/.cache/avseg`. Every weight has a name 
 - `clip-vit-b-16`, `clip-vit-l-14-336`: OpenAI CLIP through open_clip's own download (`pretrained="openai"`,
   Hugging Face cache); a copy placed in the avseg cache under the listed file name is used first;
 - `ovavss-r50`, `ovavss-swinb`: the official trained OV-AVSS checkpoints, shared only on Baidu Netdisk, so
-  never downloaded: put the file in the cache (or pass its path), `avseg weights convert`
-  (`models.official_conversion`) makes it load faster;
+  never downloaded: put the file in the cache (then `--checkpoint ovavss-r50` finds it) or pass its path;
+  `avseg weights convert` (`models.official_conversion`) makes it load faster;
 - `clap-htsat-unfused`, `grounding-dino-tiny`, `owlv2-base`, `sam-vit-base`: Hugging Face `transformers` models of
   the zero-shot method, pinned by commit; each is a FOLDER (`models.hub_models`): a copy in the avseg cache under
   the entry's name is used first, else the Hugging Face cache, else `snapshot_download` of that commit.
@@ -20,10 +20,11 @@ naming the file, the URL to get it from and the path to put it at. Local paths a
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from models.errors import AVSegError
 
@@ -213,8 +214,19 @@ ZEROSHOT_WEIGHTS = ("clap-htsat-unfused", "grounding-dino-tiny", "sam-vit-base",
 
 
 def cache_dir() -> Path:
-    """`$AVSEG_CACHE` or `~/.cache/avseg`."""
-    return Path(os.environ.get("AVSEG_CACHE") or Path.home() / ".cache" / "avseg").expanduser()
+    """`$AVSEG_CACHE` or `~/.cache/avseg`, as an absolute path.
+
+    Raises:
+        AVSegError: the path is a file (or lies under one), so nothing could ever be cached there.
+    """
+    path = Path(os.environ.get("AVSEG_CACHE") or Path.home() / ".cache" / "avseg").expanduser().absolute()
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                where = "is a file" if candidate == path else f"lies under {candidate}, which is a file"
+                raise AVSegError(f"the avseg cache folder {path} {where} (set AVSEG_CACHE to a folder)")
+            break
+    return path
 
 
 def get_weight(name: str) -> WeightFile:
@@ -224,7 +236,8 @@ def get_weight(name: str) -> WeightFile:
     except KeyError:
         from models.errors import UsageError
 
-        raise UsageError(f"unknown weights {name!r}: choose one of {', '.join(REGISTRY)}") from None
+        raise UsageError(f"unknown weights {name!r}: choose one of {', '.join(REGISTRY)} (or zeroshot: every "
+                         "model of the zero-shot method)") from None
 
 
 def _torch_hub_checkpoints() -> Path:
@@ -287,6 +300,66 @@ def cached_path(weight: WeightFile) -> Path | None:
     return None
 
 
+def checkpoint_path(value: str | os.PathLike) -> Path:
+    """A `--checkpoint` argument as a file: the path itself, or, for the name of an official checkpoint that is
+    not a path here (`ovavss-r50`, `ovavss-swinb`), its copy in the avseg cache.
+
+    Raises:
+        AVSegError: such a name without the file in the cache: where to get it and where to put it.
+    """
+    path = Path(value).expanduser()
+    weight = REGISTRY.get(str(value))
+    if path.exists() or weight is None or weight.source != SOURCE_MANUAL:
+        return path
+    cached = cached_path(weight)
+    if cached is None:
+        raise AVSegError(f"{weight.name}: {weight.filename} is not in the avseg cache; {_where_to_get(weight)} and "
+                         f"put it at {cache_dir() / weight.filename}")
+    return cached
+
+
+TOO_SMALL_FRACTION = 0.5
+"""A cached file under this fraction of the weight's approximate size is taken for a damaged one."""
+
+
+def cached_file_problem(weight: WeightFile, path: Path, check_hash: bool = False) -> str | None:
+    """Why the cached copy `path` of `weight` cannot be the right file, or None: far smaller than the weight
+    (an interrupted copy, an empty file) or, with `check_hash` and a known SHA-256, another content (this reads
+    the whole file). A cheap check for every use; the hash for `avseg weights fetch`."""
+    if weight.source == SOURCE_HF or not path.is_file():
+        return None
+    size = path.stat().st_size
+    if weight.approx_size_mb and size < TOO_SMALL_FRACTION * weight.approx_size_mb * 1_000_000:
+        return f"it is {size:,} bytes, the weights are about {weight.approx_size_mb} MB"
+    expected = (weight.sha256 or weight.sha256_prefix or "").lower()
+    if check_hash and expected:
+        import hashlib
+
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        if not digest.hexdigest().startswith(expected):
+            return f"its SHA-256 starts {digest.hexdigest()[:8]}, not {expected[:8]}"
+    return None
+
+
+@contextlib.contextmanager
+def refetch_hint_on_error(weight: WeightFile, path: Path) -> Iterator[None]:
+    """Errors reading `path` inside the block say how to replace it when it is avseg's own cached copy."""
+    try:
+        yield
+    except AVSegError as error:
+        try:
+            cached = Path(path).resolve().parent == cache_dir().resolve() and weight.source == SOURCE_URL
+        except OSError:
+            cached = False
+        if not cached:
+            raise
+        raise AVSegError(f"{error.message} (avseg's cached copy: `avseg weights fetch --force {weight.name}` "
+                         "downloads it again)", exit_code=error.exit_code) from error
+
+
 def ensure_weight(
     weight: WeightFile,
     explicit: str | os.PathLike | None = None,
@@ -317,6 +390,10 @@ def ensure_weight(
         return find_weight(weight, explicit)
     path = cached_path(weight)
     if path is not None:
+        problem = cached_file_problem(weight, path)
+        if problem is not None:
+            raise AVSegError(f"the cached {weight.name} weights {path} are damaged ({problem}): "
+                             f"`avseg weights fetch --force {weight.name}` downloads them again")
         return path
     reason = offline_reason(offline)
     target = cache_dir() / weight.filename
@@ -352,11 +429,23 @@ def fetch_weight(
     """
     from models.download import download_file, offline_reason
 
+    target = cache_dir() / weight.filename
     if not force:
         path = cached_path(weight)
-        if path is not None:
+        problem = None if path is None else cached_file_problem(weight, path, check_hash=True)
+        if path is not None and problem is None:
             return path
-    target = cache_dir() / weight.filename
+        if problem is not None:
+            if path != target or weight.source != SOURCE_URL:  # not ours to replace (torch.hub's, a manual file)
+                again = (_where_to_get(weight) if weight.source == SOURCE_MANUAL
+                         else f"fetch again (`avseg weights fetch {weight.name}`)")
+                raise AVSegError(f"the cached {weight.name} weights {path} are damaged ({problem}): delete the file "
+                                 f"and {again}")
+            force = True  # our own damaged copy: downloaded again (the download replaces it only when complete)
+            reason = offline_reason(offline)
+            if reason is not None:
+                raise AVSegError(f"the cached {weight.name} weights {path} are damaged ({problem}) and downloads "
+                                 f"are off ({reason}): download {weight.url} and put it at {target}")
     if weight.source == SOURCE_MANUAL:
         raise AVSegError(
             f"{weight.name} cannot be downloaded automatically: {_where_to_get(weight)} and put it at {target}"

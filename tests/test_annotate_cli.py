@@ -573,6 +573,19 @@ def test_python_warnings_are_one_line(monkeypatch, capsys, clip, checkpoint, fak
     assert warnings.showwarning is before
 
 
+def test_official_checkpoint_name_reads_the_cached_file(monkeypatch, capsys, clip, fake, tmp_path):
+    monkeypatch.setenv("AVSEG_CACHE", str(tmp_path / "cache"))
+    code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", "ovavss-r50")
+    assert code == 1 and "model_ov_avss_r50.pth is not in the avseg cache" in error_lines(stderr)[0]
+    cached = tmp_path / "cache" / "model_ov_avss_r50.pth"
+    cached.parent.mkdir()
+    cached.write_bytes(b"not used: load_predictor is replaced by the fake")
+    code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", "ovavss-r50",
+                            "--out", tmp_path / "out")
+    assert code == 0, stderr
+    assert fake.load_calls[0][0] == cached
+
+
 def test_predictor_module_missing_is_one_line(monkeypatch, capsys, clip, checkpoint):
     monkeypatch.setitem(sys.modules, "models.predictor", None)  # as if models/predictor.py were absent
     code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", checkpoint)
@@ -801,6 +814,15 @@ def test_batch_script_with_a_tiny_checkpoint(clip, tmp_path):
     assert second.returncode == 0, second.stderr
     assert "all 2 videos annotated" in second.stdout
     assert [f["status"] for f in json.loads((out / "summary.json").read_text())["files"]] == ["skipped", "skipped"]
+    # OUT_DIR = VIDEO_DIR: the second run's glob also finds one.avseg.mp4, which is neither annotated nor counted
+    same = tmp_path / "same dir"
+    copy(clip, same, "one.mp4")
+    in_place = [command[0], command[1], str(same), str(same), *command[4:]]
+    for now, already in ((1, 0), (0, 1)):
+        run_in_place = subprocess.run(in_place, capture_output=True, text=True, env=env, timeout=600)
+        assert run_in_place.returncode == 0, run_in_place.stderr
+        assert f"all 1 video annotated in {same} ({now} now, {already} already done)" in run_in_place.stdout
+    assert len(json.loads((same / "summary.json").read_text())["files"]) == 1
 
 
 def test_render_workers_option_reaches_the_annotator(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):

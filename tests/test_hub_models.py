@@ -391,6 +391,27 @@ def test_fetch_zeroshot_expands_to_the_default_models_and_checks_names_first(mon
     assert bad.exit_code != 0 and fetched == [] and "nope" in str(bad.exception or bad.output)
 
 
+def test_fetch_of_several_goes_on_after_a_failure_and_names_each(monkeypatch, capsys):
+    from avseg_cli.main import run
+
+    def fetch(weight, force=False, progress=None):
+        if weight.name in ("grounding-dino-tiny", "clip-vit-b-16"):
+            return Path("/cache") / weight.name
+        raise AVSegError(f"{weight.name} not found and downloads are off")
+
+    monkeypatch.setattr(weights, "fetch_weight", fetch)
+    monkeypatch.setattr(sys, "argv", ["avseg", "weights", "fetch", "zeroshot"])
+    with pytest.raises(SystemExit) as exit_info:
+        run()
+    assert exit_info.value.code == 1
+    captured = capsys.readouterr()
+    assert [line for line in captured.err.splitlines() if line.strip()] == [
+        "error: clap-htsat-unfused not found and downloads are off",
+        "error: sam-vit-base not found and downloads are off",
+    ]
+    assert "grounding-dino-tiny: /cache/grounding-dino-tiny" in captured.out and "clip-vit-b-16" in captured.out
+
+
 def test_fetch_interrupted_is_one_line_naming_the_weight(monkeypatch, capsys):
     from avseg_cli.main import run
 

@@ -7,6 +7,7 @@ import hashlib
 import io
 import time
 import urllib.error
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -171,9 +172,65 @@ def test_local_paths_and_torch_hub_cache_work_offline(served, offline_env, tmp_p
         weights.ensure_weight(weights.VGGISH, tmp_path / "missing.pth")
     hub = tmp_path / "torch" / "hub" / "checkpoints" / weights.VGGISH.filename
     hub.parent.mkdir(parents=True)
-    hub.write_bytes(b"x")
+    hub.write_bytes(b"x")  # an interrupted copy: far smaller than the weights
+    with pytest.raises(AVSegError, match=r"the cached vggish weights .* are damaged \(it is 1 bytes, the weights are "
+                                         r"about 289 MB\): `avseg weights fetch --force vggish`"):
+        weights.ensure_weight(weights.VGGISH)
+    full_size(hub)
     assert weights.ensure_weight(weights.VGGISH) == hub
     assert served["calls"] == []
+
+
+def test_fetch_replaces_a_damaged_cached_copy_when_online(served, online, tmp_path):
+    good = hashlib.sha256(PAYLOAD).hexdigest()
+    weight = replace(entry(sha256=good), approx_size_mb=None)
+    cached = tmp_path / "cache" / weight.filename
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"not the weights")
+    assert weights.fetch_weight(weight) == cached and cached.read_bytes() == PAYLOAD  # hash mismatch: downloaded
+    assert len(served["calls"]) == 1
+    assert weights.fetch_weight(weight) == cached and len(served["calls"]) == 1  # intact now: nothing to do
+    hub = tmp_path / "torch" / "hub" / "checkpoints" / weight.filename  # torch.hub's copy is not avseg's to replace
+    hub.parent.mkdir(parents=True)
+    hub.write_bytes(b"damaged too")
+    cached.unlink()
+    with pytest.raises(AVSegError, match="are damaged .*: delete the file and fetch again"):
+        weights.fetch_weight(weight)
+
+
+def test_official_checkpoint_names_find_the_file_in_the_cache(offline_env, tmp_path, monkeypatch):
+    with pytest.raises(AVSegError, match="ovavss-r50: model_ov_avss_r50.pth is not in the avseg cache; get it from "
+                                         ".*pan.baidu.com.* and put it at .*cache/model_ov_avss_r50.pth"):
+        weights.checkpoint_path("ovavss-r50")
+    cached = tmp_path / "cache" / "model_ov_avss_r50.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"checkpoint")
+    assert weights.checkpoint_path("ovavss-r50") == cached
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ovavss-r50").write_bytes(b"a file of that name here")  # a path that exists is a path
+    assert weights.checkpoint_path("ovavss-r50") == Path("ovavss-r50")
+    assert weights.checkpoint_path("vggish") == Path("vggish")  # not a checkpoint name: left to the caller
+    assert weights.checkpoint_path("runs/r50/last.pt") == Path("runs/r50/last.pt")
+
+
+def test_a_cache_folder_that_is_a_file_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "cachefile").write_text("x")
+    monkeypatch.setenv("AVSEG_CACHE", str(tmp_path / "cachefile"))
+    with pytest.raises(AVSegError, match=f"the avseg cache folder {tmp_path / 'cachefile'} is a file"):
+        weights.cache_dir()
+    monkeypatch.setenv("AVSEG_CACHE", str(tmp_path / "cachefile" / "sub"))
+    with pytest.raises(AVSegError, match="lies under .*cachefile, which is a file"):
+        weights.ensure_weight(weights.VGGISH, offline=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AVSEG_CACHE", "relative/cache")
+    assert weights.cache_dir() == tmp_path / "relative" / "cache"  # shown and used as an absolute path
+
+
+def full_size(path: Path, megabytes: int = 289) -> Path:
+    """Give `path` the size of the real weights without writing them (a sparse file of zeros)."""
+    with open(path, "wb") as handle:
+        handle.truncate(megabytes * 1_000_000)
+    return path
 
 
 def test_manual_weights_say_where_to_get_them(served, online, tmp_path):
@@ -261,6 +318,50 @@ def test_convert_refuses_other_files(tmp_path):
     with pytest.raises(AVSegError, match="refusing to overwrite"):
         official_conversion.convert_official_checkpoint(source, source)
     assert not (tmp_path / "out.pt").exists()
+    good = tmp_path / "model_ov_avss_r50_good.pth"
+    fake.make_fake_official_checkpoint(good, "r50", with_vggish=False, compact=True)
+    official_conversion.convert_official_checkpoint(good, tmp_path / "converted.pt")
+    with pytest.raises(AVSegError, match="converted.pt is already an avseg checkpoint .nothing to convert.: give it "
+                                         "to --checkpoint"):
+        official_conversion.convert_official_checkpoint(tmp_path / "converted.pt", tmp_path / "again.pt")
+
+
+def test_convert_never_replaces_an_existing_file_without_force(tmp_path):
+    source = tmp_path / "model_ov_avss_r50.pth"
+    fake.make_fake_official_checkpoint(source, "r50", with_vggish=False, compact=True)
+    trained = tmp_path / "last.pt"
+    trained.write_bytes(b"a trained checkpoint")
+    with pytest.raises(UsageError, match=f"{trained} exists: choose another output path, or --force to replace it"):
+        official_conversion.convert_official_checkpoint(source, trained)
+    assert trained.read_bytes() == b"a trained checkpoint"
+    with pytest.raises(UsageError, match="is a folder"):
+        official_conversion.convert_official_checkpoint(source, tmp_path)
+    report = official_conversion.convert_official_checkpoint(source, trained, overwrite=True)
+    assert report.destination == trained and trained.read_bytes() != b"a trained checkpoint"
+
+
+def test_convert_refuses_incomplete_clip_weights_inside(tmp_path):
+    """The fake official file holds 14 of CLIP's 302 tensors: a damaged file, not one "with CLIP"."""
+    source = tmp_path / "model_ov_avss_r50.pth"
+    fake.make_fake_official_checkpoint(source, "r50", with_clip=True, with_vggish=False, compact=True)
+    with pytest.raises(AVSegError, match=r"does not hold ViT-B-16 CLIP weights: 288 of 302 tensors missing .*: the "
+                                         "file is damaged"):
+        official_conversion.convert_official_checkpoint(source, tmp_path / "out.pt")
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_clip_weight_check_takes_the_whole_model_and_nothing_less():
+    import open_clip
+
+    from models.ovavss.clip_model import check_clip_weights
+
+    with torch.device("meta"):
+        whole = open_clip.create_model("ViT-B-16", device="meta").state_dict()
+    check_clip_weights(whole, "x.pth", "ViT-B-16")  # shapes and names are all it looks at
+    with pytest.raises(AVSegError, match="x.pth does not hold ViT-B-16 CLIP weights: 1 of 302 tensors missing"):
+        check_clip_weights({k: v for k, v in whole.items() if k != "visual.proj"}, "x.pth", "ViT-B-16")
+    with pytest.raises(AVSegError, match="'visual.proj' has shape"):
+        check_clip_weights({**whole, "visual.proj": torch.empty(3, 3, device="meta")}, "x.pth", "ViT-B-16")
 
 
 # --------------------------------------------------------------------------------------------------- CLI
@@ -271,17 +372,28 @@ def test_weights_cli(offline_env, tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     (tmp_path / "cache").mkdir()
-    (tmp_path / "cache" / weights.VGGISH.filename).write_bytes(b"x")
+    cached = tmp_path / "cache" / weights.VGGISH.filename
+    cached.write_bytes(b"x")
     runner = CliRunner()
-    listed = runner.invoke(weights_app, ["list"], env={"COLUMNS": "300"})
-    assert listed.exit_code == 0, listed.output
-    rows = {line.split("│")[1].strip(): line for line in listed.output.splitlines() if line.count("│") >= 5}
-    assert set(weights.REGISTRY) <= set(rows)
-    assert "yes" in rows["vggish"] and str(tmp_path / "cache" / weights.VGGISH.filename) in rows["vggish"]
-    assert "no" in rows["mask2former-r50-coco"] and "pan.baidu.com" in rows["ovavss-r50"]
 
-    fetched = runner.invoke(weights_app, ["fetch", "vggish"])
-    assert fetched.exit_code == 0 and weights.VGGISH.filename in fetched.output
+    def rows() -> dict[str, str]:
+        listed = runner.invoke(weights_app, ["list"], env={"COLUMNS": "300"})
+        assert listed.exit_code == 0, listed.output
+        return {line.split("│")[1].strip(): line for line in listed.output.splitlines() if line.count("│") >= 5}
+
+    damaged = rows()["vggish"]  # a 1-byte file is no VGGish
+    assert "damaged" in damaged and "it is 1 bytes" in damaged and "avseg weights fetch --force vggish" in damaged
+    refused = runner.invoke(weights_app, ["fetch", "vggish"])
+    assert isinstance(refused.exception, AVSegError) and "are damaged (it is 1 bytes" in str(refused.exception)
+    assert "downloads are off" in str(refused.exception)
+
+    full_size(cached)  # the right size, another content: listed (no hashing there), refused by fetch's hash check
+    listed = rows()
+    assert set(weights.REGISTRY) <= set(listed)
+    assert "yes" in listed["vggish"] and str(cached) in listed["vggish"]
+    assert "no" in listed["mask2former-r50-coco"] and "pan.baidu.com" in listed["ovavss-r50"]
+    refused = runner.invoke(weights_app, ["fetch", "vggish"])
+    assert "its SHA-256 starts" in str(refused.exception) and "not 10086976" in str(refused.exception)
     missing = runner.invoke(weights_app, ["fetch", "mask2former-r50-coco"])
     assert isinstance(missing.exception, AVSegError) and "HF_HUB_OFFLINE is set" in str(missing.exception)
     unknown = runner.invoke(weights_app, ["fetch", "nope"])

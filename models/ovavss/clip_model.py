@@ -160,6 +160,27 @@ def load_clip_weights(model: nn.Module, state: dict[str, torch.Tensor], source: 
     The CLIP keys may sit under any prefix (`module.`, `clip_adapter.clip_model.`): the prefix under which
     most of the model's keys are found is used, and keys outside it are ignored.
     """
+    model.load_state_dict(matching_clip_weights(model, state, source, model_name), strict=True)
+
+
+def check_clip_weights(state: dict[str, torch.Tensor], source: str, model_name: str) -> None:
+    """Raise `AVSegError` unless `state` holds every tensor of open_clip's `model_name`, with its shapes (checked
+    on a meta-device model: nothing is allocated)."""
+    import open_clip
+
+    with _silence_open_clip_logs(), torch.device("meta"):
+        model = open_clip.create_model(model_name, force_quick_gelu=True, device="meta")
+    matching_clip_weights(model, state, source, model_name)
+
+
+def matching_clip_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str,
+                          model_name: str) -> dict[str, torch.Tensor]:
+    """The tensors of `state` that fill `model` (see `load_clip_weights`), checked: every parameter present,
+    nothing extra, shapes equal.
+
+    Raises:
+        AVSegError: naming `source`, what is missing or extra, or the first shape that differs.
+    """
     expected = model.state_dict()
     prefixes = {key[: -len("logit_scale")] for key in state if key == "logit_scale" or key.endswith(".logit_scale")}
     prefixes.add("")
@@ -187,7 +208,7 @@ def load_clip_weights(model: nn.Module, state: dict[str, torch.Tensor], source: 
                 f"{source} does not hold {model_name} CLIP weights: {key!r} has shape {tuple(value.shape)}, "
                 f"the model expects {tuple(expected[key].shape)}"
             )
-    model.load_state_dict(selected, strict=True)
+    return selected
 
 
 def load_clip(

@@ -10,7 +10,7 @@ METHODS = ("auto", "ovavss", "zeroshot")
 """`--method` values; "auto" = ovavss when a checkpoint is given, zeroshot otherwise."""
 
 WHERE_CHECKPOINTS_COME_FROM = (
-    "an official one (download links in the OV-AVSS README, https://github.com/ruohaoguo/ovavss, Baidu / OneDrive) "
+    "an official one (download links in the OV-AVSS README, https://github.com/ruohaoguo/ovavss, Baidu Netdisk) "
     "or one trained with `avseg train` (RUN_DIR/last.pt)"
 )
 

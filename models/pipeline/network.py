@@ -42,10 +42,11 @@ def setup_audio_encoder(model: nn.Module, vggish_weights: str | None, random_see
         random_vggish_(model.audio_encoder, 0 if random_seed is None else random_seed)
         return f"random (seed {0 if random_seed is None else random_seed})"
     from models.ovavss.audio import load_vggish_weights
-    from models.weights import VGGISH, ensure_weight
+    from models.weights import VGGISH, ensure_weight, refetch_hint_on_error
 
     path = ensure_weight(VGGISH, vggish_weights)
-    load_vggish_weights(model.audio_encoder.audio_backbone, path)
+    with refetch_hint_on_error(VGGISH, path):
+        load_vggish_weights(model.audio_encoder.audio_backbone, path)
     return str(path)
 
 

@@ -204,7 +204,8 @@ class ZeroShotPredictor:
             first = missing[0][1]
             if len(missing) > 1:
                 others = ", ".join(name for name, _ in missing[1:])
-                raise AVSegError(f"{first.message} (also missing: {others}; `avseg weights list` shows every model)",
+                raise AVSegError(f"{first.message} (also missing: {others}; with network, `avseg weights fetch "
+                                 f"zeroshot` fetches every zero-shot model, `avseg weights list` shows where each is)",
                                  exit_code=first.exit_code) from first
             raise first
         if on_found is not None:
