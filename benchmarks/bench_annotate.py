@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import fail, require_device, run  # noqa: E402
 from models.prediction import ClipInput, FramePrediction, Instance  # noqa: E402
 
 
@@ -101,19 +102,19 @@ def annotate_fps(annotator, path: Path) -> tuple[int, float, float]:
     return result.num_frames, result.num_frames / result.seconds, result.seconds / max(1, result.num_analysed_frames)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[360, 720], help="short sides of the clips")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each clip")
     parser.add_argument("--checkpoint", type=Path, help="OV-AVSS checkpoint (default: fake predictor, I/O only)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--vggish-weights")
-    parser.add_argument("--clip-weights")
-    parser.add_argument("--classes", default="man,woman,guitar")
-    parser.add_argument("--analysis-fps", type=float)
-    parser.add_argument("--no-video", action="store_true")
-    parser.add_argument("--no-masks", action="store_true")
-    parser.add_argument("--no-json", action="store_true")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if any, else cpu), cpu or cuda[:N]")
+    parser.add_argument("--vggish-weights", help="with --checkpoint: as avseg annotate --vggish-weights")
+    parser.add_argument("--clip-weights", help="with --checkpoint: as avseg annotate --clip-weights")
+    parser.add_argument("--classes", default="man,woman,guitar", help="comma-separated class names")
+    parser.add_argument("--analysis-fps", type=float, help="as avseg annotate --analysis-fps (default: every frame)")
+    parser.add_argument("--no-video", action="store_true", help="do not write the annotated video")
+    parser.add_argument("--no-masks", action="store_true", help="do not write the mask PNGs")
+    parser.add_argument("--no-json", action="store_true", help="do not write the JSON")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--random-weights", choices=["r50", "tiny"],
                         help="real OV-AVSS predictor with random weights of this config (no checkpoint needed)")
@@ -127,7 +128,14 @@ def main() -> None:
     parser.add_argument("--amp", default="off", choices=["off", "fp16", "bf16"],
                         help="predictor autocast (fp16: CUDA; bf16: CUDA or a CPU with bfloat16 instructions)")
     parser.add_argument("--cuda-graphs", action="store_true", help="predictor option cuda_graphs (CUDA only)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    require_device(args.device, allow_auto=True)
+    if args.seconds <= 0 or not args.sizes or min(args.sizes) < 2:
+        fail("--seconds must be positive and --sizes at least 2 pixels")
 
     from models.pipeline.annotate import Annotator
     from models.pipeline.annotate_outputs import AnnotateOptions
@@ -194,4 +202,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

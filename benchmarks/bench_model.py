@@ -27,6 +27,7 @@ import statistics
 import time
 
 import torch
+from _common import fail, require_device, run
 
 
 def _sync(device: torch.device) -> None:
@@ -148,26 +149,39 @@ def bench(config: str, device: torch.device, short_side: int, frames: int, amp: 
     return row
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", default=["r50"])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--short-side", type=int, default=360)
-    parser.add_argument("--frames", type=int, default=5)
-    parser.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"])
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--no-backward", action="store_true")
-    parser.add_argument("--threads", type=int, default=None)
+def build_parser() -> argparse.ArgumentParser:
     from models.ovavss.deform_sampling import SAMPLING_METHODS
 
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=["r50"], choices=["r50", "swinb", "tiny"],
+                        help="network configs to time, one row each (default: r50)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    parser.add_argument("--short-side", type=int, default=360, help="frame short side before padding to 32")
+    parser.add_argument("--frames", type=int, default=5, help="frames per clip")
+    parser.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"],
+                        help="autocast dtype (fp16: CUDA only, as in avseg)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before the timed ones")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs; the median is reported")
+    parser.add_argument("--no-backward", action="store_true", help="time the forward only (no train step)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--sampling", default="auto", choices=SAMPLING_METHODS,
                         help="deformable-attention sampling form (auto: gather on the CPU, grid_sample elsewhere)")
     parser.add_argument("--stages", action="store_true", help="also print the forward time of each stage")
     parser.add_argument("--runner", default="eager", choices=RUNNERS,
                         help="eager; graphs: the forward as CUDA graphs (GraphedNetwork; train steps stay eager); "
                         "compile[-MODE]: torch.compile with that mode, forward and train step")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    require_device(args.device)
+    if args.amp == "fp16" and torch.device(args.device).type != "cuda":
+        fail(f"--amp fp16 needs a CUDA device (fp16 autocast is CUDA-only in avseg); on {args.device} use --amp off")
+    if args.runner == "graphs" and torch.device(args.device).type != "cuda":
+        fail(f"--runner graphs needs a CUDA device, not {args.device}")
+    if min(args.repeat, args.frames, args.short_side) < 1 or args.warmup < 0:
+        fail("--repeat, --frames and --short-side must be >= 1, --warmup >= 0")
     from models.device import prepare_cpu
 
     prepare_cpu()  # as the CLI does (resolve_device), before torch's first parallel operation
@@ -198,4 +212,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -29,6 +29,14 @@ import time
 
 import numpy as np
 import torch
+from _common import fail, require_device, run
+
+
+def _number(text: str, kind):
+    try:
+        return kind(text)
+    except ValueError:
+        return None
 
 
 def parse_mode(mode: str) -> dict:
@@ -36,17 +44,17 @@ def parse_mode(mode: str) -> dict:
     for part in mode.split("+"):
         if part == "official":
             continue
-        if part.startswith("gate"):
-            options["sound_gate"] = float(part[4:])
-        elif part.startswith("crops"):
-            options["max_crops_per_frame"] = int(part[5:])
+        if part.startswith("gate") and _number(part[4:], float) is not None:
+            options["sound_gate"] = _number(part[4:], float)
+        elif part.startswith("crops") and _number(part[5:], int) is not None:
+            options["max_crops_per_frame"] = _number(part[5:], int)
         elif part == "graphs":
             options["cuda_graphs"] = True
         elif part == "pipelined":
             options["pipelined"] = True
         else:
-            raise SystemExit(f"unknown mode {mode!r}: official, gate<p>, crops<n>, graphs, pipelined, joined by + "
-                             "(e.g. gate0.5+crops3, official+graphs+pipelined)")
+            fail(f"unknown mode {mode!r}: official, gate<p>, crops<n>, graphs, pipelined, joined by + "
+                 "(e.g. gate0.5+crops3, official+graphs+pipelined)")
     return options
 
 
@@ -118,19 +126,30 @@ def run_pipelined(predictor, clips, args, mode: str, counts: list[int], device: 
     print_row(mode, clip_s, args.frames, counts[0] / args.repeat, "-", "-", resident_gb())
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="r50", choices=["r50", "swinb", "tiny"])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--amp", default="off", choices=["off", "fp16", "bf16"])
-    parser.add_argument("--short-side", type=int, default=360)
-    parser.add_argument("--frames", type=int, default=5)
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--config", default="r50", choices=["r50", "swinb", "tiny"], help="network config")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    parser.add_argument("--amp", default="off", choices=["off", "fp16", "bf16"],
+                        help="predictor autocast (fp16: CUDA only; bf16: CUDA or a CPU with bfloat16 instructions)")
+    parser.add_argument("--short-side", type=int, default=360, help="frame short side (16:9 frames)")
+    parser.add_argument("--frames", type=int, default=5, help="frames per clip")
+    parser.add_argument("--repeat", type=int, default=1, help="timed clips (the median is reported)")
     parser.add_argument("--warmup", type=int, default=1, help="clips run before timing")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     parser.add_argument("--vocabulary", type=int, default=70, help="number of class names")
-    parser.add_argument("--modes", nargs="+", default=["official", "gate0.5", "crops5", "gate0.5+crops5"])
-    args = parser.parse_args()
+    parser.add_argument("--modes", nargs="+", default=["official", "gate0.5", "crops5", "gate0.5+crops5"],
+                        help="official, gate<p>, crops<n>, graphs, pipelined, joined by + (see above)")
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    require_device(args.device)
+    for mode in args.modes:
+        parse_mode(mode)
+    if min(args.repeat, args.frames, args.short_side, args.vocabulary) < 1 or args.warmup < 0:
+        fail("--repeat, --frames, --short-side and --vocabulary must be >= 1, --warmup >= 0")
     from models.device import prepare_cpu
 
     prepare_cpu()  # as the CLI does (resolve_device), before torch's first parallel operation
@@ -194,4 +213,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

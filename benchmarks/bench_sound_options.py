@@ -38,6 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from _common import run  # noqa: E402
 from bench_predictor import parse_mode  # noqa: E402  (the same mode names: official, gate<p>, crops<n>, joined by +)
 from ov_synthetic import (  # noqa: E402  (shared with tests/test_learning.py)
     POOL,
@@ -47,17 +48,23 @@ from ov_synthetic import (  # noqa: E402  (shared with tests/test_learning.py)
     train_tiny,
 )
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--modes", nargs="+", default=["official", "gate0.5", "crops1", "crops2", "gate0.5+crops1"])
-    parser.add_argument("--train-iters", type=int, default=400)
-    parser.add_argument("--clip-steps", type=int, default=300)
-    parser.add_argument("--train-videos", type=int, default=64)
-    parser.add_argument("--test-videos", type=int, default=12)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--modes", nargs="+", default=["official", "gate0.5", "crops1", "crops2", "gate0.5+crops1"],
+                        help="predictor modes to evaluate, as in bench_predictor.py: official, gate<p>, crops<n>, "
+                        "joined by +")
+    parser.add_argument("--train-iters", type=int, default=400, help="training iterations of the tiny network")
+    parser.add_argument("--clip-steps", type=int, default=300, help="training steps of the tiny CLIP")
+    parser.add_argument("--train-videos", type=int, default=64, help="synthetic training videos")
+    parser.add_argument("--test-videos", type=int, default=12, help="synthetic test videos (the evaluated split)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and of every training step")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     for mode in args.modes:
         parse_mode(mode)
     if args.threads:
@@ -107,4 +114,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -25,9 +25,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from _common import fail, require_device, run  # noqa: E402
 from models.prediction import ClipInput  # noqa: E402
 from models.zeroshot.config import ZeroShotConfig  # noqa: E402
 from models.zeroshot.predictor import ZeroShotPredictor  # noqa: E402
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 640x360, got {text!r}") from None
+    if min(width, height) < 1:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT with positive sides, got {text!r}")
+    return width, height
 
 
 def build(detector_kind: str, device: torch.device, folder: Path, sounding: int, boxes_per_class: int,
@@ -94,25 +105,36 @@ def timed(stats, name, function, device):
     return wrapper
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--detector", default="grounding-dino", choices=("grounding-dino", "owlv2"))
-    parser.add_argument("--size", default="640x360", help="WIDTHxHEIGHT of the frames")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument("--detector", default="grounding-dino", choices=("grounding-dino", "owlv2"),
+                        help="open-vocabulary detector")
+    parser.add_argument("--size", type=_size, default="640x360", help="WIDTHxHEIGHT of the frames")
     parser.add_argument("--clips", type=int, default=2, help="clips to time (after a one-frame warm-up clip)")
     parser.add_argument("--frames", type=int, default=5, help="frames per clip (1-5; fewer for a quick CPU run)")
     parser.add_argument("--sounding", type=int, default=2, help="sounding classes per frame")
-    parser.add_argument("--boxes-per-class", type=int, default=2)
-    parser.add_argument("--detector-size", type=int, default=None, help="Grounding DINO input short side")
+    parser.add_argument("--boxes-per-class", type=int, default=2, help="detector boxes kept per sounding class")
+    parser.add_argument("--detector-size", type=int, default=None,
+                        help="Grounding DINO input short side (default: the model's 800)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    require_device(args.device)
+    width, height = args.size
+    if not 1 <= args.frames <= 5 or args.clips < 1 or args.sounding < 1 or args.boxes_per_class < 1:
+        fail("--frames must be 1-5; --clips, --sounding and --boxes-per-class at least 1")
+    if args.detector_size is not None and args.detector != "grounding-dino":
+        fail("--detector-size applies to --detector grounding-dino only")
     from models.device import prepare_cpu
 
     prepare_cpu()  # before torch's first parallel operation, like the CLI (resolve_device)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    width, height = (int(v) for v in args.size.lower().split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         predictor = build(args.detector, device, Path(tmp), args.sounding, args.boxes_per_class, args.detector_size)
     predictor.set_vocabulary(["violin", "acoustic guitar", "man", "dog", "car"])
@@ -149,4 +171,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

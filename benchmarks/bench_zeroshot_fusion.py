@@ -5,9 +5,12 @@ benchmark runs the real `ZeroShotPredictor` decision code (`models.zeroshot.fusi
 for CLAP, the detector and SAM on synthetic scenes: N textured instances of the sounding class, exactly one of
 them sounding. Assumption under test (the "motion" policy's premise): the sounding instance moves or deforms
 between analysed frames (here: its texture is re-drawn, like a strummed string or a talking face), the silent
-ones move less by `--distractor-motion` (0 = still). Detector scores are random (uniform 0.4-0.9) and carry no
-information about which instance sounds. Reported per policy: precision and recall of the kept instances and
-mean IoU of the painted sounding-class mask with the sounding instance's mask.
+ones change less: Gaussian noise on their texture with a standard deviation of "distractor motion" times 255
+(0 = still). The table covers a fixed grid of scenes: 2 or 3 instances with still distractors, 3 instances with
+distractor motion 0.05 and 0.2, and a control where the sounding instance does not move either. Detector scores
+are random (uniform 0.4-0.9) and carry no information about which instance sounds. Reported per scene kind and
+policy (all, best, motion): precision and recall of the kept instances and mean IoU of the painted
+sounding-class mask with the sounding instance's mask. Options: --scenes per row, --seed.
 
     python benchmarks/bench_zeroshot_fusion.py --scenes 300
 """
@@ -103,11 +106,18 @@ def run(policy: str, scenes: int, instances: int, distractor_motion: float, soun
     return kept_right / max(1, kept_total), found / scenes, float(np.mean(ious))
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenes", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scenes", type=int, default=200, help="synthetic scenes per table row (default: 200)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the scenes and detector scores")
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
+    if args.scenes < 1:
+        parser.error("--scenes must be at least 1")
     print("| instances | distractor motion | sounding moves | policy | precision | recall | mIoU |")
     print("|---|---|---|---|---|---|---|")
     for instances, distractor, moves in ((2, 0.0, True), (3, 0.0, True), (3, 0.05, True), (3, 0.2, True),

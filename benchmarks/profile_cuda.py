@@ -8,9 +8,12 @@ a little more than a plain run; "rest" is the remainder of the enclosing call. W
   predictor  predict_clip on a 5-frame 640x360 clip (official protocol), split into network / crop
              selection / crop_regions / CLIP encode / mean over frames / paint / frame outputs, then
              torch.profiler's top operators
-  clip       CLIP ViT-B/16 encode_image alone: batch 64 and 256, under autocast and with half weights
+  clip       CLIP ViT-B/16 encode_image alone: batch 64 and 256, under fp16 autocast, with half weights and
+             in fp32, 10 timed calls each after 3 warm-ups. Fixed size and GPU-oriented: it ignores --iters,
+             --config and --amp, and is refused on the CPU (fp16 there is emulated: many minutes)
   train      the `avseg train` loop on a synthetic 360x640 dataset: data wait / VGGish / forward / criterion
-             (matcher inside) / backward / clip + step
+             (matcher inside) / backward / clip + step; --iters iterations, the first min(10, iters // 2)
+             left out as warm-up
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import default_workers, fail, require_device, run  # noqa: E402
 
 TIMES: dict[str, float] = collections.defaultdict(float)
 CALLS: dict[str, int] = collections.defaultdict(int)
@@ -193,7 +198,7 @@ def profile_train(device: torch.device, amp: str, config: str, iters: int, skip:
         make_synthetic_avsbench(root / "avs", num_train=8, num_val=1, num_test=1, seed=0, size=(360, 640))
         prepare_dataset(root / "avs", root / "data")
         train(TrainOptions(data_dir=root / "data", config_name=config, out_dir=root / "run", device=str(device),
-                           max_iters=iters, amp=amp, checkpoint_period=10**9, num_workers=8,
+                           max_iters=iters, amp=amp, checkpoint_period=10**9, num_workers=default_workers(8),
                            vggish_weights="random"), progress=Marks(), warn=lambda *_: None)
     measured = iters - skip
     wall = marks["end"] - marks["start"]
@@ -203,17 +208,37 @@ def profile_train(device: torch.device, amp: str, config: str, iters: int, skip:
            measured, "iteration")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--amp", default="fp16", choices=["off", "fp16", "bf16"])
-    parser.add_argument("--train-amp", default="off", choices=["off", "fp16", "bf16"])
-    parser.add_argument("--parts", nargs="+", default=["predictor", "clip", "train"])
-    parser.add_argument("--iters", type=int, default=40)
-    parser.add_argument("--config", default="r50", choices=["r50", "swinb", "tiny"])
+PARTS = ("predictor", "clip", "train")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda", help="cuda[:N] (default) or cpu (predictor and train parts)")
+    parser.add_argument("--amp", default="fp16", choices=["off", "fp16", "bf16"],
+                        help="predictor part: autocast (fp16 needs CUDA)")
+    parser.add_argument("--train-amp", default="off", choices=["off", "fp16", "bf16"], help="train part: autocast")
+    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS,
+                        help="what to profile, in this order (default: all three; see above)")
+    parser.add_argument("--iters", type=int, default=40, help="train part: iterations (>= 2; not the clip part)")
+    parser.add_argument("--config", default="r50", choices=["r50", "swinb", "tiny"],
+                        help="network config of the predictor and train parts (not the clip part)")
     parser.add_argument("--clips", type=int, default=10, help="predictor clips timed")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    require_device(args.device)
     device = torch.device(args.device)
+    if "clip" in args.parts and device.type != "cuda":
+        fail("--parts clip is fixed-size and GPU-oriented (fp16 on the CPU takes many minutes): use --device cuda "
+             "or leave it out of --parts")
+    if "predictor" in args.parts and args.amp == "fp16" and device.type != "cuda":
+        fail(f"--amp fp16 (the predictor part's default) needs a CUDA device: on {args.device} use --amp off")
+    if "train" in args.parts and args.iters < 2:
+        fail(f"--iters {args.iters}: the train part needs at least 2 (half of them, up to 10, are warm-up)")
+    if "predictor" in args.parts and args.clips < 1:
+        fail(f"--clips {args.clips}: at least 1")
     for part in args.parts:
         TIMES.clear()
         CALLS.clear()
@@ -222,13 +247,11 @@ def main() -> None:
                 profile_predictor(device, args.amp, args.config, args.clips)
             elif part == "clip":
                 profile_clip(device)
-            elif part == "train":
-                profile_train(device, args.train_amp, args.config, args.iters, skip=min(10, args.iters // 2))
             else:
-                raise SystemExit(f"unknown part {part}")
+                profile_train(device, args.train_amp, args.config, args.iters, skip=min(10, args.iters // 2))
         finally:
             unpatch_all()
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -383,6 +383,24 @@ def test_from_folder_errors_are_one_line(gd_folder, owl_folder, tmp_path):
     )
 
 
+def test_grounding_dino_runs_on_inputs_with_fewer_positions_than_queries(tmp_path):
+    """A small --detector-size or a very wide frame: fewer encoder positions than the 900 proposals Grounding DINO
+    picks (here 60 of a 32x32 input's ~22) failed in torch.topk; the input is padded (masked out) instead."""
+    from models.zeroshot.grounding_dino import GroundingDinoDetector, feature_positions, pad_for_queries
+
+    folder = save_tiny_grounding_dino(tmp_path / "gd60", num_queries=60)
+    detector = GroundingDinoDetector.from_folder(folder, input_short_side=32, min_score=0.0, max_boxes=100)
+    frame = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    wide = np.random.default_rng(1).integers(0, 256, (8, 200, 3), dtype=np.uint8)
+    for found in detector.detect([frame], ["dog", "cat"]) + detector.detect([wide], ["dog"]):
+        assert 0 < len(found.boxes) <= 60 and np.isfinite(found.boxes).all()
+    values, mask = torch.ones(1, 3, 32, 32), torch.ones(1, 32, 32, dtype=torch.long)
+    padded, padded_mask = pad_for_queries(values, mask, 60)
+    assert feature_positions(*padded.shape[-2:]) >= 60 and padded_mask.sum() == 32 * 32
+    assert torch.equal(padded[..., :32, :32], values) and padded[..., 32:, :].abs().sum() == 0
+    assert pad_for_queries(values, mask, 20)[0] is values  # enough positions: untouched
+
+
 def test_load_detector_rejects_unknown_kind(gd_folder):
     with pytest.raises(AVSegError, match="unknown detector 'yolo'") as caught:
         load_detector("yolo", gd_folder)

@@ -32,7 +32,7 @@ OWL_MERGES = (("d", "o"), ("do", "g</w>"), ("c", "a"), ("ca", "t</w>"))
 """The tiny CLIP tokenizer's BPE merges: "dog" and "cat" become single tokens."""
 
 
-def save_tiny_grounding_dino(folder: Path, seed: int = 0) -> Path:
+def save_tiny_grounding_dino(folder: Path, seed: int = 0, num_queries: int = 20) -> Path:
     """Write a tiny random Grounding DINO (model + processor) into `folder` (config in the module docstring)."""
     import torch
     from transformers import (
@@ -81,7 +81,7 @@ def save_tiny_grounding_dino(folder: Path, seed: int = 0) -> Path:
         decoder_attention_heads=2,
         encoder_n_points=2,
         decoder_n_points=2,
-        num_queries=20,
+        num_queries=num_queries,
         num_feature_levels=4,
     )
     torch.manual_seed(seed)

@@ -187,6 +187,8 @@ class GroundingDinoDetector(TransformersDetector):
         inputs = self.processor.image_processor(
             images=list(frames), return_tensors="pt", input_data_format="channels_last", device=self.device, **resize
         )
+        pixel_values, pixel_mask = pad_for_queries(inputs["pixel_values"], inputs["pixel_mask"],
+                                                   int(self.model.config.num_queries))
         batch = len(frames)
         text = {
             "input_ids": chunk.input_ids[None].expand(batch, -1),
@@ -196,8 +198,8 @@ class GroundingDinoDetector(TransformersDetector):
         dtype = next(self.model.parameters()).dtype
         with torch.inference_mode():
             outputs = self.model(
-                pixel_values=inputs["pixel_values"].to(self.device, dtype),
-                pixel_mask=inputs["pixel_mask"].to(self.device),
+                pixel_values=pixel_values.to(self.device, dtype),
+                pixel_mask=pixel_mask.to(self.device),
                 **{key: value.to(self.device) for key, value in text.items()},
             )
             probabilities = outputs.logits.float().sigmoid()  # (B, Q, max_text_len), 0 past the prompt
@@ -209,6 +211,34 @@ class GroundingDinoDetector(TransformersDetector):
                 [width, height, width, height], dtype=torch.float32, device=probabilities.device
             )
         return list(boxes.cpu().numpy()), list(scores.cpu().numpy())
+
+
+FEATURE_STRIDES = (8, 16, 32, 64)
+"""Strides of Grounding DINO's four feature levels (three from the backbone, one more by a stride-2 conv)."""
+
+
+def feature_positions(height: int, width: int) -> int:
+    """A lower bound on the encoder positions of an (height, width) input, over the four feature levels."""
+    return sum((height // stride) * (width // stride) for stride in FEATURE_STRIDES)
+
+
+def pad_for_queries(pixel_values: torch.Tensor, pixel_mask: torch.Tensor,
+                    num_queries: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 3, H, W) pixel values and (B, H, W) mask padded (masked out, bottom / right) until the input has at
+    least `num_queries` encoder positions: Grounding DINO picks its `num_queries` proposals among them, and a
+    small input (a tiny --detector-size, a very wide or tall frame) has fewer (`torch.topk` fails). The mask
+    keeps the padding out of the image, as the processor's own batch padding does; unchanged when not needed."""
+    height, width = pixel_values.shape[-2:]
+    new_height, new_width = height, width
+    while feature_positions(new_height, new_width) < num_queries:
+        if new_height <= new_width:
+            new_height += FEATURE_STRIDES[-1]
+        else:
+            new_width += FEATURE_STRIDES[-1]
+    if (new_height, new_width) == (height, width):
+        return pixel_values, pixel_mask
+    padding = (0, new_width - width, 0, new_height - height)
+    return torch.nn.functional.pad(pixel_values, padding), torch.nn.functional.pad(pixel_mask, padding)
 
 
 @dataclass(frozen=True)
