@@ -171,7 +171,7 @@ def annotate(
     """
     if offline:  # also `avseg --offline ...`
         set_offline(True)
-    from avseg_cli.console import err
+    from avseg_cli.console import report_interrupt
 
     try:
         _annotate(
@@ -183,7 +183,7 @@ def annotate(
                              clap_weights, detector_weights, sam_weights, detector_size),
         )
     except KeyboardInterrupt:
-        err.print("[bold red]interrupted[/]")
+        report_interrupt()
         raise typer.Exit(130) from None
 
 
@@ -288,7 +288,7 @@ def _report(result, json_summary, interrupted: bool) -> None:
     """The summary table, one line per failure, the --json-summary file and the exit code of a batch."""
     from rich.markup import escape
 
-    from avseg_cli.console import err, out as stdout
+    from avseg_cli.console import err, out as stdout, report_interrupt
     from models.errors import AVSegError
     from models.pipeline.annotate_batch import iter_failures
 
@@ -304,7 +304,7 @@ def _report(result, json_summary, interrupted: bool) -> None:
             err.print(f"[bold red]error:[/] {escape(error.message)}", soft_wrap=True)
             raise typer.Exit(130 if interrupted else 1) from None
     if interrupted:
-        err.print("[bold red]interrupted[/]: the video being annotated was left without outputs")
+        report_interrupt(": the video being annotated was left without outputs")
         raise typer.Exit(130)
     if result.exit_code:
         raise typer.Exit(result.exit_code)

@@ -28,3 +28,14 @@ DEBUG = {"enabled": False}
 def warn(message: str) -> None:
     """Print one warning line to stderr."""
     err.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+
+
+INTERRUPT = {"reported": False}
+"""Set once a command has printed the line it ends with when interrupted (`report_interrupt`); `avseg` prints a
+plain one for a command stopped before it could (e.g. while importing torch)."""
+
+
+def report_interrupt(detail: str = "") -> None:
+    """Print the one line an interrupted command ends with: "interrupted" and `detail` (rich markup, escaped)."""
+    INTERRUPT["reported"] = True
+    err.print(f"[bold red]interrupted[/]{detail}", soft_wrap=True)

@@ -249,17 +249,17 @@ def _interruptible(save_predictions: Optional[Path] = None, model_run: bool = Fa
     except KeyboardInterrupt:
         from rich.markup import escape
 
-        from avseg_cli.console import err
+        from avseg_cli.console import report_interrupt
 
         if save_predictions is not None:
             command = shlex.join(["avseg", *sys.argv[1:]])
-            err.print(f"[bold red]interrupted[/]: resume with `{escape(command)}` (the videos already saved in "
-                      f"{escape(str(save_predictions))} are skipped)", soft_wrap=True)
+            report_interrupt(f": resume with `{escape(command)}` (the videos already saved in "
+                             f"{escape(str(save_predictions))} are skipped)")
         elif model_run:
-            err.print("[bold red]interrupted[/]: nothing was kept (with --save-predictions DIR a later run resumes "
-                      "where an interrupted one stopped)", soft_wrap=True)
+            report_interrupt(": nothing was kept (with --save-predictions DIR a later run resumes where an "
+                             "interrupted one stopped)")
         else:
-            err.print("[bold red]interrupted[/]")
+            report_interrupt()
         raise typer.Exit(130) from None
 
 

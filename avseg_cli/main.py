@@ -109,8 +109,10 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
 
 def _run_app() -> None:
     """`run` without the signal handling: the app, its errors as one line each, the exit code."""
+    from avseg_cli.console import INTERRUPT
     from models.errors import AVSegError
 
+    INTERRUPT["reported"] = False
     try:
         code = app(standalone_mode=False)
     except AVSegError as error:
@@ -138,6 +140,8 @@ def _run_app() -> None:
         )
         sys.exit(1)
     code = code if isinstance(code, int) else 0
+    if code == 130 and not INTERRUPT["reported"]:  # stopped before the command could say so (typer exits quietly)
+        err.print("[bold red]terminated[/]" if TERMINATED["signal"] else "[bold red]interrupted[/]")
     sys.exit(143 if code == 130 and TERMINATED["signal"] else code)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from avseg_cli.console import err, out
+from avseg_cli.console import err, out, report_interrupt
 
 MAX_EXAMPLES_SHOWN = 3
 
@@ -54,8 +54,7 @@ def prepare(
                 progress=progress,
             )
     except KeyboardInterrupt:  # the split is written only once every video was checked
-        err.print(f"[bold red]interrupted[/]: nothing was written to {_escape(str(out_dir))}; run the same command "
-                  "again", soft_wrap=True)
+        report_interrupt(f": nothing was written to {_escape(str(out_dir))}; run the same command again")
         raise typer.Exit(130) from None
     _print_tables(result)
     if result.written:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from avseg_cli.console import err, out, warn
+from avseg_cli.console import out, report_interrupt, warn
 from avseg_cli.offline import OFFLINE_OPTION, set_offline
 from avseg_cli.ovavss_options import AmpMode
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 def train(
     data: Path = typer.Option(..., "--data", help="Prepared data folder (from `avseg prepare`). Example: --data data"),
-    config: str = typer.Option("r50", "--config", help="Model configuration: r50, swinb or tiny. Example: --config tiny"),
+    config: str = typer.Option(None, "--config", help="Model configuration: r50 (the default), swinb or tiny; with --resume, the run's own. Example: --config tiny"),
     out_dir: Path = typer.Option(..., "--out", help="Run folder for checkpoints and logs. Example: --out runs/r50"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (auto = cuda when available). Example: --device cuda"),
     max_iters: int = typer.Option(None, "--max-iters", min=1, help="Stop after this many iterations (default: the recipe's, 96,228 for r50). Example: --max-iters 1000"),
@@ -45,7 +45,7 @@ def train(
     from models.pipeline.train import TrainOptions, train as run_training
 
     options = TrainOptions(
-        data_dir=data, config_name=config, out_dir=out_dir, device=device, max_iters=max_iters, resume=resume,
+        data_dir=data, config_name=config or _default_config(out_dir, resume), out_dir=out_dir, device=device, max_iters=max_iters, resume=resume,
         init=init, init_pixel_decoder=init_pixel_decoder, amp=amp.value, batch_size=batch_size,
         checkpoint_period=checkpoint_period, seed=seed,
         num_workers=workers, vggish_weights=vggish_weights,
@@ -56,7 +56,7 @@ def train(
     except KeyboardInterrupt:
         from rich.markup import escape
 
-        err.print(f"[bold red]interrupted[/]{escape(interrupt_hint(options, _device_used(device)))}", soft_wrap=True)
+        report_interrupt(escape(interrupt_hint(options, _device_used(device))))
         raise typer.Exit(130)
     if result.already_done:
         out.print(f"nothing to do: the run in {out_dir} is already at iteration {result.iterations}, its last "
@@ -64,6 +64,13 @@ def train(
         return
     out.print(f"trained to iteration {result.iterations} in {result.seconds:.0f} s; "
               f"final loss {result.final_loss:.4f}; checkpoint {result.last_checkpoint}")
+
+
+def _default_config(out_dir: Path, resume: bool) -> str:
+    """The config when --config is not given: the run's own for --resume (read from its last.pt), else r50."""
+    from models.pipeline.train import run_config_name
+
+    return (run_config_name(out_dir) if resume else None) or "r50"
 
 
 def _device_used(device: str) -> str:

@@ -89,7 +89,7 @@ def fetch(
     """
     from rich.markup import escape
 
-    from avseg_cli.console import err, out
+    from avseg_cli.console import err, out, report_interrupt
     from avseg_cli.progress import ByteBar
     from models.errors import AVSegError
     from models.weights import ZEROSHOT_WEIGHTS, fetch_weight, get_weight
@@ -107,8 +107,7 @@ def fetch(
             path = fetch_weight(weight, force=force, progress=bar)
         except KeyboardInterrupt:
             bar.close()
-            err.print(f"[bold red]interrupted[/]: {weight.name} was not downloaded; run the same command again",
-                      soft_wrap=True)
+            report_interrupt(f": {weight.name} was not downloaded; run the same command again")
             raise typer.Exit(130) from None
         except AVSegError as error:
             if len(weights) == 1:

@@ -9,7 +9,8 @@
 # CLASSES may be left out (bash examples/batch.sh clips annotated --no-masks): a default list is used. OUT_DIR may
 # be VIDEO_DIR: avseg's own outputs there (*.avseg.mp4) are not taken for input videos. The status of every video
 # is written to OUT_DIR/summary.json (--json-summary).
-# Exit code: avseg's (0 all done, 1 some videos failed, 2 usage error, 130 interrupted); --help prints this help.
+# Exit code: avseg's (0 all done, 1 some videos failed or avseg could not start, 2 usage error, 130 interrupted,
+# 143 terminated); --help prints this help.
 set -u
 usage="usage: bash examples/batch.sh VIDEO_DIR OUT_DIR [CLASSES] [more avseg options]  (--help: more)"
 fail() {  # a usage error: one line, exit code 2
@@ -61,9 +62,14 @@ fi
 # avseg makes OUT_DIR (and removes it again if it stays empty); the summary is read back for the messages below:
 # avseg leaves out of the run the outputs of its earlier runs that the glob picked up (OUT_DIR = VIDEO_DIR).
 summary="$out_dir/summary.json"
+started=$(mktemp)  # the summary is read only if this run wrote it (avseg may stop before any video: its line says why)
+trap 'rm -f "$started"' EXIT
 "$avseg" annotate "${videos[@]}" --classes "$classes" ${model[@]+"${model[@]}"} \
     --out "$out_dir" --skip-existing --json-summary "$summary" "$@"
 status=$?
+if [ ! -f "$summary" ] || [ ! "$summary" -nt "$started" ]; then
+    exit "$status"
+fi
 
 case "$status" in
     0) "$python" - "$summary" "$out_dir" <<'PY' || echo "all videos annotated (or already done) in $out_dir"

@@ -315,6 +315,9 @@ def checkpoint_path(value: str | os.PathLike) -> Path:
     if cached is None:
         raise AVSegError(f"{weight.name}: {weight.filename} is not in the avseg cache; {_where_to_get(weight)} and "
                          f"put it at {cache_dir() / weight.filename}")
+    problem = cached_file_problem(weight, cached)
+    if problem is not None:
+        raise AVSegError(f"{weight.name}: the cached {cached} is damaged ({problem}); {_where_to_get(weight)}")
     return cached
 
 
@@ -330,7 +333,7 @@ def cached_file_problem(weight: WeightFile, path: Path, check_hash: bool = False
         return None
     size = path.stat().st_size
     if weight.approx_size_mb and size < TOO_SMALL_FRACTION * weight.approx_size_mb * 1_000_000:
-        return f"it is {size:,} bytes, the weights are about {weight.approx_size_mb} MB"
+        return f"it is {size:,} byte{'' if size == 1 else 's'}, the weights are about {weight.approx_size_mb} MB"
     expected = (weight.sha256 or weight.sha256_prefix or "").lower()
     if check_hash and expected:
         import hashlib

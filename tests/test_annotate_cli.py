@@ -167,6 +167,17 @@ def test_skip_existing_annotates_again_what_other_settings_made(monkeypatch, cap
     assert code == 0 and (out / "clip.json").read_text() == '{"mine": true}'
 
 
+def test_skip_existing_names_the_nested_setting_that_differs(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
+    out = tmp_path / "out"
+    common = [clip, "--checkpoint", checkpoint, "--out", out, "--classes", "pipa", "--skip-existing"]
+    monkeypatch.setattr(type(fake), "describe", lambda self: {"method": "fake", "weights": {"clap": "/a", "sam": "/s"}})
+    assert avseg(monkeypatch, capsys, *common)[0] == 0
+    monkeypatch.setattr(type(fake), "describe", lambda self: {"method": "fake", "weights": {"clap": "/b", "sam": "/s"}})
+    code, stdout, stderr = avseg(monkeypatch, capsys, *common)
+    assert code == 0 and "1 done" in stdout
+    assert "another predictor or predictor options (weights.clap: '/a' then, '/b' now)" in stderr.replace("\n", "")
+
+
 def test_skip_existing_does_not_vouch_for_masks_or_video_its_json_did_not_make(monkeypatch, capsys, clip, checkpoint,
                                                                                fake, tmp_path):
     """Masks and video of one run, then a JSON-only run with other settings: the JSON beside them does not describe
@@ -553,6 +564,18 @@ def test_sigterm_ends_like_ctrl_c_with_exit_143(monkeypatch, capsys, clip, check
     assert signal.getsignal(signal.SIGTERM) is before  # run() puts the previous handler back
 
 
+def test_an_interrupt_before_the_command_can_report_it_is_still_one_line(monkeypatch, capsys, clip):
+    """Ctrl-C in the first seconds (imports, the global options): typer exits 130 without a word; avseg says it."""
+    import models.download
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(models.download, "set_default_progress", interrupted)  # called by the global callback
+    code, stdout, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa")
+    assert code == 130 and [line for line in stderr.splitlines() if line.strip()] == ["interrupted"]
+
+
 def test_python_warnings_are_one_line(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
     import warnings
 
@@ -579,7 +602,8 @@ def test_official_checkpoint_name_reads_the_cached_file(monkeypatch, capsys, cli
     assert code == 1 and "model_ov_avss_r50.pth is not in the avseg cache" in error_lines(stderr)[0]
     cached = tmp_path / "cache" / "model_ov_avss_r50.pth"
     cached.parent.mkdir()
-    cached.write_bytes(b"not used: load_predictor is replaced by the fake")
+    with open(cached, "wb") as handle:  # the size of the real file (sparse); not read: load_predictor is the fake's
+        handle.truncate(1080 * 1_000_000)
     code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa", "--checkpoint", "ovavss-r50",
                             "--out", tmp_path / "out")
     assert code == 0, stderr

@@ -79,6 +79,9 @@ from pathlib import Path
 args = sys.argv[1:]
 with open(os.environ["FAKE_AVSEG_CALLS"], "a") as calls:
     calls.write(json.dumps(args) + "\n")
+if os.environ.get("FAKE_AVSEG_EARLY_ERROR"):  # stops before any video, like a damaged checkpoint or missing model
+    print("error: " + os.environ["FAKE_AVSEG_EARLY_ERROR"], file=sys.stderr)
+    sys.exit(1)
 inputs = []
 for arg in args[1:]:
     if arg.startswith("--"):
@@ -141,6 +144,24 @@ def test_batch_script_counts_videos_not_its_outputs_when_out_dir_is_the_video_di
     assert calls(log)[1] == ["annotate", str(videos / "a b.avseg.mp4"), str(videos / "a b.mp4"),
                              "--classes", "man,woman,guitar,piano,violin,dog,car", "--out", str(videos),
                              "--skip-existing", "--json-summary", str(videos / "summary.json")]
+
+
+def test_batch_script_adds_nothing_when_avseg_stops_before_any_video(checkout, tmp_path):
+    """A damaged checkpoint or a missing model: avseg's one line is the message, not a retry advice or a
+    traceback about the missing summary, nor the counts of an earlier run's summary."""
+    videos = tmp_path / "in"
+    videos.mkdir()
+    (videos / "a.mp4").write_bytes(b"video")
+    log = tmp_path / "calls.jsonl"
+    script = checkout / "examples" / "batch.sh"
+    out = tmp_path / "out"
+    stopped = batch(videos, out, script=script, FAKE_AVSEG_CALLS=str(log), FAKE_AVSEG_EARLY_ERROR="cannot read x.pt")
+    assert stopped.returncode == 1 and stopped.stderr.splitlines() == ["error: cannot read x.pt"]
+    assert stopped.stdout == ""
+    assert batch(videos, out, script=script, FAKE_AVSEG_CALLS=str(log)).returncode == 0  # writes a summary
+    again = batch(videos, out, script=script, FAKE_AVSEG_CALLS=str(log), FAKE_AVSEG_EARLY_ERROR="cannot read x.pt")
+    assert again.returncode == 1 and again.stderr.splitlines() == ["error: cannot read x.pt"]
+    assert again.stdout == ""  # the earlier summary is not reported as this run's
 
 
 def test_batch_script_passes_classes_and_options_and_lists_failures(checkout, tmp_path):

@@ -434,6 +434,12 @@ def test_files_prepare_did_not_write_are_never_replaced(clean_root, tmp_path, ow
     prepare_dataset(clean_root, out)
     prepare_dataset(clean_root, out)
     assert (out / "notes.txt").read_text() == "kept" and (out / "splits" / "train.jsonl").is_file()
+    # ... but its splits/ folder is replaced as a whole: a file of the user's in it is never lost with it
+    (out / "splits" / "mine.jsonl").write_text('{"x": 1}\n')
+    before = tree_digest(out)
+    with pytest.raises(UsageError, match="splits holds mine.jsonl, which avseg prepare did not write"):
+        prepare_dataset(clean_root, out)
+    assert tree_digest(out) == before
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores folder permissions")

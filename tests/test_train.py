@@ -473,6 +473,20 @@ def test_init_from_a_checkpoint_of_another_config_is_refused(small_run: Path, da
     assert not (tmp_path / "r50").exists()
 
 
+def test_init_from_a_mask2former_file_of_another_size_is_refused(data_dir: Path, tmp_path: Path):
+    """An r50 Mask2Former .pkl into --config tiny: nothing fits (it trained from a random start before)."""
+    from fake_official import make_fake_mask2former_pkl
+
+    pkl = tmp_path / "model_final_3c8ec9.pkl"
+    make_fake_mask2former_pkl(pkl, "r50")
+    with pytest.raises(UsageError) as info:
+        train(_options(data_dir, tmp_path / "tiny", max_iters=1, init=pkl), warn=_quiet)
+    assert info.value.message.startswith(f"--init {pkl} does not fit --config tiny: 0 tensors fit, ")
+    assert "in the file, " in info.value.message and info.value.message.endswith(
+        "it is made for another model size (r50 files: --config r50, Swin-B files: --config swinb)")
+    assert not (tmp_path / "tiny").exists()  # the run folder it made is removed again
+
+
 def test_cli_resume_of_a_finished_run_has_nothing_to_do(small_run: Path, data_dir: Path, tmp_path: Path):
     run = shutil.copytree(small_run, tmp_path / "run")
     done = _avseg("train", "--data", str(data_dir), "--config", "tiny", "--out", str(run), "--device", "cpu",
@@ -480,6 +494,10 @@ def test_cli_resume_of_a_finished_run_has_nothing_to_do(small_run: Path, data_di
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == (f"nothing to do: the run in {run} is already at iteration 2, its last (a larger "
                                    "--max-iters extends it)")
+    # without --config, --resume takes the run's own (it said "trained with --config tiny, not r50")
+    again = _avseg("train", "--data", str(data_dir), "--out", str(run), "--device", "cpu", "--max-iters", "2",
+                   "--resume")
+    assert again.returncode == 0 and again.stdout == done.stdout, again.stderr
 
 
 def test_new_run_and_resume_remove_temporary_files_of_interrupted_writes(small_run: Path, data_dir: Path,
@@ -521,14 +539,14 @@ def test_cli_interrupt_hint_is_one_line_with_the_device(tmp_path: Path, monkeypa
     from typer.testing import CliRunner
 
     import models.pipeline.train as train_module
-    from avseg_cli import train_cmd
+    from avseg_cli import console
     from avseg_cli.main import app
 
     def interrupted(*_args, **_kw):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(train_module, "train", interrupted)
-    monkeypatch.setattr(train_cmd.err, "width", 40)
+    monkeypatch.setattr(console.err, "width", 40)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "last.pt").write_bytes(b"")
     done = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "data"), "--config", "tiny", "--out",

@@ -173,7 +173,7 @@ def test_local_paths_and_torch_hub_cache_work_offline(served, offline_env, tmp_p
     hub = tmp_path / "torch" / "hub" / "checkpoints" / weights.VGGISH.filename
     hub.parent.mkdir(parents=True)
     hub.write_bytes(b"x")  # an interrupted copy: far smaller than the weights
-    with pytest.raises(AVSegError, match=r"the cached vggish weights .* are damaged \(it is 1 bytes, the weights are "
+    with pytest.raises(AVSegError, match=r"the cached vggish weights .* are damaged \(it is 1 byte, the weights are "
                                          r"about 289 MB\): `avseg weights fetch --force vggish`"):
         weights.ensure_weight(weights.VGGISH)
     full_size(hub)
@@ -204,7 +204,11 @@ def test_official_checkpoint_names_find_the_file_in_the_cache(offline_env, tmp_p
         weights.checkpoint_path("ovavss-r50")
     cached = tmp_path / "cache" / "model_ov_avss_r50.pth"
     cached.parent.mkdir(parents=True)
-    cached.write_bytes(b"checkpoint")
+    cached.write_bytes(b"checkpoint")  # an interrupted copy
+    with pytest.raises(AVSegError, match="ovavss-r50: the cached .* is damaged .it is 10 bytes, the weights are about "
+                                         "1080 MB.; get it from"):
+        weights.checkpoint_path("ovavss-r50")
+    full_size(cached, 1080)
     assert weights.checkpoint_path("ovavss-r50") == cached
     monkeypatch.chdir(tmp_path)
     (tmp_path / "ovavss-r50").write_bytes(b"a file of that name here")  # a path that exists is a path
@@ -382,9 +386,9 @@ def test_weights_cli(offline_env, tmp_path, monkeypatch):
         return {line.split("│")[1].strip(): line for line in listed.output.splitlines() if line.count("│") >= 5}
 
     damaged = rows()["vggish"]  # a 1-byte file is no VGGish
-    assert "damaged" in damaged and "it is 1 bytes" in damaged and "avseg weights fetch --force vggish" in damaged
+    assert "damaged" in damaged and "it is 1 byte," in damaged and "avseg weights fetch --force vggish" in damaged
     refused = runner.invoke(weights_app, ["fetch", "vggish"])
-    assert isinstance(refused.exception, AVSegError) and "are damaged (it is 1 bytes" in str(refused.exception)
+    assert isinstance(refused.exception, AVSegError) and "are damaged (it is 1 byte," in str(refused.exception)
     assert "downloads are off" in str(refused.exception)
 
     full_size(cached)  # the right size, another content: listed (no hashing there), refused by fetch's hash check

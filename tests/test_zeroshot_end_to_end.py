@@ -89,6 +89,16 @@ def test_whole_path_runs_with_each_detector(folders, detector):
     assert described["device"] == "cpu" and described["options"]["detector"] == detector
 
 
+def test_model_folders_are_recorded_as_absolute_paths(folders, monkeypatch):
+    """The same folders given relative to another working directory describe the same run (the annotate JSON and
+    the --save-predictions record compare these), and the same relative path elsewhere does not."""
+    monkeypatch.chdir(folders["clap"].parent)
+    relative = {name: Path(folder.name) for name, folder in folders.items()}
+    described = load(relative).describe()["weights"]
+    assert described == load(folders).describe()["weights"]
+    assert described["clap"] == str(folders["clap"].resolve()) and Path(described["clip"]).is_absolute()
+
+
 def test_audio_gate_with_real_clap_outputs_controls_the_vision_work(folders, monkeypatch):
     predictor = load(folders, rescore=False)
     predictor.set_vocabulary(["violin", "man"])

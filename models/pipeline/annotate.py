@@ -385,8 +385,10 @@ class Annotator:
             keys = [key for key in dict.fromkeys([*before, *now]) if key not in _SETTINGS_NOT_COMPARED]
             differing = [key for key in keys if before.get(key) != now.get(key)]
             if differing:
-                key = differing[0]
-                return f"another predictor or predictor options ({key}: {before.get(key)!r} then, {now.get(key)!r} now)"
+                from models.pipeline.settings import leaf_differences
+
+                name, then, current = leaf_differences(before.get(differing[0]), now.get(differing[0]), differing[0])[0]
+                return f"another predictor or predictor options ({name}: {then!r} then, {current!r} now)"
         elif now != before:
             return "another predictor"
         try:

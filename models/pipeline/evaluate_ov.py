@@ -162,6 +162,8 @@ def _check_no_foreign_entries(pred_dir: Path, uids: set[str]) -> None:
 
 def _check_run_file(pred_dir: Path, description: dict, split: str) -> None:
     """Refuse to resume into PRED_DIR written by another model / other options; write the run file otherwise."""
+    from models.pipeline.settings import leaf_differences
+
     wanted = {key: description.get(key) for key in _RUN_KEYS_THAT_MUST_MATCH + _RUN_KEYS_ADDED_LATER}
     wanted["split"] = split
     wanted = json.loads(json.dumps(wanted))  # compared as stored: tuples become lists
@@ -174,7 +176,7 @@ def _check_run_file(pred_dir: Path, description: dict, split: str) -> None:
         differing = [key for key in wanted
                      if (key in stored or key not in _RUN_KEYS_ADDED_LATER) and stored.get(key) != wanted[key]]
         if differing:
-            leaves = [leaf for key in differing for leaf in _leaf_differences(stored.get(key), wanted[key], key)]
+            leaves = [leaf for key in differing for leaf in leaf_differences(stored.get(key), wanted[key], key)]
             shown = "; ".join(f"{name}: {before!r} there, {now!r} now" for name, before, now in leaves[:2])
             more = f"; {len(leaves) - 2} more" if len(leaves) > 2 else ""
             raise AVSegError(
@@ -183,14 +185,6 @@ def _check_run_file(pred_dir: Path, description: dict, split: str) -> None:
             )
         return
     write_json(path, wanted)
-
-
-def _leaf_differences(before, now, name: str) -> list[tuple[str, object, object]]:
-    """Where two recorded settings differ, down to the values inside nested dicts: (dotted name, before, now)."""
-    if isinstance(before, dict) and isinstance(now, dict):
-        return [leaf for key in dict.fromkeys([*before, *now])
-                for leaf in _leaf_differences(before.get(key), now.get(key), f"{name}.{key}")]
-    return [] if before == now else [(name, before, now)]
 
 
 def _remove_stale_temporaries(pred_dir: Path, uids: set[str]) -> None:

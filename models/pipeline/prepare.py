@@ -246,6 +246,12 @@ def _check_replaceable(out_dir: Path) -> None:
     except (OSError, ValueError):
         meta = None
     if isinstance(meta, dict) and {"format", "root", "include_v1m"} <= meta.keys():
+        splits = out_dir / "splits"  # replaced as a whole: files of the user's in it would be lost
+        own = {f"{name}.jsonl" for name in SPLITS}
+        others = sorted(entry.name for entry in splits.iterdir() if entry.name not in own) if splits.is_dir() else []
+        if others:
+            raise UsageError(f"{splits} holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}, which "
+                             "avseg prepare did not write and would replace with the folder: move them out first")
         return
     shown = ", ".join(f"{name}/" if (out_dir / name).is_dir() else name for name in present)
     raise UsageError(f"output folder {out_dir} holds {shown} that avseg prepare did not write; choose an empty or new "

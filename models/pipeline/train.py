@@ -334,6 +334,11 @@ def _check_init_config(path: Path, config_name: str) -> None:
                          f"--config {init_config}, or initialise from a {config_name} checkpoint")
 
 
+def run_config_name(out_dir: str | os.PathLike) -> str | None:
+    """The config a run folder's last.pt was trained with (None when there is no readable last.pt)."""
+    return _avseg_checkpoint_config(Path(out_dir) / "last.pt")
+
+
 def _avseg_checkpoint_config(path: Path) -> str | None:
     """The config name of an avseg checkpoint, read without loading its tensors (memory-mapped); None for any other
     file, readable or not (`read_init_checkpoint` says what is wrong with it)."""
@@ -349,6 +354,19 @@ def _avseg_checkpoint_config(path: Path) -> str | None:
     if isinstance(obj, dict) and "avseg_format" in obj and isinstance(obj.get("config_name"), str):
         return obj["config_name"]
     return None
+
+
+def _check_init_fits(report, path: Path, config_name: str) -> None:
+    """Refuse an --init file whose tensors mostly have other shapes than the model's: a Mask2Former or official file
+    of another model size (an avseg checkpoint's config is checked earlier, by `_check_init_config`)."""
+    if len(report.skipped_shape) <= len(report.loaded):
+        return
+    key = report.skipped_shape[0]
+    found, wanted = report.shape_mismatches[key]
+    raise UsageError(f"--init {path} does not fit --config {config_name}: {len(report.loaded)} tensors fit, "
+                     f"{len(report.skipped_shape)} have other shapes (e.g. {key} {tuple(found)} in the file, "
+                     f"{tuple(wanted)} in the model): it is made for another model size (r50 files: --config r50, "
+                     "Swin-B files: --config swinb)")
 
 
 def _frozen_note(report) -> str:
@@ -463,6 +481,7 @@ def _run(options: TrainOptions, progress: Progress, warn, device: torch.device, 
         from models.official import load_matching
 
         report = load_matching(model, init_sd)
+        _check_init_fits(report, Path(options.init), options.config_name)
         note = (f"; the pixel decoder keeps its random initialisation, as in the official training ({len(left_out)} "
                 "tensors of the file not used; --init-pixel-decoder loads them)") if left_out else ""
         warn(f"initialised from {options.init}: {report.summary()}{_frozen_note(report)}{note}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
@@ -218,11 +219,11 @@ class ZeroShotPredictor:
         detector_options = {"input_short_side": config.detector_short_side} if config.detector_short_side else {}
         detector = load_detector(config.detector, folders["detector"], torch_device, **detector_options)
         segmenter = SamBoxSegmenter.from_folder(folders["sam"], torch_device)
-        sources = {
-            "clap": str(folders["clap"]),
-            "detector": str(folders["detector"]),
-            "sam": str(folders["sam"]),
-            "clip": clip_source,
+        sources = {  # absolute: the same folders given as another relative path are the same run's models
+            "clap": _absolute(folders["clap"]),
+            "detector": _absolute(folders["detector"]),
+            "sam": _absolute(folders["sam"]),
+            "clip": _absolute(clip_source) if clip_source is not None and os.path.exists(clip_source) else clip_source,
         }
         return cls(tagger, detector, segmenter, rescorer, config, sources, device=str(torch_device))
 
@@ -367,6 +368,11 @@ class ZeroShotPredictor:
             "clip_len": self.clip_len,
             "vocabulary_size": len(self.vocabulary),
         }
+
+
+def _absolute(path: str | os.PathLike) -> str:
+    """A model folder or file as an absolute path without symlinks (how `describe()` names it)."""
+    return str(Path(path).resolve())
 
 
 def check_config(config: object) -> None:
