@@ -90,13 +90,17 @@ def run() -> None:
     scheduler's time limit) ends a command as Ctrl-C does, with exit code 143 instead of 130.
     """
     TERMINATED["signal"] = False
-    previous = signal.signal(signal.SIGTERM, _terminate_like_ctrl_c(os.getpid()))
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate_like_ctrl_c(os.getpid()))
+    except ValueError:  # not the main thread (avseg run from a thread): SIGTERM keeps its handler
+        previous = None
     previous_showwarning = warnings.showwarning
     warnings.showwarning = _warning_line
     try:
         _run_app()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         warnings.showwarning = previous_showwarning
 
 

@@ -576,6 +576,25 @@ def test_an_interrupt_before_the_command_can_report_it_is_still_one_line(monkeyp
     assert code == 130 and [line for line in stderr.splitlines() if line.strip()] == ["interrupted"]
 
 
+def test_run_works_outside_the_main_thread(monkeypatch, capsys):
+    """Signal handlers can only be set in the main thread: run() from another one keeps SIGTERM's as it is."""
+    import threading
+
+    monkeypatch.setattr(sys, "argv", ["avseg", "--version"])
+    codes = []
+
+    def target():
+        try:
+            run()
+        except SystemExit as exit_info:
+            codes.append(exit_info.code)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    assert codes == [0] and capsys.readouterr().out.startswith("avseg ")
+
+
 def test_python_warnings_are_one_line(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
     import warnings
 
