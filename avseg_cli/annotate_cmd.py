@@ -194,7 +194,8 @@ def _annotate(
 ) -> None:
     from models.errors import UsageError
     from models.pipeline.annotate_inputs import expand_inputs, parse_vocabulary
-    from models.pipeline.annotate_outputs import AnnotateOptions, ensure_output_dir, remove_empty_folders
+    from models.pipeline.annotate_outputs import AnnotateOptions
+    from models.pipeline.output_folders import ensure_output_dir, remove_empty_folders
 
     vocabulary = parse_vocabulary(classes, classes_file)
     options = AnnotateOptions(

@@ -75,16 +75,11 @@ from models.atomic import atomic_dir, atomic_open
 from models.errors import AVSegError
 from models.prediction import ClipInput, FramePrediction, VideoPredictor, predict_clips
 from models.pipeline.annotate_inputs import check_vocabulary, has_glob
-from models.pipeline.annotate_outputs import (
-    AnnotateOptions,
-    OutputPaths,
-    check_not_input,
-    ensure_output_dir,
-    output_paths,
-)
+from models.pipeline.annotate_outputs import AnnotateOptions, OutputPaths, check_not_input, output_paths
 from models.pipeline.background_writer import BackgroundFrameWriter
 from models.pipeline.clip_schedule import analysed_source_index, block_clips, clip_stride
 from models.pipeline.frame_outputs import FrameJob, FrameResult, finish_frame, render_pool
+from models.pipeline.output_folders import ensure_output_dir
 from models.progress import NullProgress, Progress
 
 JSON_FORMAT = "avseg-annotate"

@@ -1,12 +1,11 @@
 """Where `avseg annotate` writes, and with which options: `AnnotateOptions`, the three output names of a video
 (`<stem>.avseg.mp4`, `<stem>.masks/`, `<stem>.json`), and the checks that no input is overwritten and that the
-output folder is writable."""
+output folder is writable (`models.pipeline.output_folders`)."""
 
 from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -148,44 +147,3 @@ def check_not_input(video: Path, outputs: OutputPaths) -> None:
                 f"{video}: refusing to write an output over the input video itself ({path}); "
                 "rename the video or choose another --out folder"
             )
-
-
-def ensure_output_dir(folder: str | os.PathLike, what: str = "the output folder") -> list[Path]:
-    """Create `folder` if needed and check that files can be created in it.
-
-    Args:
-        what: how errors name the folder ("the output folder", "the --json-summary folder").
-
-    Returns:
-        The folders it created, outermost first (for `remove_empty_folders` when nothing was written).
-
-    Raises:
-        AVSegError: one line naming the folder (it lies under a regular file, is read-only, ...); a
-            `UsageError` when it is a file.
-    """
-    folder = Path(folder)
-    missing = [path for path in (folder, *folder.parents) if not os.path.lexists(path)][::-1]
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except FileExistsError:  # a path the user gave for a folder names a file: a usage error (exit code 2)
-        raise UsageError(f"cannot use {folder} as {what}: it is a file") from None
-    except NotADirectoryError:  # ... or lies under a file
-        remove_empty_folders(missing)
-        blocker = next((path for path in folder.parents if path.is_file()), folder)
-        raise UsageError(f"cannot use {folder} as {what}: {blocker} is a file") from None
-    except OSError as error:
-        remove_empty_folders(missing)
-        raise AVSegError(f"cannot write to {what} {folder}: {error.strerror or error}") from None
-    return missing
-
-
-def remove_empty_folders(folders: Sequence[Path]) -> None:
-    """Remove those of `folders` (outermost first, as `ensure_output_dir` returns them) that are empty, innermost
-    first; folders holding anything are kept."""
-    for folder in reversed(folders):
-        try:
-            folder.rmdir()
-        except OSError:
-            pass

@@ -291,28 +291,21 @@ def check_json_destination(path: str | os.PathLike) -> None:
 
 def _try_writing_next_to(path: Path) -> None:
     """Create and delete a temporary file in `path`'s folder (creating the missing folders, then removing them)."""
+    from models.pipeline.output_folders import missing_folders, remove_empty_folders
+
     parent = path.parent if str(path.parent) else Path(".")
-    missing = []
-    folder = parent
-    while not folder.exists() and not folder.is_symlink() and folder.parent != folder:
-        missing.append(folder)
-        folder = folder.parent
-    if folder.exists() and not folder.is_dir():
-        raise AVSegError(f"cannot write {path}: {folder} is not a folder")
+    missing = missing_folders(parent)
+    existing = missing[0].parent if missing else parent
+    if existing.exists() and not existing.is_dir():
+        raise AVSegError(f"cannot write {path}: {existing} is not a folder")
     try:
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-        except OSError as error:
-            raise AVSegError(f"cannot write {path}: {error.strerror or error}") from error
-        os.close(fd)
-        os.unlink(tmp)
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as error:
+        raise AVSegError(f"cannot write {path}: {error.strerror or error}") from error
     finally:
-        for created in missing:  # deepest first
-            try:
-                created.rmdir()
-            except OSError:
-                break
+        remove_empty_folders(missing)
 
 
 def write_result_json(path: str | os.PathLike, result: EvalResult, pred_dir: str | os.PathLike | None = None) -> None:

@@ -9,7 +9,6 @@ run that was interrupted.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import math
 import os
@@ -27,6 +26,7 @@ import torch
 from models.device import resolve_device  # noqa: F401 (used by the CLI)
 from models.errors import AVSegError, UsageError
 from models.ovavss.config import TRAIN_CONFIGS, TrainConfig, get_config
+from models.pipeline.output_folders import missing_folders, remove_empty_folders
 from models.progress import NullProgress, Progress
 
 MAX_SEED = 2**64 - 1
@@ -176,7 +176,7 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
     try:
         return _run(options, progress, warn, device, model_cfg, train_cfg, resume_state, vggish_arg, out_dir)
     except BaseException:
-        _remove_if_empty(created)
+        remove_empty_folders(created)
         raise
 
 
@@ -206,26 +206,18 @@ def _check_run_folder(out_dir: Path) -> None:
 
 
 def _make_run_folder(out_dir: Path) -> list[Path]:
-    """Create the run folder (and missing parents); returns the folders created, deepest first."""
-    created = list(itertools.takewhile(lambda path: not os.path.lexists(path), (out_dir, *out_dir.parents)))
+    """Create the run folder (and missing parents); returns the folders created, outermost first (for
+    `remove_empty_folders`)."""
+    created = missing_folders(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        _remove_if_empty(created)
+        remove_empty_folders(created)
         raise AVSegError(f"cannot create the run folder {out_dir}: {error.strerror or error} "
                          "(choose a writable --out)") from error
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise AVSegError(f"cannot write in the run folder {out_dir}: permission denied (choose a writable --out)")
     return created
-
-
-def _remove_if_empty(folders: list[Path]) -> None:
-    """Remove the folders (deepest first) that are still empty; stop at the first that is not."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
 
 
 def _load_resume_state(out_dir: Path, config_name: str) -> dict:
