@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,6 +29,18 @@ def _default_mode(directory: bool = False) -> int:
 def _describe_os_error(path: Path, error: OSError) -> str:
     reason = error.strerror or str(error)
     return f"cannot write {path}: {reason}"
+
+
+_TEMPORARY_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]+\.tmp(\.[^.]*)?")
+"""A temporary name of `atomic_path` / `atomic_dir`: "." + destination name + "." + tempfile's random characters +
+".tmp" (+ the destination's suffix for files)."""
+
+
+def temporary_target(name: str) -> str | None:
+    """The destination name whose interrupted atomic write left the temporary file or folder `name`
+    (".model_0000002.pt.k3j2h1x0.tmp.pt" -> "model_0000002.pt"), or None for any other name."""
+    match = _TEMPORARY_NAME.fullmatch(name)
+    return match.group("target") if match else None
 
 
 @contextlib.contextmanager

@@ -310,3 +310,20 @@ def test_cuda_rng_restore():
     torch.rand(5, device="cuda")
     ckpt.restore_rng_state(state)
     assert torch.equal(torch.rand(5, device="cuda").cpu(), first)
+
+
+def test_temporary_names_of_atomic_writes_map_back_to_their_destination(tmp_path):
+    """What the stale-temporary clean-ups of `train` and `eval --save-predictions` rely on."""
+    from models.atomic import atomic_dir, atomic_path, temporary_target
+
+    seen = []
+    for name in ("model_0000002.pt", "log.jsonl", "last.pt", "a.b.c"):
+        with atomic_path(tmp_path / name) as tmp:
+            seen.append((temporary_target(tmp.name), name))
+            tmp.write_bytes(b"x")
+    for name in ("vid_0_10000", "-dash.and.dots"):
+        with atomic_dir(tmp_path / name) as tmp:
+            seen.append((temporary_target(tmp.name), name))
+    assert all(found == name for found, name in seen), seen
+    for other in ("last.pt", ".last.pt", ".last.pt.old-123", ".vid.tmp", ".last.pt.a-b.tmp.pt", "x.abcd1234.tmp"):
+        assert temporary_target(other) is None, other

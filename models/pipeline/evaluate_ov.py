@@ -188,13 +188,12 @@ def _check_run_file(pred_dir: Path, description: dict, split: str) -> None:
 
 
 def _remove_stale_temporaries(pred_dir: Path, uids: set[str]) -> None:
-    """Delete `.<uid>.*.tmp` folders left by an interrupted run (atomic_dir's temporary names)."""
+    """Delete the temporary folders of video folders whose writing an earlier run did not finish (`atomic_dir`)."""
+    from models.atomic import temporary_target
+
     for entry in pred_dir.iterdir():
-        name = entry.name
-        if entry.is_dir() and name.startswith(".") and name.endswith(".tmp"):
-            uid = name[1:].rsplit(".", 2)[0]
-            if uid in uids:
-                shutil.rmtree(entry, ignore_errors=True)
+        if entry.is_dir() and temporary_target(entry.name) in uids:
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def read_waveform_16k(path: Path) -> np.ndarray:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from models.device import resolve_device  # noqa: F401 (used by the CLI)
+from models.atomic import temporary_target
 from models.errors import AVSegError, UsageError
 from models.ovavss.config import TRAIN_CONFIGS, TrainConfig, get_config
 from models.pipeline.output_folders import missing_folders, remove_empty_folders
@@ -32,8 +33,8 @@ from models.progress import NullProgress, Progress
 MAX_SEED = 2**64 - 1
 """The largest --seed: torch's generators take seeds up to 2**64-1 (numpy's seed sequences any integer >= 0)."""
 
-_STALE_TEMPORARY = re.compile(r"^\.(last\.pt|model_\d+\.pt|log\.jsonl)\..+\.tmp")
-"""Names of the temporary files of an interrupted atomic write in a run folder (`models.atomic.atomic_path`)."""
+_RUN_FILE = re.compile(r"last\.pt|model_\d+\.pt|log\.jsonl")
+"""Names of the files a run writes into its folder (atomically: an interrupted write leaves a temporary one)."""
 
 
 @dataclass
@@ -377,7 +378,8 @@ def _prepare_run_folder(out_dir: Path, log_path: Path, start_iter: int, resumed:
     """Remove what interrupted writes left (temporary files) and start the log over, or, on resume, cut it back to
     the checkpoint's iteration."""
     for path in out_dir.iterdir():
-        if _STALE_TEMPORARY.match(path.name) and path.is_file():
+        target = temporary_target(path.name)
+        if target is not None and _RUN_FILE.fullmatch(target) and path.is_file():
             with contextlib.suppress(OSError):
                 path.unlink()
     if resumed:
