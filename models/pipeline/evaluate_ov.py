@@ -150,9 +150,9 @@ def check_predictions_folder(pred_dir: str | os.PathLike) -> Path:
 def _check_no_foreign_entries(pred_dir: Path, uids: set[str]) -> None:
     """Refuse, before predicting, entries that would make the saved predictions fail to score: a folder that is
     no video of the split, a PNG at the top level (the rules of `check_prediction_layout`)."""
-    foreign = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in pred_dir.iterdir()
-                     if not entry.name.startswith(".")
-                     and ((entry.is_dir() and entry.name not in uids) or entry.name.lower().endswith(".png")))
+    from models.pipeline.evaluate_predictions import top_level_entries
+
+    foreign = top_level_entries(pred_dir, uids)[1]
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         plural = "entry that is" if len(foreign) == 1 else "entries that are"

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +132,23 @@ def _visible_entries(folder: Path) -> list[os.DirEntry]:
         raise AVSegError(f"cannot read folder {folder}: {error.strerror or error}") from error
 
 
+def top_level_entries(pred_dir: Path, uids: Collection[str]) -> tuple[dict[str, os.DirEntry], list[str]]:
+    """PRED_DIR's folders of the videos `uids` (by name), and its visible entries that have no place there: a
+    folder of no such video ("name/") or a PNG at the top level, in name order. Hidden entries and other top-level
+    files (e.g. a RESULT.json) are neither."""
+    present: dict[str, os.DirEntry] = {}
+    unexpected: list[str] = []
+    for entry in _visible_entries(pred_dir):
+        if entry.is_dir():
+            if entry.name in uids:
+                present[entry.name] = entry
+            else:
+                unexpected.append(entry.name + "/")
+        elif entry.name.lower().endswith(".png"):
+            unexpected.append(entry.name)
+    return present, unexpected
+
+
 def check_prediction_layout(pred_dir: Path, records: list[VideoRecord], split: str) -> None:
     """Raise one `AVSegError` if PRED_DIR does not hold exactly one mask per labelled frame of `records`.
 
@@ -145,16 +163,7 @@ def check_prediction_layout(pred_dir: Path, records: list[VideoRecord], split: s
     if not pred_dir.is_dir():
         raise UsageError(f"predictions path is not a folder: {pred_dir}")
     by_uid = {record.uid: record for record in records}
-    present: dict[str, os.DirEntry] = {}
-    unexpected: list[str] = []
-    for entry in _visible_entries(pred_dir):
-        if entry.is_dir():
-            if entry.name in by_uid:
-                present[entry.name] = entry
-            else:
-                unexpected.append(entry.name + "/")
-        elif entry.name.lower().endswith(".png"):
-            unexpected.append(entry.name)
+    present, unexpected = top_level_entries(pred_dir, by_uid)
     missing_videos = [uid for uid in by_uid if uid not in present]
     missing_frames: list[str] = []
     for uid, entry in present.items():
