@@ -72,6 +72,24 @@ def test_mp3_is_copied(sources, tmp_path):
     assert audio_packets(result.path) == audio_packets(sources["mp3"])
 
 
+def test_the_plan_from_a_known_codec_is_the_probed_one_and_the_writer_takes_it(sources, tmp_path, monkeypatch):
+    """annotate plans the audio from `probe`'s codec (no second probe) and hands the plan to the writer."""
+    import models.io.mux as mux
+    from models.io.mux import audio_plan
+
+    for key in ("aac", "mp3", "pcm", "vorbis", "silent"):
+        assert audio_plan(probe(sources[key]).audio_codec, sources[key]) == plan_audio(sources[key]), key
+    plan = audio_plan("pcm_s16le", sources["pcm"])
+
+    def no_second_probe(source):
+        raise AssertionError("probed again")
+
+    monkeypatch.setattr(mux, "plan_audio", no_second_probe)
+    frames = [np.zeros((48, 64, 3), np.uint8)] * 3
+    result = encode_mp4(frames, tmp_path / "out.mp4", 25, (64, 48), sources["pcm"], audio=plan)
+    assert result.audio == plan and probe(result.path).audio_codec == "aac"
+
+
 @pytest.mark.parametrize("key, codec", [("pcm", "pcm_s16le"), ("vorbis", "vorbis")])
 def test_codecs_foreign_to_mp4_are_reencoded_to_aac_and_said_so(sources, tmp_path, key, codec):
     source = sources[key]

@@ -69,9 +69,15 @@ def plan_audio(audio_source: str | os.PathLike | None) -> AudioPlan:
     if audio_source is None:
         return AudioPlan("none", None, "no audio source given")
     with open_container(audio_source) as container:
-        if not container.streams.audio:
-            return AudioPlan("none", None, f"no audio stream in {audio_source}")
-        codec = container.streams.audio[0].codec_context.codec.canonical_name
+        codec = container.streams.audio[0].codec_context.codec.canonical_name if container.streams.audio else None
+    return audio_plan(codec, audio_source)
+
+
+def audio_plan(codec: str | None, audio_source: str | os.PathLike) -> AudioPlan:
+    """`plan_audio` for a source whose first audio stream's codec is already known (None: no audio stream), e.g.
+    from `models.io.video.probe`."""
+    if codec is None:
+        return AudioPlan("none", None, f"no audio stream in {audio_source}")
     if codec in MP4_AUDIO_COPY:
         return AudioPlan("copy", codec, f"original {codec} audio copied")
     return AudioPlan(
@@ -102,6 +108,8 @@ class VideoWriter:
         crf, preset: libx264 quality (lower crf = better) and speed.
         sample_aspect_ratio: the pixel aspect ratio players should display (an anamorphic source's, kept so
             that the output has the source's shape on screen); None: square pixels.
+        audio: how the audio goes in, when the caller already knows (`audio_plan`); None: `plan_audio` probes
+            `audio_source`.
     """
 
     def __init__(
@@ -114,6 +122,7 @@ class VideoWriter:
         crf: int = 20,
         preset: str = "veryfast",
         sample_aspect_ratio: Fraction | None = None,
+        audio: AudioPlan | None = None,
     ) -> None:
         self.out_path = Path(out_path)
         if sample_aspect_ratio is not None and not sample_aspect_ratio > 0:
@@ -127,7 +136,7 @@ class VideoWriter:
         self.audio_source = None if audio_source is None else check_media_file(audio_source)
         self.crf = crf
         self.preset = preset
-        self.audio = plan_audio(self.audio_source)
+        self.audio = audio if audio is not None else plan_audio(self.audio_source)
         self.num_frames = 0
         self.result: EncodedVideo | None = None
         self._stack: contextlib.ExitStack | None = None

@@ -458,7 +458,7 @@ class Annotator:
                 replace the input. Nothing is left behind: all outputs are written atomically.
         """
         from models.io.audio import decode_audio_16k
-        from models.io.mux import VideoWriter, plan_audio
+        from models.io.mux import VideoWriter, audio_plan
         from models.io.video import iter_frames, output_rate, probe
         from models.pipeline.frame_audio import FrameAudio
 
@@ -500,7 +500,7 @@ class Annotator:
         if self.options.analysis_fps is not None and analysis_rate == info.fps and self.options.analysis_fps > info.fps:
             note(f"{video}: --analysis-fps {self.options.analysis_fps:g} is above the video's "
                  f"{float(info.fps):.4g} fps; every frame is analysed")
-        overlay_audio = plan_audio(video) if outputs.video is not None else None
+        overlay_audio = audio_plan(info.audio_codec, video) if outputs.video is not None else None
         header = self._json_header(video, info, analysis_rate, audio, outputs, overlay_audio)
         total = info.num_frames_at(None)
         try:
@@ -513,7 +513,7 @@ class Annotator:
                     writer = stack.enter_context(
                         VideoWriter(outputs.video, info.fps, (info.width, info.height), audio_source=video,
                                     crf=self.options.crf, preset=self.options.preset,
-                                    sample_aspect_ratio=info.sample_aspect_ratio)
+                                    sample_aspect_ratio=info.sample_aspect_ratio, audio=overlay_audio)
                     )
                     if writer.audio.mode == "aac":
                         note(f"{video}: {writer.audio.note}")
