@@ -353,13 +353,14 @@ class AVSegPredictor:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=AMP_DTYPES[self.options.amp])
 
+    @torch.inference_mode()
     def predict_clip(self, clip: ClipInput) -> list[FramePrediction]:
         """Named masks of one clip, one `FramePrediction` per frame at the frames' original resolution.
 
         Args:
             clip: frames uint8 (T, H, W, 3) RGB and audio_examples float32 (T, 1, 96, 64), 1 <= T <= clip_len.
         """
-        return self.predict_resized(*self._resize(clip))
+        return self._finish(self._classify_pairs(self._run_network(*self._resize(clip))))  # _resize checked the clip
 
     @torch.inference_mode()
     def predict_clips(self, clips: Iterable[ClipInput]) -> Iterator[list[FramePrediction]]:
