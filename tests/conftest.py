@@ -68,3 +68,21 @@ def parity_clip(tmp_path_factory):
     from official_code import parity_clip_models
 
     return parity_clip_models(tmp_path_factory.mktemp("parity_clip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_zeroshot_folders(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random models of the zero-shot method in their Hugging Face / open_clip folder formats, made once per
+    session: keys "clap", "grounding-dino", "owlv2", "sam", "clip". Tests must not change them (copy first)."""
+    from test_predictor import make_tiny_clip_dir
+    from tiny_clap_sam import save_tiny_clap, save_tiny_sam
+    from tiny_detectors import save_tiny_grounding_dino, save_tiny_owlv2
+
+    base = tmp_path_factory.mktemp("zeroshot-models")
+    return {
+        "clap": save_tiny_clap(base / "clap"),
+        "grounding-dino": save_tiny_grounding_dino(base / "gdino"),
+        "owlv2": save_tiny_owlv2(base / "owlv2"),
+        "sam": save_tiny_sam(base / "sam"),
+        "clip": make_tiny_clip_dir(base / "clip"),
+    }

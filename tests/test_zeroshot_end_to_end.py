@@ -15,9 +15,6 @@ from media import make_video
 from models.prediction import ClipInput
 from models.zeroshot.config import ZeroShotConfig
 from models.zeroshot.predictor import ZeroShotPredictor
-from test_predictor import make_tiny_clip_dir
-from tiny_clap_sam import save_tiny_clap, save_tiny_sam
-from tiny_detectors import save_tiny_grounding_dino, save_tiny_owlv2
 
 torch.set_num_threads(1)
 
@@ -25,16 +22,9 @@ OPEN = dict(audio_threshold=0.0, box_threshold=0.0, score_threshold=0.0, silence
 """Thresholds that let random models' outputs through, so every stage runs."""
 
 
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("zeroshot-models")
-    return {
-        "clap": save_tiny_clap(base / "clap"),
-        "grounding-dino": save_tiny_grounding_dino(base / "gdino"),
-        "owlv2": save_tiny_owlv2(base / "owlv2"),
-        "sam": save_tiny_sam(base / "sam"),
-        "clip": make_tiny_clip_dir(base / "clip"),
-    }
+@pytest.fixture
+def folders(tiny_zeroshot_folders) -> dict[str, Path]:
+    return tiny_zeroshot_folders
 
 
 @pytest.fixture(autouse=True)

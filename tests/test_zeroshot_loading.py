@@ -18,8 +18,6 @@ from models.zeroshot.audio_text import ClapAudioTagger
 from models.zeroshot.detector import load_detector
 from models.zeroshot.owlv2 import Owlv2Detector
 from models.zeroshot.segmenter import SamBoxSegmenter
-from tiny_clap_sam import save_tiny_clap, save_tiny_sam
-from tiny_detectors import save_tiny_grounding_dino, save_tiny_owlv2
 
 torch.set_num_threads(1)
 
@@ -30,15 +28,10 @@ def offline(monkeypatch):
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny")
-    return {
-        "clap": save_tiny_clap(root / "clap"),
-        "sam": save_tiny_sam(root / "sam"),
-        "gdino": save_tiny_grounding_dino(root / "gdino"),
-        "owl": save_tiny_owlv2(root / "owl"),
-    }
+@pytest.fixture
+def tiny(tiny_zeroshot_folders) -> dict[str, Path]:
+    folders = tiny_zeroshot_folders
+    return {"clap": folders["clap"], "sam": folders["sam"], "gdino": folders["grounding-dino"], "owl": folders["owlv2"]}
 
 
 LOADERS = {
