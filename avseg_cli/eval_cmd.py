@@ -43,6 +43,7 @@ from avseg_cli.zeroshot_options import (
     ZeroShotChoices,
     zeroshot_eval_cpu_hint,
 )
+from avseg_cli.values import FRACTION_METAVAR, fraction
 
 
 DEFAULT_SOUND_THRESHOLD = 0.5
@@ -88,7 +89,7 @@ def evaluate(
         "Example: --device cpu"
     ),
     sound_threshold: Optional[float] = typer.Option(
-        None, "--sound-threshold", min=0.0, max=1.0,
+        None, "--sound-threshold", parser=fraction, metavar=FRACTION_METAVAR,
         help=f"With --class-agnostic: a query is sounding when P(sounding) exceeds this (default "
         f"{DEFAULT_SOUND_THRESHOLD}). Example: --sound-threshold 0.5"
     ),
@@ -252,15 +253,27 @@ def _interruptible(save_predictions: Optional[Path] = None, model_run: bool = Fa
         from avseg_cli.console import report_interrupt
 
         if save_predictions is not None:
-            command = shlex.join(["avseg", *sys.argv[1:]])
-            report_interrupt(f": resume with `{escape(command)}` (the videos already saved in "
-                             f"{escape(str(save_predictions))} are skipped)")
+            command = escape(shlex.join(["avseg", *sys.argv[1:]]))
+            if _holds_saved_videos(save_predictions):
+                report_interrupt(f": resume with `{command}` (the videos already saved in "
+                                 f"{escape(str(save_predictions))} are skipped)")
+            else:
+                report_interrupt(f": no video was saved yet; `{command}` starts the run again")
         elif model_run:
             report_interrupt(": nothing was kept (with --save-predictions DIR a later run resumes where an "
                              "interrupted one stopped)")
         else:
             report_interrupt()
         raise typer.Exit(130) from None
+
+
+def _holds_saved_videos(save_predictions: Path) -> bool:
+    """True when the predictions folder holds a video's folder (finished or not: a resumed run re-predicts only
+    the unfinished ones), False when nothing was saved in it yet or it cannot be read."""
+    try:
+        return any(entry.is_dir() and not entry.name.startswith(".") for entry in save_predictions.iterdir())
+    except OSError:
+        return False
 
 
 def _open_vocabulary_options(save_predictions, clip_weights, ovavss: OvavssChoices,

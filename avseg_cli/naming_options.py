@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import typer
 
+from avseg_cli.values import FRACTION_METAVAR, fraction
+
 TEMPLATES_OPTION = typer.Option(
     None, "--templates", metavar="vild|FILE", help="Prompt templates CLIP names the masks with (both methods; each "
     "class name is put in every template and the embeddings averaged): vild (the 14 templates of the official code, "
@@ -13,7 +15,7 @@ TEMPLATES_OPTION = typer.Option(
     "Example: --templates prompts.txt"
 )
 SCORE_THRESHOLD_OPTION = typer.Option(
-    None, "--score-threshold", min=0.0, max=1.0, help="The score an object needs to be kept (default: with "
+    None, "--score-threshold", parser=fraction, metavar=FRACTION_METAVAR, help="The score an object needs to be kept (default: with "
     "--checkpoint 0.3, the official threshold on the CLIP class probability; zero-shot 0.2, on its final score). "
     "Example: --score-threshold 0.5"
 )

@@ -7,6 +7,8 @@ from enum import Enum
 
 import typer
 
+from avseg_cli.values import FRACTION_METAVAR, fraction
+
 
 class CropProtocol(str, Enum):
     official = "official"
@@ -24,7 +26,7 @@ AMP_OPTION = typer.Option(
     "CPU with bfloat16 instructions: AMX / AVX512-BF16, about 20% faster there). Example: --amp fp16"
 )
 SOUND_GATE_OPTION = typer.Option(
-    None, "--sound-gate", min=0.0, max=1.0, help="With --checkpoint: only classify queries whose sound-head "
+    None, "--sound-gate", parser=fraction, metavar=FRACTION_METAVAR, help="With --checkpoint: only classify queries whose sound-head "
     "P(sounding) is at least this (not in the official protocol; faster). Example: --sound-gate 0.5"
 )
 MAX_CROPS_OPTION = typer.Option(

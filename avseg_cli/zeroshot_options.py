@@ -7,6 +7,7 @@ from enum import Enum
 import typer
 
 from avseg_cli.ovavss_options import runs_on_cpu
+from avseg_cli.values import FRACTION_METAVAR, fraction
 
 
 class Method(str, Enum):
@@ -66,7 +67,7 @@ INSTANCE_POLICY_OPTION = typer.Option(
     "kept: motion (the moving ones), best (one per class) or all."
 )
 AUDIO_THRESHOLD_OPTION = typer.Option(
-    None, "--audio-threshold", min=0.0, max=1.0, help="Zero-shot: CLAP probability a class needs to count as "
+    None, "--audio-threshold", parser=fraction, metavar=FRACTION_METAVAR, help="Zero-shot: CLAP probability a class needs to count as "
     "sounding (default 0.2). Example: --audio-threshold 0.3"
 )
 DETECTOR_SIZE_OPTION = typer.Option(
@@ -74,7 +75,7 @@ DETECTOR_SIZE_OPTION = typer.Option(
     "model's 800, which upsamples 360p video; 480 has 2.8x fewer pixels: faster, coarser). Example: --detector-size 480"
 )
 BOX_THRESHOLD_OPTION = typer.Option(
-    None, "--box-threshold", min=0.0, max=1.0, help="Zero-shot: detector score a box needs (default 0.3 for "
+    None, "--box-threshold", parser=fraction, metavar=FRACTION_METAVAR, help="Zero-shot: detector score a box needs (default 0.3 for "
     "grounding-dino, 0.1 for owlv2)."
 )
 NO_RESCORE_OPTION = typer.Option(

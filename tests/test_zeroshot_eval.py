@@ -138,11 +138,18 @@ def interrupting_predictor(after_clips: int) -> ZeroShotPredictor:
 def test_cli_interrupt_prints_one_line_with_the_resume_command(data, tmp_path, monkeypatch, capsys):
     records = data.load_split("test")
     first_video_clips = len(range(0, records[0].num_frames, 5))
-    predictors = iter([interrupting_predictor(first_video_clips), interrupting_predictor(0), fake_predictor()])
+    predictors = iter([interrupting_predictor(0), interrupting_predictor(first_video_clips),
+                       interrupting_predictor(0), fake_predictor()])
     monkeypatch.setattr(ZeroShotPredictor, "from_pretrained", staticmethod(lambda *a, **k: next(predictors)))
     preds = tmp_path / "my preds"
     args = ["eval", "--method", "zeroshot", "--data", str(data.data_dir), "--split", "test", "--device", "cpu",
             "--save-predictions", str(preds)]
+    # interrupted in the first video: nothing to resume, and the line does not pretend there is
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 130, err
+    lines = [line for line in err.splitlines() if line.startswith("interrupted")]
+    assert lines == [f"interrupted: no video was saved yet; `{shlex.join(['avseg', *args])}` starts the run "
+                     f"again"], err
     code, out, err = run_cli(monkeypatch, capsys, *args)
     assert code == 130, err
     lines = [line for line in err.splitlines() if line.startswith("interrupted")]

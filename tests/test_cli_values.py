@@ -1,0 +1,62 @@
+"""Option values from 0 to 1: every spelling a user might type is either taken as the number it names or refused
+in one line that says what is wrong with it (typer's own range check called a NaN "should be <= 1")."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import typer
+
+from avseg_cli.values import fraction
+
+
+@pytest.mark.parametrize("text, number", [("0", 0.0), ("1", 1.0), ("0.25", 0.25), ("-0", 0.0), (".5", 0.5),
+                                          ("1e-3", 0.001), (" 0.5 ", 0.5)])
+def test_fraction_takes_numbers_from_0_to_1(text, number):
+    assert fraction(text) == number
+
+
+@pytest.mark.parametrize("text, message", [
+    ("nan", "nan is not a number from 0 to 1"), ("NaN", "NaN is not a number from 0 to 1"),
+    ("inf", "inf is not a number from 0 to 1"), ("-inf", "-inf is not a number from 0 to 1"),
+    ("1.0000001", "1.0000001 is not a number from 0 to 1"), ("-0.1", "-0.1 is not a number from 0 to 1"),
+    ("abc", "'abc' is not a number (give one from 0 to 1)"), ("", "'' is not a number (give one from 0 to 1)"),
+])
+def test_fraction_refuses_with_the_reason(text, message):
+    with pytest.raises(typer.BadParameter) as info:
+        fraction(text)
+    assert str(info.value) == message
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    from avseg_cli.main import run
+
+    monkeypatch.setattr(sys, "argv", ["avseg", *args])
+    with pytest.raises(SystemExit) as info:
+        run()
+    captured = capsys.readouterr()
+    return int(info.value.code or 0), captured.out, captured.err
+
+
+@pytest.mark.parametrize("command, option", [
+    ("annotate", "--sound-gate"), ("annotate", "--score-threshold"), ("annotate", "--audio-threshold"),
+    ("annotate", "--box-threshold"), ("eval", "--sound-threshold"), ("eval", "--score-threshold"),
+])
+def test_cli_names_a_nan_for_what_it_is(command, option, tmp_path, monkeypatch, capsys):
+    target = ["video.mp4", "--classes", "a,b"] if command == "annotate" else ["--data", str(tmp_path)]
+    code, out, err = run_cli(monkeypatch, capsys, command, *target, option, "nan")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"error: Invalid value for '{option}': nan is not a number from 0 to 1 (see: ")
+    assert lines[0].endswith(f"avseg {command} --help)")  # the program name is pytest's here
+    assert out == ""
+
+
+def test_help_shows_the_range(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run_cli(monkeypatch, capsys, "annotate", "--help")
+    assert code == 0
+    line = next(line for line in out.splitlines() if "--sound-gate" in line)
+    assert "<0 to 1>" in line
