@@ -28,7 +28,6 @@ bit). `amp="bf16"` also runs on CPUs with native bfloat16 (AMX / AVX512-BF16), w
 from __future__ import annotations
 
 import contextlib
-import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from models.checkpoint_parts import build_network, read_checkpoint_parts, setup_
 from models.clip_loading import load_classifier_clip
 from models.device import cpu_supports_bf16, resolve_device  # noqa: F401 (resolve_device re-exported)
 from models.errors import AVSegError, UsageError
+from models.numbers_check import real_number, whole_number
 from models.ovavss.classifier import ClassifierConfig, OpenVocabularyClassifier, PairLogits
 from models.ovavss.clip_model import LoadedClip
 from models.ovavss.clip_tower_fusion import fuse_image_tower
@@ -104,13 +104,11 @@ class PredictorOptions:
 
     def __post_init__(self) -> None:
         for name in ("top_k", "max_crops_per_frame", "short_side", "crop_batch_size"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
-                raise UsageError(f"{name} must be a whole number, got {type(value).__name__} {value!r}")
+            if getattr(self, name) is not None:  # stored as int: recorded options stay JSON-able
+                object.__setattr__(self, name, whole_number(name, getattr(self, name), UsageError))
         for name in ("score_threshold", "sound_gate"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
-                raise UsageError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, real_number(name, getattr(self, name), UsageError))
         for name in ("amp_weights", "cuda_graphs"):
             if not isinstance(getattr(self, name), bool):
                 raise UsageError(f"{name} must be True or False, got {getattr(self, name)!r}")

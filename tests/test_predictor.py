@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -300,7 +300,7 @@ def test_predict_resized_checks_its_inputs_and_takes_numpy():
      ({"score_threshold": 1.5}, "score threshold"), ({"top_k": 0}, "top_k"), ({"sound_gate": -0.1}, "sound gate"),
      ({"max_crops_per_frame": 0}, "max crops"), ({"amp": "fp8"}, "amp mode"), ({"templates": ["no placeholder"]}, "{}"),
      ({"cuda_graphs": True}, "CUDA graphs need a CUDA device, the predictor runs on cpu"),
-     ({"top_k": 2.5}, "top_k must be a whole number, got float 2.5"), ({"top_k": True}, "got bool True"),
+     ({"top_k": 2.5}, r"top_k must be a whole number \(an int\), got float 2.5"), ({"top_k": True}, "got bool True"),
      ({"max_crops_per_frame": 1.5}, "max_crops_per_frame must be a whole number"),
      ({"score_threshold": "0.3"}, "score_threshold must be a number, got str '0.3'"),
      ({"amp_weights": "yes"}, "amp_weights must be True or False")],
@@ -310,6 +310,17 @@ def test_option_errors_come_before_any_loading(tmp_path, options, message):
     with pytest.raises(AVSegError, match=message if message != "{}" else r"\{\}"):
         AVSegPredictor.from_checkpoint(tmp_path / "not-there.pt", device="cpu", **options)
     assert time.perf_counter() - started < 1.0
+
+
+def test_numpy_numbers_are_stored_as_python_numbers():
+    """Options are recorded in the annotate JSON and eval results: numpy scalars (e.g. from a sweep over an
+    np.linspace) are kept as the Python numbers they equal, so those records can be written."""
+    options = PredictorOptions(top_k=np.int64(3), score_threshold=np.float32(0.25), sound_gate=np.float64(0.5),
+                               max_crops_per_frame=np.int32(2), short_side=np.uint16(360))
+    assert json.loads(json.dumps(asdict(options)))["top_k"] == 3
+    for name, value in [("top_k", 3), ("score_threshold", 0.25), ("sound_gate", 0.5), ("max_crops_per_frame", 2),
+                        ("short_side", 360)]:
+        assert getattr(options, name) == value and type(getattr(options, name)) is type(value), name
 
 
 def test_missing_and_foreign_checkpoints(tmp_path):

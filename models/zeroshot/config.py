@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from models.numbers_check import real_number, whole_number
 from models.ovavss.prompts import VILD_TEMPLATES, template_problem
 
 DETECTORS = ("grounding-dino", "owlv2")
@@ -34,18 +34,13 @@ TEXT_OPTIONS = ("detector", "instance_policy", "audio_prompt", "clip_model", "cl
 """Options that are strings."""
 
 
-def check_real(name: str, value: object) -> None:
-    """TypeError unless `value` is a real number (not a bool or a string); ValueError for NaN or an infinity."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value}")
-
-
-def check_whole(name: str, value: object) -> None:
-    """TypeError unless `value` is a whole number: an int (numpy's too), not a bool, a float or a string."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a whole number (an int), got {type(value).__name__} {value!r}")
+def check_real(name: str, value: object) -> float:
+    """`value` as a float; TypeError unless it is a real number (not a bool or a string), ValueError for NaN or an
+    infinity."""
+    number = real_number(name, value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {number}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -164,11 +159,9 @@ class ZeroShotConfig:
             if value is None and name in OPTIONAL_OPTIONS:
                 continue
             if name in REAL_OPTIONS:
-                check_real(name, value)
-                object.__setattr__(self, name, float(value))
+                object.__setattr__(self, name, check_real(name, value))
             else:
-                check_whole(name, value)
-                object.__setattr__(self, name, int(value))
+                object.__setattr__(self, name, whole_number(name, value))
         if not isinstance(self.rescore, (bool, np.bool_)):
             raise TypeError(f"rescore must be True or False, got {self.rescore!r}")
         for name in TEXT_OPTIONS:
