@@ -257,7 +257,9 @@ class BinaryMetrics:
     * IoU = |pred & gt| / |pred | gt| when the GT has foreground. When the GT is empty, AVSBench scores
       the background instead: IoU = |~pred| / (H * W), the fraction of pixels correctly left empty - so
       empty GT with empty prediction gives 1, and an empty GT with everything predicted gives 0.
-      `miou` is the plain mean over all frames (the official `eps = 1e-7` is omitted).
+      `miou` is the plain mean over all frames (the official `eps = 1e-7` is omitted). AVSBench's test loop
+      averages per video (one batch) and then over videos: the same number when every video has 5 labelled
+      frames (S4, MS3), while here each of AVSBench-OV's 10-frame v2 videos weighs twice a 5-frame v1s one.
     * F = (1 + beta^2) P R / (beta^2 P + R), beta^2 = 0.3, P = |pred & gt| / |pred|,
       R = |pred & gt| / |gt|, 0 when P or R is 0 or undefined. Frames whose GT is empty are skipped (as
       AVSBench does). `fscore` is the mean over the remaining frames. AVSBench itself feeds sigmoid
