@@ -218,7 +218,7 @@ def evaluate(
 
 def _evaluate_predictions_folder(predictions, data, split, json_path) -> None:
     """Score the label maps in `predictions`, print the tables and save RESULT.json."""
-    from avseg_cli.console import out, warn
+    from avseg_cli.console import out
     from avseg_cli.progress import stderr_progress
     from models.data.prepared import PreparedData
     from models.pipeline.evaluate_predictions import (
@@ -232,8 +232,7 @@ def _evaluate_predictions_folder(predictions, data, split, json_path) -> None:
         check_json_destination(json_path)
     with _interruptible(), stderr_progress(unit="videos", transient=True) as progress:
         result = evaluate_predictions(predictions, prepared, split, progress)
-    if result.unknown_gt_pixels:
-        warn(f"{result.unknown_gt_pixels} GT pixels had non-palette colours and were scored as background")
+    _warn_unknown_gt_pixels(result.unknown_gt_pixels)
     if json_path is not None:
         write_result_json(json_path, result, predictions)
     _print_tables(out, result)
@@ -265,6 +264,17 @@ def _interruptible(save_predictions: Optional[Path] = None, model_run: bool = Fa
         else:
             report_interrupt()
         raise typer.Exit(130) from None
+
+
+def _warn_unknown_gt_pixels(count: int) -> None:
+    """One warning line when GT labels had colours outside AVSBench's palette (scored as background, as the
+    official evaluation does). Counted on the 224x224 maps that are scored, so `prepare`'s count at the original
+    size differs."""
+    from avseg_cli.console import warn
+
+    if count:
+        warn(f"{count} GT pixels (at the 224x224 evaluation size) had non-palette colours and were scored as "
+             "background")
 
 
 def _holds_saved_videos(save_predictions: Path) -> bool:
@@ -393,8 +403,7 @@ def _evaluate_open_vocabulary(load_predictor, what, data, split, json_path, save
             warn(hint)
         with stderr_progress(unit="videos", transient=True) as progress:
             result = evaluate_open_vocabulary(predictor, prepared, split, save_predictions, progress)
-    if result.scores.unknown_gt_pixels:
-        warn(f"{result.scores.unknown_gt_pixels} GT pixels had non-palette colours and were scored as background")
+    _warn_unknown_gt_pixels(result.scores.unknown_gt_pixels)
     if json_path is not None:
         write_json(json_path, result.to_json())
     described = result.predictor

@@ -242,6 +242,9 @@ def test_eval_predictions_follows_the_protocol_on_mixed_videos(tmp_path, monkeyp
         pairs = protocol_pairs(root, pred_root / split, split)
         want = protocol_scores(pairs)
         assert (got["num_videos"], got["num_frames"]) == (videos, frames) and len(pairs) == frames
+        warned = [line for line in err.splitlines() if "non-palette colours" in line]
+        assert warned == ([f"warning: {got['unknown_gt_pixels']} GT pixels (at the 224x224 evaluation size) had "
+                           "non-palette colours and were scored as background"] if got["unknown_gt_pixels"] else [])
         per_class = [math.nan if v is None else v for v in got["per_class_iou"].values()]
         np.testing.assert_allclose(per_class, want["iou"], rtol=0, atol=1e-12, equal_nan=True)
         for key, name in (("miou", "miou"), ("base_miou", "base"), ("novel_miou", "novel"),
