@@ -340,7 +340,7 @@ def _evaluate_checkpoint_class_agnostic(checkpoint, data, split, json_path, devi
     from models.pipeline.evaluate_model import evaluate_class_agnostic
     from models.pipeline.evaluate_predictions import check_json_destination
     from models.pipeline.network import load_network
-    from models.pipeline.train import resolve_device
+    from models.device import resolve_device
 
     prepared = PreparedData.open(data)
     if json_path is not None:

@@ -107,9 +107,12 @@ def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder next to `path`; it replaces `path` only when the block succeeds.
 
-    An existing folder at `path` is moved aside and deleted only after the new one is in place.
+    An existing folder at `path` is moved aside and deleted only after the new one is in place; anything else
+    there (a file of the user's) is refused before the block runs, and left as it is.
     """
     path = Path(path)
+    if (path.exists() or path.is_symlink()) and not path.is_dir():
+        raise AVSegError(f"cannot write folder {path}: a file of that name is in the way (move or rename it)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))

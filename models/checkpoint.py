@@ -46,7 +46,7 @@ def _numpy_safe_globals() -> list:
             *{type(np.dtype(code)) for code in "?bhilqBHILQefdgFD"}]
 
 
-_LEGACY_TORCH_HEAD = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+LEGACY_TORCH_HEAD = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 """How a pre-1.6 `torch.save` file starts: the pickled magic number of the legacy format."""
 
 
@@ -77,7 +77,7 @@ def unreadable_reason(path: str | os.PathLike, error: BaseException, formats: st
                 f"arbitrary objects)")
     try:
         with open(path, "rb") as handle:
-            head = handle.read(len(_LEGACY_TORCH_HEAD))
+            head = handle.read(len(LEGACY_TORCH_HEAD))
     except OSError as os_error:
         return os_error.strerror or "it cannot be opened"
     if not head:
@@ -86,7 +86,7 @@ def unreadable_reason(path: str | os.PathLike, error: BaseException, formats: st
         return "not a safetensors file (corrupt or truncated?)"
     if head.startswith(b"PK\x03\x04"):
         return "a zip archive that is not a readable PyTorch file (corrupt or truncated?)"
-    if head == _LEGACY_TORCH_HEAD:
+    if head == LEGACY_TORCH_HEAD:
         return "a PyTorch file in the legacy format that cannot be read (corrupt or truncated?)"
     return f"not a {formats} file (corrupt or truncated?)"
 

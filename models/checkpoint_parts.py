@@ -141,12 +141,14 @@ def read_checkpoint_parts(path: str | os.PathLike) -> CheckpointParts:
 
 
 def _not_a_model(path: Path, kind: str) -> AVSegError:
-    if kind.startswith("mask2former"):
+    from models.official import KIND_MASK2FORMER_R50, KIND_MASK2FORMER_SWINB, KIND_VGGISH
+
+    if kind in (KIND_MASK2FORMER_R50, KIND_MASK2FORMER_SWINB):
         return AVSegError(
             f"{path} is a Mask2Former COCO checkpoint (a training initialisation, not an OV-AVSS model): "
             f"use it with avseg train --init"
         )
-    if kind == "vggish":
+    if kind == KIND_VGGISH:
         return AVSegError(f"{path} holds VGGish weights, not an OV-AVSS model: pass it as the VGGish weights")
     return AVSegError(f"{path} is not an OV-AVSS checkpoint ({kind})")
 

@@ -6,19 +6,20 @@ prefix a file name carries, like torch.hub's `vggish-10086976.pth`) match is the
 On any failure or interruption the temporary file is removed and nothing is left at the destination.
 
 Offline mode (`offline=True`, `AVSEG_OFFLINE=1`, `HF_HUB_OFFLINE=1`, or `set_process_offline` as the command
-line's `--offline` does) is decided by `is_offline`; callers check it before downloading so that a missing file
+line's `--offline` does) is decided by `offline_reason`; callers check it before downloading so that a missing file
 fails at once with one line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import os
-import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 from models.atomic import atomic_path
 from models.errors import AVSegError
@@ -85,11 +86,6 @@ def offline_reason(offline: bool | None = None) -> str | None:
     return None
 
 
-def is_offline(offline: bool | None = None) -> bool:
-    """True when `offline` is true or AVSEG_OFFLINE / HF_HUB_OFFLINE is set."""
-    return offline_reason(offline) is not None
-
-
 def _check_digest(url: str, digest: str, sha256: str | None, sha256_prefix: str | None) -> None:
     expected = (sha256 or sha256_prefix or "").lower()
     if expected and not digest.startswith(expected):
@@ -97,6 +93,26 @@ def _check_digest(url: str, digest: str, sha256: str | None, sha256_prefix: str 
             f"checksum mismatch for {url}: expected sha256 {expected[:16]}..., got {digest[:16]}... "
             f"(a damaged or different file; nothing was kept)"
         )
+
+
+@contextlib.contextmanager
+def _network_errors(url: str, label: str, destination: Path) -> Iterator[None]:
+    """Turn what connecting to or reading from `url` can raise into one `AVSegError` line about the download
+    (an OSError from the network - refused, timed out, TLS - is no "cannot write" of the destination)."""
+    try:
+        yield
+    except urllib.error.HTTPError as error:
+        raise AVSegError(f"cannot download {label} from {url}: HTTP {error.code} {error.reason}") from error
+    except http.client.IncompleteRead as error:
+        raise AVSegError(f"download of {label} from {url} was cut short: the server closed the connection "
+                         f"{error.expected} bytes early" if error.expected is not None else
+                         f"download of {label} from {url} was cut short") from error
+    except (OSError, http.client.HTTPException) as error:
+        reason = getattr(error, "reason", None) or error
+        raise AVSegError(
+            f"cannot download {label} from {url}: {reason} (no network? download it yourself and put it at "
+            f"{destination})"
+        ) from error
 
 
 def download_file(
@@ -134,31 +150,27 @@ def download_file(
                                  timeout=timeout, what=what)
         finally:
             display.close()
-    with atomic_path(destination) as tmp:
+    with atomic_path(destination) as tmp:  # errors writing `tmp` (a full disk) read "cannot write <destination>"
         digest = hashlib.sha256()
         done = 0
-        try:
-            request = urllib.request.Request(url, headers={"User-Agent": "avseg"})
-            with urlopen(request, timeout=timeout) as response:
-                length = response.headers.get("Content-Length") if getattr(response, "headers", None) else None
-                total = int(length) if length and str(length).isdigit() else None
+        request = urllib.request.Request(url, headers={"User-Agent": "avseg"})
+        with _network_errors(url, label, destination):
+            response = urlopen(request, timeout=timeout)
+        with response, open(tmp, "wb") as handle:
+            length = response.headers.get("Content-Length") if getattr(response, "headers", None) else None
+            total = int(length) if length and str(length).isdigit() else None
+            if progress is not None:
+                progress(0, total)
+            while True:
+                with _network_errors(url, label, destination):
+                    chunk = response.read(CHUNK_BYTES)
+                if not chunk:
+                    break
+                handle.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
                 if progress is not None:
-                    progress(0, total)
-                with open(tmp, "wb") as handle:
-                    while chunk := response.read(CHUNK_BYTES):
-                        handle.write(chunk)
-                        digest.update(chunk)
-                        done += len(chunk)
-                        if progress is not None:
-                            progress(done, total)
-        except urllib.error.HTTPError as error:
-            raise AVSegError(f"cannot download {label} from {url}: HTTP {error.code} {error.reason}") from error
-        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as error:
-            reason = getattr(error, "reason", None) or error
-            raise AVSegError(
-                f"cannot download {label} from {url}: {reason} (no network? download it yourself and put it at "
-                f"{destination})"
-            ) from error
+                    progress(done, total)
         if total is not None and done != total:
             raise AVSegError(f"download of {label} from {url} was cut short: {done} of {total} bytes received")
         _check_digest(url, digest.hexdigest(), sha256, sha256_prefix)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.checkpoint import check_avseg_checkpoint, load_torch_file
+from models.checkpoint import LEGACY_TORCH_HEAD, check_avseg_checkpoint, load_torch_file
 from models.errors import AVSegError
 
 KIND_OFFICIAL_R50 = "official-ovavss-r50"
@@ -43,7 +43,6 @@ _AUDIO_MARKERS = (
     "sem_seg_head.predictor.audio_query_embed.",
     AUDIO_PREFIX,
 )
-_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 
 
 @dataclass(frozen=True)
@@ -189,12 +188,12 @@ def _file_format(path: Path) -> str:
     """The container: "zip" (PyTorch), "legacy-torch" (pre-1.6 torch.save), "pickle" (other pickles), "other"."""
     try:
         with open(path, "rb") as handle:
-            head = handle.read(len(_LEGACY_TORCH_MAGIC))
+            head = handle.read(len(LEGACY_TORCH_HEAD))
     except OSError:
         return "other"
     if head.startswith(b"PK\x03\x04"):
         return "zip"
-    if head == _LEGACY_TORCH_MAGIC:
+    if head == LEGACY_TORCH_HEAD:
         return "legacy-torch"
     if head[:1] == b"\x80":
         return "pickle"
@@ -231,7 +230,9 @@ def detect_kind(state: Mapping[str, Any]) -> tuple[str, str | None] | None:
     has_head = any(k.startswith("sem_seg_head.") for k in keys)
     if backbone is not None and has_head:
         has_audio = any(k.startswith(_AUDIO_MARKERS) for k in keys)
-        return (f"official-ovavss-{backbone}" if has_audio else f"mask2former-{backbone}"), backbone
+        kinds = {("r50", True): KIND_OFFICIAL_R50, ("swinb", True): KIND_OFFICIAL_SWINB,
+                 ("r50", False): KIND_MASK2FORMER_R50, ("swinb", False): KIND_MASK2FORMER_SWINB}
+        return kinds[backbone, has_audio], backbone
     if "features.0.weight" in state and "embeddings.0.weight" in state:
         return KIND_VGGISH, None
     return None

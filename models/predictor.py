@@ -38,7 +38,7 @@ import torch
 
 from models.checkpoint_parts import build_network, read_checkpoint_parts, setup_vggish
 from models.clip_loading import load_classifier_clip
-from models.device import cpu_supports_bf16, resolve_device  # noqa: F401 (resolve_device re-exported)
+from models.device import cpu_supports_bf16, resolve_device
 from models.errors import AVSegError, UsageError
 from models.numbers_check import real_number, whole_number
 from models.ovavss.classifier import ClassifierConfig, OpenVocabularyClassifier, PairLogits
@@ -203,8 +203,11 @@ class AVSegPredictor:
     """OV-AVSS: names and segments the sounding objects of clips (implements `VideoPredictor`).
 
     Args:
-        model: the class-agnostic network (`OVAVSS`), weights loaded.
-        clip: the frozen CLIP of the classifier.
+        model: the class-agnostic network (`OVAVSS`), weights loaded. Taken over, not copied: it is moved to
+            `device` and put in eval mode, and with `options.amp` and `amp_weights` (the default for amp) its
+            weights and CLIP's are cast to the amp dtype in place and CLIP's image tower is fused, so the
+            modules passed no longer run in float32 afterwards. Pass copies (`copy.deepcopy`) to keep them.
+        clip: the frozen CLIP of the classifier (taken over like `model`).
         config: the network configuration (sizes, resize rule, clip length).
         device: where everything runs.
         options: prediction options (defaults = official inference).

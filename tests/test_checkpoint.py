@@ -327,3 +327,22 @@ def test_temporary_names_of_atomic_writes_map_back_to_their_destination(tmp_path
     assert all(found == name for found, name in seen), seen
     for other in ("last.pt", ".last.pt", ".last.pt.old-123", ".vid.tmp", ".last.pt.a-b.tmp.pt", "x.abcd1234.tmp"):
         assert temporary_target(other) is None, other
+
+
+def test_atomic_dir_replaces_a_folder_but_never_a_file_in_its_way(tmp_path):
+    from models.atomic import atomic_dir
+
+    folder = tmp_path / "clip.masks"
+    folder.mkdir()
+    (folder / "old.png").write_bytes(b"old")
+    with atomic_dir(folder) as tmp:
+        (tmp / "0.png").write_bytes(b"new")
+    assert sorted(p.name for p in folder.iterdir()) == ["0.png"] and sorted(os.listdir(tmp_path)) == ["clip.masks"]
+    mine = tmp_path / "notes.masks"
+    mine.write_text("the user's file")
+    ran = []
+    with pytest.raises(AVSegError, match=r"cannot write folder .*notes.masks: a file of that name is in the way"):
+        with atomic_dir(mine):
+            ran.append(True)
+    assert not ran and mine.read_text() == "the user's file"
+    assert sorted(os.listdir(tmp_path)) == ["clip.masks", "notes.masks"]  # nothing moved aside, nothing left

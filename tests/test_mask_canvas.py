@@ -35,6 +35,11 @@ def test_indexing_equals_upsampling_everything():
     queries, frames = torch.tensor([3, 3, 11, 0]), torch.tensor([0, 2, 1, 1])
     assert torch.equal(canvas[queries, frames], full[queries, frames])
     assert torch.equal(canvas[4], full[4])
+    assert torch.equal(canvas[-1], full[-1]) and torch.equal(canvas[-20], full[-20])  # as a tensor indexes
+    with pytest.raises(IndexError):
+        canvas[20]
+    with pytest.raises(IndexError):
+        canvas[-21]
     assert canvas[torch.tensor([], dtype=torch.long)].shape == (0, 3, 24, 40)
     assert canvas[torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long)].shape == (0, 24, 40)
     with pytest.raises(ValueError, match=r"\(Q, T, h, w\)"):

@@ -105,6 +105,34 @@ def test_clean_dataset_outputs(clean_root, tmp_path):
     ]
 
 
+def test_damaged_split_files_are_one_line(clean_root, tmp_path):
+    out = tmp_path / "data"
+    prepare_dataset(clean_root, out)
+    data = PreparedData.open(out)
+    split = out / "splits" / "test.jsonl"
+    good = split.read_bytes()
+    split.write_bytes(b"\xff\xfe" + good)
+    with pytest.raises(AVSegError, match=r"split file is not UTF-8 text: .*test.jsonl \(invalid start byte at byte "
+                                         r"0; run `avseg prepare` again\)"):
+        data.load_split("test")
+    split.write_bytes(good[: len(good) // 2])  # cut in the middle of a line
+    with pytest.raises(AVSegError, match=r"malformed line \d+ in .*test.jsonl"):
+        data.load_split("test")
+    split.unlink()
+    split.mkdir()
+    with pytest.raises(AVSegError, match=r"split file not found: .*test.jsonl"):
+        data.load_split("test")
+    split.rmdir()
+    split.write_bytes(good)
+    split.chmod(0)
+    try:
+        if not os.access(split, os.R_OK):  # (root reads anything)
+            with pytest.raises(AVSegError, match=r"cannot read split file .*test.jsonl: Permission denied"):
+                data.load_split("test")
+    finally:
+        split.chmod(0o644)
+
+
 def test_idempotent_and_root_untouched(clean_root, tmp_path):
     before = tree_digest(clean_root)
     out = tmp_path / "data"

@@ -3,8 +3,12 @@ official-checkpoint conversion and the `avseg weights` commands."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import http.client
 import io
+import socket
+import ssl
 import time
 import urllib.error
 from dataclasses import replace
@@ -123,6 +127,52 @@ def test_truncated_and_failed_transfers_keep_nothing(served, tmp_path):
         download.download_file("https://example.invalid/w.pth", tmp_path / "dl" / "w.pth")
     served["state"]["error"] = urllib.error.HTTPError("https://example.invalid/w.pth", 404, "Not Found", {}, None)
     with pytest.raises(AVSegError, match="HTTP 404"):
+        download.download_file("https://example.invalid/w.pth", tmp_path / "dl" / "w.pth")
+    assert leftovers(tmp_path / "dl") == []
+
+
+@pytest.mark.parametrize("failure, message", [
+    (ssl.SSLError(1, "[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC] decryption failed"),
+     r"cannot download w.pth from https://example.invalid/w.pth: .*DECRYPTION_FAILED.* \(no network\?"),
+    (ConnectionResetError(104, "Connection reset by peer"), r"cannot download w.pth from .*: .*Connection reset"),
+    (socket.timeout("timed out"), r"cannot download w.pth from .*: timed out"),
+    (http.client.IncompleteRead(b"abc", 10), r"download of w.pth from .* was cut short: the server closed the "
+                                             r"connection 10 bytes early"),
+])
+def test_errors_while_reading_the_response_are_download_errors(monkeypatch, tmp_path, failure, message):
+    """The network failing in the middle of the body is reported as a failed download, not as "cannot write" the
+    destination (an SSLError is an OSError) nor as an internal error (IncompleteRead is none)."""
+    class Failing(FakeResponse):
+        def read(self, size=-1):
+            if self.tell() > 0:
+                raise failure
+            return super().read(size)
+
+    monkeypatch.setattr(download, "urlopen", lambda request, timeout=None: Failing(PAYLOAD, len(PAYLOAD)))
+    with pytest.raises(AVSegError, match=message) as info:
+        download.download_file("https://example.invalid/w.pth", tmp_path / "dl" / "w.pth")
+    assert "cannot write" not in info.value.message
+    assert leftovers(tmp_path / "dl") == []
+
+
+def test_a_full_disk_while_downloading_is_a_write_error(served, monkeypatch, tmp_path):
+    real_open = open
+
+    class FullDisk:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(download, "open", lambda path, mode: FullDisk(real_open(path, mode)), raising=False)
+    with pytest.raises(AVSegError, match=r"cannot write .*w.pth: No space left on device"):
         download.download_file("https://example.invalid/w.pth", tmp_path / "dl" / "w.pth")
     assert leftovers(tmp_path / "dl") == []
 

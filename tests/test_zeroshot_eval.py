@@ -208,6 +208,13 @@ def test_resuming_with_other_zero_shot_options_or_another_method_is_refused(data
                              set_vocabulary=lambda names: None)
     with pytest.raises(AVSegError, match=r"another run \(checkpoint: None there, 'm.pt' now; method: 'zeroshot' there, 'ov-avss' now; \d+ more\)"):
         predict_split(ovavss, data, "test", preds)
+    # a run file written before an option existed (no key where the option's default is None now) resumes:
+    # nothing differs, and it was refused with an empty reason "another run ()"
+    stored = json.loads((preds / RUN_FILE).read_text())
+    assert stored["options"]["detector_short_side"] is None
+    del stored["options"]["detector_short_side"]
+    (preds / RUN_FILE).write_text(json.dumps(stored))
+    assert predict_split(fake_predictor(), data, "test", preds).skipped == len(data.load_split("test"))
     # a run file of an earlier avseg (without the zero-shot keys) still resumes
     stored = json.loads((preds / RUN_FILE).read_text())
     for key in ("method", "detector", "options", "weights"):

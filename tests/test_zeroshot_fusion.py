@@ -1,6 +1,7 @@
 """The zero-shot method's decision logic (models/zeroshot/fusion.py) against straightforward references."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -156,6 +157,11 @@ def test_config_validation_and_defaults():
                 dict(detector="owlv2", detector_short_side=480), dict(detector_short_side=16)):
         with pytest.raises(ValueError):
             ZeroShotConfig(**bad)
+    # the prompt is filled by replacing its one '{}', so other braces would have been a KeyError at prediction
+    for prompt, problem in (("A {} near {place}.", "contains a '{' or '}' besides its one '{}'"),
+                            ("{} and {}", "must contain exactly one '{}' (found 2)")):
+        with pytest.raises(ValueError, match=re.escape(f"audio_prompt {prompt!r} {problem}")):
+            ZeroShotConfig(audio_prompt=prompt)
 
 
 def test_resolve_device_switches_subnormal_floats_off_on_the_cpu():

@@ -23,7 +23,6 @@ CLASS_NAMES: tuple[str, ...] = (
 """Index -> name, background first, then the 70 categories alphabetically."""
 
 NUM_CLASSES = len(CLASS_NAMES)  # 71, background included
-BACKGROUND = 0
 
 CLASS_INDEX: dict[str, int] = {name: i for i, name in enumerate(CLASS_NAMES)}
 

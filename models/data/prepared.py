@@ -117,15 +117,22 @@ class PreparedData:
         path = self.split_path(split)
         if not path.is_file():
             raise AVSegError(f"split file not found: {path} (run `avseg prepare`)")
+        try:
+            with open(path, encoding="utf-8") as handle:
+                lines = handle.read().splitlines()
+        except UnicodeDecodeError as error:
+            raise AVSegError(f"split file is not UTF-8 text: {path} ({error.reason} at byte {error.start}; run "
+                             f"`avseg prepare` again)") from error
+        except OSError as error:
+            raise AVSegError(f"cannot read split file {path}: {error.strerror or error}") from error
         records = []
-        with open(path, encoding="utf-8") as handle:
-            for line_no, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(VideoRecord.from_json(json.loads(line)))
-                except (ValueError, KeyError, TypeError) as error:
-                    raise AVSegError(f"malformed line {line_no} in {path}: {error}") from error
+        for line_no, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(VideoRecord.from_json(json.loads(line)))
+            except (ValueError, KeyError, TypeError) as error:
+                raise AVSegError(f"malformed line {line_no} in {path}: {error}") from error
         return records
 
 

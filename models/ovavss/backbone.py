@@ -22,8 +22,6 @@ from models.errors import AVSegError
 from models.ovavss.resnet import ResNet, ResNetConfig
 from models.ovavss.swin import SwinConfig, SwinTransformer
 
-FEATURE_NAMES = ("res2", "res3", "res4", "res5")
-
 #: The tiny backbone: one bottleneck block per stage, bottleneck width = half the output width, GroupNorm.
 TINY_RESNET = ResNetConfig(
     stem_channels=16,

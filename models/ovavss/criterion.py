@@ -41,8 +41,6 @@ from models.ovavss.point_sample import (
 if TYPE_CHECKING:
     from models.ovavss.config import TrainConfig
 
-LOSS_NAMES = ("loss_ce", "loss_mask", "loss_dice")
-
 
 def default_weight_dict(
     num_aux: int, class_weight: float = 2.0, mask_weight: float = 5.0, dice_weight: float = 5.0

@@ -57,7 +57,7 @@ class MaskCanvas:
             query_index, frame_index = (k.to(self.device) if torch.is_tensor(k) else k for k in key)
             return self._upsample(self.low_res[query_index, frame_index].unsqueeze(1)).squeeze(1)
         if isinstance(key, int):
-            return self[key : key + 1][0]
+            return self._upsample(self.low_res[key].unsqueeze(0))[0]  # negative indices as a tensor takes them
         if torch.is_tensor(key):
             key = key.to(self.device)
         return self._upsample(self.low_res[key])

@@ -17,7 +17,6 @@ class-agnostic and localizes sounding objects of any category.
 
 from __future__ import annotations
 
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -99,12 +98,6 @@ class OVAVSS(nn.Module):
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
         """The state dict without the frozen audio encoder (what training checkpoints store)."""
         return {k: v for k, v in self.state_dict().items() if k.startswith(TRAINED_PREFIXES)}
-
-    def trainable_named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
-        """Parameters that receive gradients (the audio encoder is frozen)."""
-        for name, param in self.named_parameters():
-            if param.requires_grad and name.startswith(TRAINED_PREFIXES):
-                yield name, param
 
 
 def build_backbone(config: ModelConfig) -> nn.Module:

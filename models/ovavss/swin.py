@@ -63,7 +63,10 @@ class SwinConfig:
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: in training, zero whole samples with probability p and scale the rest by 1/(1-p)."""
+    """Stochastic depth: in training, zero whole samples with probability p and scale the rest by 1/(1-p).
+
+    forward: (N, ...) -> (N, ...), one keep/drop draw per sample n; the identity in eval mode or with p = 0.
+    """
 
     def __init__(self, p: float = 0.0) -> None:
         super().__init__()

@@ -3,8 +3,10 @@
 The model was trained on clips of T = `clip_len` (5) frames one second apart. With s = round(F) analysed
 frames per second (F = the analysis rate, by default the video's own), the analysed frames are cut into blocks
 of T x s frames; inside a block starting at frame b, clip j (j = 0 .. s-1) holds b + j, b + j + s, ...,
-b + j + (T-1)s. Every frame is analysed exactly once, in a clip whose frames are one second apart; the last
-block of a video is usually partial and its clips shorter. See `models.pipeline.annotate` for the whole flow.
+b + j + (T-1)s. Every frame is analysed exactly once, in a clip whose frames are s analysed frames apart: one
+second when F is a whole number (25, 30), about one second for 29.97, s / F seconds otherwise (F = 2.5 gives
+s = 3, 1.2 s; F below 1.5 gives s = 1, 1 / F seconds: 2 s at F = 0.5). The last block of a video is usually
+partial and its clips shorter. See `models.pipeline.annotate` for the whole flow.
 """
 
 from __future__ import annotations

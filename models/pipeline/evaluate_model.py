@@ -79,18 +79,21 @@ def evaluate_class_agnostic(model: torch.nn.Module, data, split: str = "test", s
     metrics = BinaryMetrics()
     model.eval()
     progress.start(f"evaluating {split} (class-agnostic)", total=len(records))
-    for record in records:
-        video = load_eval_video(record, data.root, clip_len=model.config.clip_len, short_side=short_side,
-                                max_size=model.config.max_size)
-        gt = gt_index_maps(record, data.root, size=EVAL_GT_SIZE)
-        for clip in video.clips:
-            fg = predict_foreground(model, clip.frames, clip.audio_examples, clip.original_size, sound_threshold)
-            for j, k in enumerate(clip.frame_ids.tolist()):
-                if k in gt:
-                    pred = resize_nearest(fg[j].numpy().astype(np.uint8), *EVAL_GT_SIZE)
-                    metrics.update(gt[k], pred)
-        progress.advance(1)
-    progress.finish()
+    try:
+        for record in records:
+            video = load_eval_video(record, data.root, clip_len=model.config.clip_len, short_side=short_side,
+                                    max_size=model.config.max_size)
+            gt = gt_index_maps(record, data.root, size=EVAL_GT_SIZE)
+            for clip in video.clips:
+                fg = predict_foreground(model, clip.frames, clip.audio_examples, clip.original_size,
+                                        sound_threshold)
+                for j, k in enumerate(clip.frame_ids.tolist()):
+                    if k in gt:
+                        pred = resize_nearest(fg[j].numpy().astype(np.uint8), *EVAL_GT_SIZE)
+                        metrics.update(gt[k], pred)
+            progress.advance(1)
+    finally:
+        progress.finish()
     scores = metrics.scores()
     return ClassAgnosticResult(split=split, fg_miou=scores.miou, fscore=scores.fscore, num_videos=len(records),
                                num_frames=scores.num_frames, sound_threshold=sound_threshold)

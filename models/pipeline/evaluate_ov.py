@@ -173,10 +173,9 @@ def _check_run_file(pred_dir: Path, description: dict, split: str) -> None:
             stored = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise AVSegError(f"unreadable {path} ({error}); delete it or use another predictions folder") from error
-        differing = [key for key in wanted
-                     if (key in stored or key not in _RUN_KEYS_ADDED_LATER) and stored.get(key) != wanted[key]]
-        if differing:
-            leaves = [leaf for key in differing for leaf in leaf_differences(stored.get(key), wanted[key], key)]
+        compared = [key for key in wanted if key in stored or key not in _RUN_KEYS_ADDED_LATER]
+        leaves = [leaf for key in compared for leaf in leaf_differences(stored.get(key), wanted[key], key)]
+        if leaves:
             shown = "; ".join(f"{name}: {before!r} there, {now!r} now" for name, before, now in leaves[:2])
             more = f"; {len(leaves) - 2} more" if len(leaves) > 2 else ""
             raise AVSegError(

@@ -23,7 +23,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from models.device import resolve_device  # noqa: F401 (used by the CLI)
+from models.device import resolve_device
 from models.atomic import temporary_target
 from models.errors import AVSegError, UsageError
 from models.ovavss.config import TRAIN_CONFIGS, TrainConfig, get_config

@@ -146,8 +146,9 @@ class ZeroShotConfig:
             problem = template_problem(template)
             if problem is not None:
                 raise ValueError(f"clip template {template!r} {problem}")
-        if "{}" not in self.audio_prompt:
-            raise ValueError(f"audio_prompt must contain '{{}}' for the class name, got {self.audio_prompt!r}")
+        problem = template_problem(self.audio_prompt)
+        if problem is not None:
+            raise ValueError(f"audio_prompt {self.audio_prompt!r} {problem} (the class name goes in the '{{}}')")
 
     def _check_types(self) -> None:
         """TypeError for an option of the wrong type; ValueError for a NaN or infinite number.

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from models.errors import AVSegError
+from models.ovavss.prompts import fill_template
 from models.prediction import ClipInput, FramePrediction, Instance, checked_frames
 from models.zeroshot.config import ZeroShotConfig
 from models.zeroshot.fusion import (
@@ -278,7 +279,7 @@ class ZeroShotPredictor:
         probabilities = np.zeros((count, vocabulary_size), dtype=np.float32)
         audible = np.flatnonzero(loudness >= config.silence_dbfs)
         if audible.size:
-            texts = [config.audio_prompt.format(name) for name in self.vocabulary] + list(config.null_prompts)
+            texts = [fill_template(config.audio_prompt, name) for name in self.vocabulary] + list(config.null_prompts)
             similarities = self.tagger.similarities([windows[i] for i in audible], texts)
             probabilities[audible] = audio_probabilities(similarities, self.tagger.logit_scale, vocabulary_size)
         sounding = sounding_classes(probabilities, loudness, config.audio_threshold, config.max_sounding,
