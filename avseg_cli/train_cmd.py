@@ -68,7 +68,7 @@ def train(
 
 def _default_config(out_dir: Path, resume: bool) -> str:
     """The config when --config is not given: the run's own for --resume (read from its last.pt), else r50."""
-    from models.pipeline.train import run_config_name
+    from models.pipeline.run_folder import run_config_name
 
     return (run_config_name(out_dir) if resume else None) or "r50"
 

@@ -15,7 +15,8 @@ import torch
 from models.data.synthetic import make_synthetic_avsbench
 from models.errors import AVSegError, UsageError
 from models.pipeline.prepare import prepare_dataset
-from models.pipeline.train import ResumableBatchSampler, TrainOptions, train
+from models.pipeline.train import TrainOptions, train
+from models.pipeline.train_sampler import ResumableBatchSampler
 
 
 @pytest.fixture(scope="module")

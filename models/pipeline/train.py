@@ -1,5 +1,8 @@
 """The training loop of `avseg train`: the official recipe, resumable bit for bit.
 
+The run folder (checks, resume state, log) is `models.pipeline.run_folder`; the order of the training videos
+`models.pipeline.train_sampler`.
+
 Reproducibility: every random choice of the data pipeline is derived from (seed, iteration, slot) and
 every random draw of the model (dropout, point sampling) comes from torch's global generator, whose state
 is saved in each checkpoint. Resuming from `last.pt` on the same device therefore continues exactly the
@@ -8,33 +11,35 @@ run that was interrupted.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
 import random
-import re
 import time
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 
 from models.device import resolve_device
-from models.atomic import temporary_target
 from models.errors import AVSegError, UsageError
 from models.ovavss.config import TRAIN_CONFIGS, TrainConfig, get_config
-from models.pipeline.output_folders import missing_folders, remove_empty_folders
+from models.pipeline.output_folders import remove_empty_folders
+from models.pipeline.run_folder import (
+    append_log,
+    avseg_checkpoint_config,
+    check_run_folder,
+    load_resume_state,
+    make_run_folder,
+    prepare_run_folder,
+    refuse_existing_run,
+)
+from models.pipeline.train_sampler import ResumableBatchSampler
 from models.progress import NullProgress, Progress
 
 MAX_SEED = 2**64 - 1
 """The largest --seed: torch's generators take seeds up to 2**64-1 (numpy's seed sequences any integer >= 0)."""
 
-_RUN_FILE = re.compile(r"last\.pt|model_\d+\.pt|log\.jsonl")
-"""Names of the files a run writes into its folder (atomically: an interrupted write leaves a temporary one)."""
 
 
 @dataclass
@@ -69,63 +74,6 @@ class TrainResult:
     already_done: bool = False  # a --resume of a run that had already reached max_iter: nothing was trained
 
 
-def _newest_readable_checkpoint(out_dir: Path) -> Path | None:
-    """The run folder's newest `model_*.pt` that loads as a training checkpoint, for advice when `last.pt` is
-    missing or damaged; None when there is none."""
-    from models.checkpoint import load_checkpoint
-
-    for path in sorted(out_dir.glob("model_*.pt"), reverse=True):
-        try:
-            if load_checkpoint(path).get("kind") == "train":
-                return path
-        except AVSegError:
-            continue
-    return None
-
-
-def _sample_seed(seed: int, iteration: int, slot: int) -> int:
-    return int(np.random.SeedSequence([seed, iteration, slot]).generate_state(1)[0])
-
-
-class ResumableBatchSampler:
-    """Yields, for iterations start..stop-1, a list of (video_index, sample_seed) per batch.
-
-    Videos are visited in a fresh permutation per epoch, derived from (seed, epoch) alone, so the
-    sequence does not depend on where a run was resumed.
-    """
-
-    def __init__(self, num_videos: int, batch_size: int, seed: int, start: int, stop: int,
-                 shuffle_audio: bool = False) -> None:
-        if num_videos == 0:
-            raise AVSegError("the training split has no videos")
-        self.num_videos = num_videos
-        self.batch_size = batch_size
-        self.seed = seed
-        self.start = start
-        self.stop = stop
-        self.shuffle_audio = shuffle_audio
-
-    def __len__(self) -> int:
-        return max(0, self.stop - self.start)
-
-    def _video_at(self, position: int) -> int:
-        epoch, offset = divmod(position, self.num_videos)
-        perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_videos)
-        return int(perm[offset])
-
-    def __iter__(self) -> Iterator[list[tuple]]:
-        for iteration in range(self.start, self.stop):
-            batch = []
-            for slot in range(self.batch_size):
-                position = iteration * self.batch_size + slot
-                item = (self._video_at(position), _sample_seed(self.seed, iteration, slot))
-                if self.shuffle_audio:
-                    other = np.random.default_rng([self.seed, iteration, slot, 7]).integers(self.num_videos)
-                    item = item + (int(other),)
-                batch.append(item)
-            yield batch
-
-
 def _autocast(device: torch.device, amp: str):
     if amp == "off":
         return torch.autocast(device_type=device.type, enabled=False)
@@ -154,9 +102,9 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
 
     model_cfg = get_config(options.config_name)
     out_dir = Path(options.out_dir)
-    _check_run_folder(out_dir)
+    check_run_folder(out_dir)
     if options.resume:
-        resume_state = _load_resume_state(out_dir, options.config_name)
+        resume_state = load_resume_state(out_dir, options.config_name)
         train_cfg = _resumed_train_config(options, resume_state, warn)
         vggish_arg = _resumed_vggish_arg(options, resume_state, warn)
         _warn_if_other_data(options, resume_state, warn)
@@ -166,14 +114,14 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
                                seconds=0.0, already_done=True)
     else:
         resume_state, vggish_arg = None, options.vggish_weights
-        _refuse_existing_run(out_dir)
+        refuse_existing_run(out_dir)
         train_cfg = _new_train_config(options)
     if train_cfg.batch_size < 1 or train_cfg.max_iter < 1 or train_cfg.checkpoint_period < 1:
         raise UsageError("batch size, iterations and checkpoint period must be at least 1")
     if options.init is not None:
         _check_init_config(Path(options.init), options.config_name)
 
-    created = _make_run_folder(out_dir)
+    created = make_run_folder(out_dir)
     try:
         return _run(options, progress, warn, device, model_cfg, train_cfg, resume_state, vggish_arg, out_dir)
     except BaseException:
@@ -192,71 +140,6 @@ def _check_options(options: TrainOptions) -> None:
                          "give one of them")
     if options.seed is not None and not 0 <= options.seed <= MAX_SEED:
         raise UsageError(f"--seed {options.seed} is out of range: use a whole number from 0 to {MAX_SEED} (2**64-1)")
-
-
-def _check_run_folder(out_dir: Path) -> None:
-    """Usage errors for an --out that cannot be a folder: an existing file, or a path under one."""
-    for path in (out_dir, *out_dir.parents):
-        if not os.path.lexists(path):
-            continue
-        if os.path.isdir(path):
-            return
-        if path == out_dir:
-            raise UsageError(f"--out {out_dir} is a file, not a folder: give the run folder (e.g. --out runs/r50)")
-        raise UsageError(f"--out {out_dir} is under {path}, which is a file, not a folder")
-
-
-def _make_run_folder(out_dir: Path) -> list[Path]:
-    """Create the run folder (and missing parents); returns the folders created, outermost first (for
-    `remove_empty_folders`)."""
-    created = missing_folders(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        remove_empty_folders(created)
-        raise AVSegError(f"cannot create the run folder {out_dir}: {error.strerror or error} "
-                         "(choose a writable --out)") from error
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise AVSegError(f"cannot write in the run folder {out_dir}: permission denied (choose a writable --out)")
-    return created
-
-
-def _load_resume_state(out_dir: Path, config_name: str) -> dict:
-    """The run folder's last.pt, checked; the errors name the newest readable numbered checkpoint if there is one."""
-    from models.checkpoint import load_checkpoint
-
-    last_path = out_dir / "last.pt"
-    if not last_path.is_file():
-        fallback = _newest_readable_checkpoint(out_dir)
-        advice = f" (the run folder holds {fallback.name}: copy it to last.pt to resume from it)" if fallback else ""
-        raise AVSegError(f"nothing to resume: {last_path} does not exist{advice}")
-    try:
-        resume_state = load_checkpoint(last_path)
-    except AVSegError as error:
-        fallback = _newest_readable_checkpoint(out_dir)
-        if fallback is None:
-            raise
-        raise AVSegError(f"{error.message}; the run folder also holds {fallback.name} (the newest readable numbered "
-                         f"checkpoint): copy it to last.pt to resume from there") from error
-    if resume_state.get("kind") != "train":
-        raise AVSegError(f"{last_path} is not a training checkpoint")
-    if resume_state.get("config_name") != config_name:
-        raise AVSegError(f"{last_path} was trained with --config {resume_state.get('config_name')}, not {config_name}")
-    return resume_state
-
-
-def _refuse_existing_run(out_dir: Path) -> None:
-    """A new run never takes over a folder that holds checkpoints (last.pt or model_*.pt) of another run."""
-    if (out_dir / "last.pt").exists():
-        raise AVSegError(f"{out_dir} already holds a run (last.pt): use --resume to continue it, or another --out")
-    numbered = sorted(out_dir.glob("model_*.pt"))
-    if not numbered:
-        return
-    fallback = _newest_readable_checkpoint(out_dir)
-    how = (f"to continue it, copy {fallback.name} (its newest readable checkpoint) to last.pt and use --resume"
-           if fallback else "none of them is readable")
-    raise AVSegError(f"{out_dir} already holds checkpoints of a run ({numbered[-1].name}, no last.pt): {how}; "
-                     "or choose another --out")
 
 
 def _new_train_config(options: TrainOptions) -> TrainConfig:
@@ -321,32 +204,10 @@ def _same_path(a: Path, b: Path) -> bool:
 
 def _check_init_config(path: Path, config_name: str) -> None:
     """An avseg checkpoint of another --config would initialise almost nothing: refuse it."""
-    init_config = _avseg_checkpoint_config(path)
+    init_config = avseg_checkpoint_config(path)
     if init_config is not None and init_config != config_name:
         raise UsageError(f"--init {path} is a checkpoint of --config {init_config}, not {config_name}: train with "
                          f"--config {init_config}, or initialise from a {config_name} checkpoint")
-
-
-def run_config_name(out_dir: str | os.PathLike) -> str | None:
-    """The config a run folder's last.pt was trained with (None when there is no readable last.pt)."""
-    return _avseg_checkpoint_config(Path(out_dir) / "last.pt")
-
-
-def _avseg_checkpoint_config(path: Path) -> str | None:
-    """The config name of an avseg checkpoint, read without loading its tensors (memory-mapped); None for any other
-    file, readable or not (`read_init_checkpoint` says what is wrong with it)."""
-    try:
-        with open(path, "rb") as handle:
-            if handle.read(4) != b"PK\x03\x04":  # not a zip: not a torch.save file of this century
-                return None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - unreadable files are reported by read_init_checkpoint
-        return None
-    if isinstance(obj, dict) and "avseg_format" in obj and isinstance(obj.get("config_name"), str):
-        return obj["config_name"]
-    return None
 
 
 def _check_init_fits(report, path: Path, config_name: str) -> None:
@@ -372,58 +233,6 @@ def _frozen_note(report) -> str:
     which = "are" if len(frozen) == len(report.missing) else f"include {len(frozen)}"
     return (f" (the {len(report.missing)} not in the checkpoint {which} the frozen VGGish audio encoder's: training "
             "checkpoints never hold it, it comes from --vggish-weights)")
-
-
-def _prepare_run_folder(out_dir: Path, log_path: Path, start_iter: int, resumed: bool) -> None:
-    """Remove what interrupted writes left (temporary files) and start the log over, or, on resume, cut it back to
-    the checkpoint's iteration."""
-    for path in out_dir.iterdir():
-        target = temporary_target(path.name)
-        if target is not None and _RUN_FILE.fullmatch(target) and path.is_file():
-            with contextlib.suppress(OSError):
-                path.unlink()
-    if resumed:
-        _cut_log_back(log_path, start_iter)
-        return
-    try:  # the log of a run that saved no checkpoint (no others are here: `_refuse_existing_run`)
-        log_path.unlink(missing_ok=True)
-    except OSError as error:
-        raise AVSegError(f"cannot remove the old log {log_path}: {error.strerror or error}") from error
-
-
-def _cut_log_back(log_path: Path, iteration: int) -> None:
-    """Drop the records of steps after `iteration` (logged after the checkpoint that a run resumes from: they are
-    logged again) and lines left incomplete by an interrupted write; other records stay where they are. The log is
-    rewritten atomically, and only when this changes it."""
-    from models.atomic import atomic_open
-
-    try:
-        text = log_path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return
-    except OSError as error:
-        raise AVSegError(f"cannot read {log_path}: {error.strerror or error}") from error
-    kept = "".join(line + "\n" for line in text.splitlines() if _log_line_kept(line, iteration))
-    if kept != text:
-        with atomic_open(log_path) as handle:
-            handle.write(kept)
-
-
-def _log_line_kept(line: str, iteration: int) -> bool:
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return False  # cut short by an interrupted write
-    step = record.get("iteration") if isinstance(record, dict) else None
-    return not isinstance(step, int) or step <= iteration
-
-
-def _append_log(log_path: Path, row: dict) -> None:
-    try:
-        with open(log_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row) + "\n")
-    except OSError as error:
-        raise AVSegError(f"cannot write {log_path}: {error.strerror or error}") from error
 
 
 def _run(options: TrainOptions, progress: Progress, warn, device: torch.device, model_cfg, train_cfg: TrainConfig,
@@ -543,7 +352,7 @@ def _run(options: TrainOptions, progress: Progress, warn, device: torch.device, 
 
     audio_cache = AudioEmbeddingCache(model.audio_encoder)
     log_path = out_dir / "log.jsonl"
-    _prepare_run_folder(out_dir, log_path, start_iter, resumed=resume_state is not None)
+    prepare_run_folder(out_dir, log_path, start_iter, resumed=resume_state is not None)
     writer = _tensorboard_writer(out_dir, purge_step=start_iter + 1)
     # the bar counts iterations of the run: a resumed run starts at 2000/96228, not 0/94228
     progress.start("training", total=train_cfg.max_iter, completed=start_iter)
@@ -588,7 +397,7 @@ def _run(options: TrainOptions, progress: Progress, warn, device: torch.device, 
                 row = {"iteration": iteration, "loss": total_value, "lr": lr, "grad_norm": float(grad_norm),
                        "time": round(time.perf_counter() - started, 3)}
                 row.update({k: float(v.detach()) for k, v in losses.items() if not k[-1].isdigit()})
-                _append_log(log_path, row)
+                append_log(log_path, row)
                 if writer is not None:
                     for key, value in row.items():
                         if key != "iteration":
