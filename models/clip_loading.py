@@ -18,7 +18,7 @@ import torch
 from models.errors import AVSegError
 from models.ovavss.clip_model import LoadedClip
 from models.ovavss.config import ModelConfig
-from models.weights import RANDOM
+from models.weights_registry import RANDOM
 
 
 def _digest_tensors(state: dict[str, torch.Tensor], keep=lambda key: True) -> str:
@@ -91,7 +91,8 @@ def load_pretrained_clip(
     """
     from models.download import offline_reason
     from models.ovavss.clip_model import load_clip
-    from models.weights import cache_dir, cached_path, clip_download_unreachable, clip_weight
+    from models.clip_weights import clip_download_unreachable, clip_weight
+    from models.weights_cache import cache_dir, cached_path
 
     if clip_weights is not None and str(clip_weights) == RANDOM:
         return load_clip(name, pretrained=None, device=device, quick_gelu=tag == "openai"), RANDOM

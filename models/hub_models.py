@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from models.errors import AVSegError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from models.weights import WeightFile
+    from models.weights_registry import WeightFile
 
 HF_ALLOW_PATTERNS = ("*.json", "*.txt", "*.model", "*.safetensors")
 """What `snapshot_download` fetches: configs, tokenizer / processor files and safetensors weights."""
@@ -79,7 +79,7 @@ def hub_cache_hint(folder: Path) -> str:
 
 
 def _avseg_cache_folder(weight: "WeightFile") -> Path:
-    from models.weights import cache_dir
+    from models.weights_cache import cache_dir
 
     return cache_dir() / weight.filename
 
@@ -219,7 +219,7 @@ def _download_error(weight: "WeightFile", error: BaseException) -> AVSegError | 
     """One `AVSegError` line for a failed `snapshot_download`; None for anything unexpected (a bug)."""
     from huggingface_hub import errors as hub_errors
 
-    from models.ovavss.clip_model import _is_network_error
+    from models.network_errors import is_network_error
 
     what = f"cannot download {weight.name} ({hub_label(weight)})"
     if isinstance(error, hub_errors.RevisionNotFoundError):
@@ -230,7 +230,7 @@ def _download_error(weight: "WeightFile", error: BaseException) -> AVSegError | 
                           f"{weight.repo_id} and log in with 'hf auth login', then run the command again")
     if isinstance(error, hub_errors.RepositoryNotFoundError):
         return AVSegError(f"{what}: repository https://huggingface.co/{weight.repo_id} not found or private")
-    if _is_network_error(error):
+    if is_network_error(error):
         return AVSegError(f"{what} (no network?): {_fetch_advice(weight)}")
     if isinstance(error, hub_errors.HfHubHTTPError):
         return AVSegError(f"{what}: {_first_line(error)}")

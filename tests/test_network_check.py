@@ -15,7 +15,7 @@ import huggingface_hub
 import huggingface_hub.constants
 import pytest
 
-from models import hub_models, network_check, weights
+from models import clip_weights, hub_models, network_check, weights
 from models.download import OFFLINE_VARIABLES
 from models.errors import AVSegError
 
@@ -245,7 +245,7 @@ def test_clip_without_network_fails_at_once(unreachable_hub, monkeypatch):
         raise AssertionError("the weights file is missing: nothing should be built")
 
     monkeypatch.setattr(open_clip, "create_model", no_download)
-    monkeypatch.setattr(weights, "open_clip_cached_file", lambda *args: None)
+    monkeypatch.setattr(clip_weights, "open_clip_cached_file", lambda *args: None)
     with pytest.raises(AVSegError) as caught:
         load_pretrained_clip("ViT-B-16", "openai", device="cpu")
     message = caught.value.message

@@ -23,8 +23,6 @@ import hashlib
 import logging
 import os
 import pickle
-import socket
-import urllib.error
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ import torch
 from torch import nn
 
 from models.errors import AVSegError
+from models.network_errors import is_network_error
 
 OPENAI_CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
@@ -352,35 +351,9 @@ def _silence_open_clip_logs() -> Iterator[None]:
         root.removeFilter(message_filter)
 
 
-def _exception_chain(error: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
-def _is_network_error(error: BaseException) -> bool:
-    """An exception that means "could not reach the hub / URL", anywhere in the cause chain."""
-    network_types: list[type] = [urllib.error.URLError, socket.gaierror, socket.timeout, ConnectionError, TimeoutError]
-    try:
-        from huggingface_hub import errors as hub_errors
-
-        network_types += [hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled]
-    except ImportError:  # pragma: no cover - huggingface_hub comes with open_clip
-        pass
-    for link in _exception_chain(error):
-        if isinstance(link, tuple(network_types)):
-            return True
-        if type(link).__name__ in ("ConnectError", "ConnectTimeout", "ReadTimeout", "NetworkError"):
-            return True
-    return False
-
-
 def _user_error(error: BaseException, model_name: str, pretrained: str | None, tag_config: dict) -> AVSegError | None:
     """Turn an open_clip failure into one `AVSegError` line; None for anything unexpected (a bug)."""
-    if _is_network_error(error):
+    if is_network_error(error):
         offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
         why = "HF_HUB_OFFLINE is set" if offline else "no network connection"
         if model_name.startswith("hf-hub:"):
