@@ -295,12 +295,14 @@ def _report(result, json_summary, interrupted: bool) -> None:
 
     _print_summary(stdout, result)
     for line in iter_failures(result):
-        err.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(_printable(line))}", soft_wrap=True)
     if json_summary is not None:
-        from models.atomic import write_json
+        from models.atomic import atomic_open
+        from models.pipeline.annotate_outputs import json_dumps
 
         try:
-            write_json(json_summary, result.as_dict())
+            with atomic_open(json_summary) as handle:  # json_dumps: file names that are not UTF-8 too
+                handle.write(json_dumps(result.as_dict(), indent=2) + "\n")
         except AVSegError as error:
             err.print(f"[bold red]error:[/] {escape(error.message)}", soft_wrap=True)
             raise typer.Exit(130 if interrupted else 1) from None
@@ -309,6 +311,16 @@ def _report(result, json_summary, interrupted: bool) -> None:
         raise typer.Exit(130)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
+
+
+def _printable(text: str) -> str:
+    """`text` with the bytes of a file name that is not UTF-8 (lone surrogates in Python: "caf\\udce9.mp4") shown as
+    "caf\\xe9.mp4": a terminal whose stdout is strict UTF-8 cannot print them, and the summary table failed there
+    with "internal error: UnicodeEncodeError" after every video was done."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that does not stand for a byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _same_path(a: Path, b: Path) -> bool:
@@ -351,7 +363,8 @@ def _print_summary(console, result) -> None:
             detail = outcome.error or ""
         style = styles.get(outcome.status, "")
         table.add_row(
-            escape(str(outcome.input)), f"[{style}]{outcome.status}[/]", frames, seconds, rate, escape(detail)
+            escape(_printable(str(outcome.input))), f"[{style}]{outcome.status}[/]", frames, seconds, rate,
+            escape(_printable(detail)),
         )
     console.print(table)
 

@@ -86,7 +86,8 @@ import json, sys
 summary = json.load(open(sys.argv[1], encoding="utf-8"))
 for item in summary["files"]:
     if item["status"] == "failed":
-        print(f"  {item['input']}: {item['error']}")
+        error = item["error"] or "failed"  # most errors name the file already
+        print("  " + (error if item["input"] in error else f"{item['input']}: {error}"))
 PY
        ;;
     130) echo "interrupted: run this script again to continue" >&2 ;;

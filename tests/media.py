@@ -6,6 +6,8 @@ test file can make several in well under a second each.
 * `make_video`: testsrc (or a grey ramp whose frame n has the uniform level 16 + 2n, so a decoded
   frame identifies its source index) plus an optional sine / stereo tone track.
 * `make_rotated`: a copy of a video with a display-matrix rotation (stream copy, no re-encode).
+* `make_late_audio`: a video whose audio stream starts some time after its first frame (non-zero start time).
+* `make_mkv_without_stream_durations`: a Matroska file that gives only its whole length (no per-stream DURATION).
 * `make_audio_only`, `make_audio_with_cover`, `make_zero_byte`, `make_text_as_mp4`, `make_truncated`: the failure cases.
 * `reference_frames`, `reference_audio`, `audio_packets`: independent readers through PyAV.
 """
@@ -122,6 +124,32 @@ def make_variable_rate(path: Path, size: tuple[int, int] = (64, 48)) -> Path:
     ffmpeg("-f", "lavfi", "-i", f"testsrc=size={width}x{height}:rate=30:duration=2",
            "-vf", "setpts='if(lt(N,20),N/30,20/30+(N-20)/10)/TB'", "-fps_mode", "vfr",
            "-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "ultrafast", str(path))
+    return path
+
+
+def make_late_audio(path: Path, *, seconds: float = 2.0, audio_start: float = 0.8, fps: str = "10") -> Path:
+    """A 64x48 video of `seconds` whose 440 Hz tone starts `audio_start` seconds after the first frame and lasts
+    until the end (an audio stream with a start time, as a recorder that started the sound late makes)."""
+    video, audio = path.with_name(path.stem + ".v.mp4"), path.with_name(path.stem + ".a.m4a")
+    make_video(video, seconds=seconds, fps=fps, audio=None)
+    ffmpeg("-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds - audio_start}:sample_rate=16000",
+           "-c:a", "aac", str(audio))
+    ffmpeg("-i", str(video), "-itsoffset", str(audio_start), "-i", str(audio), "-map", "0:v", "-map", "1:a",
+           "-c", "copy", str(path))
+    video.unlink()
+    audio.unlink()
+    return path
+
+
+def make_mkv_without_stream_durations(path: Path, *, seconds: float = 1.0, audio_seconds: float = 3.0) -> Path:
+    """A Matroska file whose tracks carry no DURATION tag (as other muxers than ffmpeg's write them): its header
+    gives only the whole file's length, here the longer audio's `audio_seconds` for `seconds` of 10 fps video."""
+    made = path.with_name(path.stem + ".tagged.mkv")
+    make_video(made, seconds=seconds, fps="10", audio_seconds=audio_seconds)
+    data = made.read_bytes()
+    assert data.count(b"DURATION") == 2, "expected one DURATION tag per track"
+    path.write_bytes(data.replace(b"DURATION", b"DURATIOX"))  # same length: the file stays valid
+    made.unlink()
     return path
 
 

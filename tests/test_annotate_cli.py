@@ -90,6 +90,27 @@ def test_batch_with_glob_summary_and_skip_existing(monkeypatch, capsys, clip, ch
     assert json.loads(summary.read_text())["counts"]["skipped"] == 2
 
 
+def test_json_summary_names_a_file_that_is_not_utf8(monkeypatch, capsys, clip, checkpoint, fake, tmp_path):
+    """A Latin-1 file name ("caf\\xe9.mp4") is written as a "\\udce9" escape: the summary used to fail with
+    "internal error: UnicodeEncodeError" (after the video's own JSON did)."""
+    import os
+
+    video = tmp_path / os.fsdecode(b"caf\xe9.mp4")
+    try:
+        video.write_bytes(clip.read_bytes())
+    except (OSError, UnicodeError):
+        pytest.skip("this file system takes only UTF-8 file names")
+    summary = tmp_path / "summary.json"
+    # stdout stays strict UTF-8, as in a UTF-8 terminal; stderr escapes what it cannot encode, as Python's own does
+    sys.stderr.reconfigure(errors="backslashreplace")
+    code, stdout, stderr = avseg(monkeypatch, capsys, video, "--classes", "pipa", "--checkpoint", checkpoint,
+                                 "--json-summary", summary)
+    assert code == 0 and "internal error" not in stderr, stderr
+    assert "caf\\xe9.mp4" in stdout  # the summary table shows the byte
+    (item,) = json.loads(summary.read_bytes().decode("utf-8"))["files"]
+    assert item["status"] == "done" and os.fsencode(item["input"]) == os.fsencode(video)
+
+
 def test_a_glob_over_earlier_outputs_leaves_the_overlay_videos_out(monkeypatch, capsys, clip, checkpoint, fake,
                                                                      tmp_path):
     folder = tmp_path / "in"
@@ -847,7 +868,8 @@ def test_batch_script_with_a_tiny_checkpoint(clip, tmp_path):
     env = script_env(AVSEG_CHECKPOINT=str(checkpoint), AVSEG_CACHE=str(tmp_path / "cache"), HF_HUB_OFFLINE="1")
     first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert first.returncode == 1, first.stderr
-    assert f"{videos / 'broken.mp4'}: cannot read" in first.stderr and "run this script again" in first.stderr
+    assert f"\n  cannot read {videos / 'broken.mp4'} as video" in first.stderr  # listed once, named once
+    assert "run this script again" in first.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert {Path(f["input"]).name: f["status"] for f in summary["files"]} == {
         "broken.mp4": "failed", "one.mp4": "done", "two.MKV": "done"

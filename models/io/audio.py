@@ -8,6 +8,12 @@ Mono convention: the **mean over channels**, as the official OV-AVSS reader does
 channels at -3 dB each, so a stereo file with L = R comes out sqrt(2) = 1.41 times louder than
 mean(L, R). Training and inference must use the same convention; every reader in avseg uses this one.
 
+Time 0 of the result is the start of the file, as for the video frames of `models.io.video.iter_frames`: an
+audio stream that starts later (a non-zero start time, e.g. a recorder that started the sound 0.8 s after the
+picture) is preceded by that much silence (ffmpeg's `aresample=first_pts=0`), so the sound at t seconds is the
+sound played with the frame shown at t. Without it the samples would be packed from 0 and every frame would
+hear the sound of a later time.
+
 Resampling is ffmpeg's (swresample), not resampy's as in the official code; both are band-limited and
 agree up to small filter differences. A 16 kHz source is passed through unchanged.
 
@@ -21,7 +27,7 @@ import os
 import numpy as np
 
 from models.errors import AVSegError
-from models.io.ffmpeg import StderrLog, check_media_file, ffmpeg_exe, open_container, start_reader
+from models.io.ffmpeg import StderrLog, check_media_file, ffmpeg_exe, media_path, open_container, start_reader
 
 SAMPLE_RATE = 16000
 """Sample rate of `decode_audio_16k`'s output (VGGish's rate), Hz."""
@@ -51,8 +57,8 @@ def decode_audio_16k(path: str | os.PathLike, channels: int | None = None) -> np
             otherwise. The audio is checked for existence either way.
 
     Returns:
-        (N,) float32 samples in [-1, 1] at 16 kHz, the mean over the source channels; None (no error)
-        when the file has no audio stream.
+        (N,) float32 samples in [-1, 1] at 16 kHz, the mean over the source channels, from the start of the
+        file (silence before a late audio stream); None (no error) when the file has no audio stream.
 
     Raises:
         AVSegError: one line naming the file when it is missing, not a media file, or ffmpeg cannot
@@ -65,9 +71,9 @@ def decode_audio_16k(path: str | os.PathLike, channels: int | None = None) -> np
     channels = channels or probed
     command = [
         ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error",
-        "-i", str(path),
+        "-i", media_path(path),
         "-map", "0:a:0", "-vn", "-sn", "-dn",
-        "-ac", str(channels), "-ar", str(SAMPLE_RATE), "-f", "f32le", "pipe:1",
+        "-af", "aresample=first_pts=0", "-ac", str(channels), "-ar", str(SAMPLE_RATE), "-f", "f32le", "pipe:1",
     ]  # fmt: skip
     frame_bytes = 4 * channels
     chunk_bytes = frame_bytes * SAMPLE_RATE * _CHUNK_SECONDS

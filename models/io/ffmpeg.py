@@ -4,6 +4,8 @@
   no ffprobe); `IMAGEIO_FFMPEG_EXE` points it at another one. Probing uses PyAV (`av`) instead.
 * `check_media_file` and `open_container` turn every input problem a user can cause (missing file,
   folder, empty file, not a media file, no permission) into one `AVSegError` line naming the file.
+* `media_path` spells a path for ffmpeg and PyAV so that a file name is always read as a file: "12:30 take.mp4"
+  would otherwise be a URL with the unknown protocol "12", and "-take.mp4" an option.
 * `StderrLog` collects an ffmpeg subprocess's stderr in a temporary file (a pipe that nobody drains
   can fill up and block ffmpeg) and gives back its first and last lines for error messages.
 """
@@ -43,6 +45,18 @@ def subprocess_options() -> dict:
     return {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
 
 
+def media_path(path: str | os.PathLike) -> str:
+    """`path` as ffmpeg and PyAV must be given it: a relative path gets a leading "./".
+
+    Both read "name:rest" as a URL with the protocol "name" ("12:30 take.mp4" fails with "Protocol not found")
+    and an argument starting with "-" as an option; "./12:30 take.mp4" and "./-take.mp4" are plain files.
+    """
+    text = os.fspath(path)
+    if os.path.isabs(text) or Path(text).drive or text.startswith("./"):
+        return text
+    return os.path.join(os.curdir, text)
+
+
 def check_media_file(path: str | os.PathLike) -> Path:
     """Return `path` as a Path if it is a non-empty file; raise one `AVSegError` line otherwise."""
     path = Path(path)
@@ -69,7 +83,7 @@ def open_container(path: str | os.PathLike):
 
     path = check_media_file(path)
     try:
-        return av.open(str(path), mode="r")
+        return av.open(media_path(path), mode="r")
     except PermissionError as error:
         raise AVSegError(f"cannot read {path}: permission denied") from error
     except (av.error.FFmpegError, OSError, ValueError) as error:

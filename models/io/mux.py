@@ -30,7 +30,14 @@ import numpy as np
 
 from models.atomic import atomic_path
 from models.errors import AVSegError
-from models.io.ffmpeg import StderrLog, check_media_file, ffmpeg_exe, open_container, subprocess_options
+from models.io.ffmpeg import (
+    StderrLog,
+    check_media_file,
+    ffmpeg_exe,
+    media_path,
+    open_container,
+    subprocess_options,
+)
 
 MP4_AUDIO_COPY = frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"})
 """Audio codecs copied into the mp4 as they are; any other codec is re-encoded to AAC."""
@@ -151,7 +158,7 @@ class VideoWriter:
             "-framerate", f"{self.fps.numerator}/{self.fps.denominator}", "-i", "pipe:0",
         ]  # fmt: skip
         if self.audio.mode != "none":
-            command += ["-i", str(self.audio_source)]
+            command += ["-i", media_path(self.audio_source)]
         command += ["-map", "0:v:0"]
         if self.audio.mode != "none":
             command += ["-map", "1:a:0"]
@@ -168,7 +175,7 @@ class VideoWriter:
             command += ["-c:a", "copy"]
         elif self.audio.mode == "aac":
             command += ["-c:a", "aac", "-b:a", f"{AAC_BITRATE_KBPS}k"]
-        command += ["-movflags", "+faststart", "-f", "mp4", str(output)]
+        command += ["-movflags", "+faststart", "-f", "mp4", media_path(output)]
         return command
 
     def __enter__(self) -> "VideoWriter":

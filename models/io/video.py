@@ -16,8 +16,10 @@ resampled to its average rate. An F above the video's rate is lowered to it (fra
 duplicated).
 
 The video stream used is the file's first one that is not an embedded cover picture (album art in an
-mp3/m4a does not count as video). Timestamps count from that stream's first frame; a stream that
-starts later than the file's audio is not shifted to match it.
+mp3/m4a does not count as video). Timestamps count from the start of the file (its earliest stream's
+first timestamp, as ffmpeg counts), like the audio of `models.io.audio.decode_audio_16k`: a video
+stream that starts after the file's audio begins with copies of its first frame, so frame k is the one
+shown at k / F seconds into the file and stays in step with the sound.
 
 Frames are rotated as the file's display matrix says (ffmpeg's autorotation), so they have the display
 size `VideoInfo.width x VideoInfo.height`. Pixels are returned as stored: a non-square sample aspect
@@ -43,7 +45,7 @@ from typing import Iterator, Literal
 import numpy as np
 
 from models.errors import AVSegError, UsageError
-from models.io.ffmpeg import StderrLog, check_media_file, ffmpeg_exe, open_container, start_reader
+from models.io.ffmpeg import StderrLog, check_media_file, ffmpeg_exe, media_path, open_container, start_reader
 
 TRUNCATION_TOLERANCE_S = 0.5
 """Decoded video may end this much before the header's duration (plus one output frame) without a complaint."""
@@ -318,7 +320,7 @@ def iter_frames(
     video_filter = f"fps=fps={rate.numerator}/{rate.denominator}:round=up,scale={info.width}:{info.height}"
     command = [
         ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error",
-        "-i", str(path),
+        "-i", media_path(path),
         "-map", f"0:{info.stream_index}", "-vf", video_filter,
         "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
     ]  # fmt: skip

@@ -44,7 +44,10 @@ the current block's JSON records, and the sound of the whole video (about 330 MB
   (0 = background), with the AVSBench palette;
 * `<stem>.json`: video metadata, vocabulary, `predictor.describe()`, and per analysed frame its index,
   time and instances (label, class_id = vocabulary index + 1, score, sound_score, bbox [x, y, w, h],
-  area, COCO RLE segmentation).
+  area, COCO RLE segmentation); at the end, the frames written (`num_frames`, `num_analysed_frames`) and
+  their length (`duration` = num_frames / fps). `video.duration` is what the file's header says of its video
+  stream (null when it says nothing of it: a streamed Matroska file, or a file that only gives its whole
+  length, which may be the longer audio's), so it can differ from the frames actually decoded.
 
 Every output is written under a temporary name and renamed into place when complete (the JSON last);
 on any failure or Ctrl-C the temporary files are removed and earlier outputs are left as they were.
@@ -75,7 +78,7 @@ from models.atomic import atomic_dir, atomic_open
 from models.errors import AVSegError
 from models.prediction import ClipInput, FramePrediction, VideoPredictor, predict_clips
 from models.pipeline.annotate_inputs import check_vocabulary, has_glob
-from models.pipeline.annotate_outputs import AnnotateOptions, OutputPaths, check_not_input, output_paths
+from models.pipeline.annotate_outputs import AnnotateOptions, OutputPaths, check_not_input, json_dumps, output_paths
 from models.pipeline.background_writer import BackgroundFrameWriter
 from models.pipeline.clip_schedule import analysed_source_index, block_clips, clip_stride
 from models.pipeline.frame_outputs import FrameJob, FrameResult, finish_frame, render_pool
@@ -152,6 +155,34 @@ def read_json_header(path: Path, limit: int = 1 << 20) -> dict | None:
     return header
 
 
+def recorded_input(json_path: Path) -> str | None:
+    """The input an existing avseg annotate JSON says it was made from ("input"), or None."""
+    header = read_json_header(json_path) if json_path.is_file() else None
+    recorded = header.get("input") if header is not None else None
+    return recorded if isinstance(recorded, str) and recorded else None
+
+
+def _same_name(recorded: str, video: Path) -> bool:
+    return os.path.normcase(Path(recorded).name) == os.path.normcase(video.name)
+
+
+def check_outputs_owner(video: Path, json_path: Path) -> None:
+    """Refuse to replace (or skip as done) the outputs of another video with the same stem (`a.mp4` and `a.mov`
+    both write `a.json`): the `<stem>.json` beside them names the file they were made from.
+
+    Raises:
+        AVSegError: one line naming both videos, when that JSON is an avseg annotate JSON of a file with another
+            name. Outputs without a readable JSON, and those of a file with the same name, are this video's.
+    """
+    recorded = recorded_input(json_path)
+    if recorded is None or _same_name(recorded, video):
+        return
+    raise AVSegError(
+        f"{video}: refusing to replace the outputs of {recorded} ({json_path} says they were made from it; the two "
+        "files have the same name stem): annotate it into another --out folder, or remove those outputs first"
+    )
+
+
 class _FramesJson:
     """The `<stem>.json` file, written as it goes: header, one record per analysed frame, counts.
 
@@ -162,7 +193,7 @@ class _FramesJson:
     def __init__(self, path: Path, header: dict) -> None:
         self.path = path
         self.header = header
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, float] = {}
         self._stack: contextlib.ExitStack | None = None
         self._handle: IO | None = None
         self._written = 0
@@ -171,13 +202,13 @@ class _FramesJson:
         stack = contextlib.ExitStack()
         self._handle = stack.enter_context(atomic_open(self.path))
         self._stack = stack
-        text = json.dumps(self.header, indent=2, ensure_ascii=False, default=str)
+        text = json_dumps(self.header, indent=2, default=str)
         self._handle.write(text[:-1].rstrip() + _FRAMES_KEY)
         return self
 
     def add(self, record: dict) -> None:
         separator = ",\n    " if self._written else "\n    "
-        self._handle.write(separator + json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+        self._handle.write(separator + json_dumps(record, separators=(",", ":")))
         self._written += 1
 
     def __exit__(self, exc_type, exc, traceback) -> bool:
@@ -395,6 +426,19 @@ class Annotator:
             return "another analysis rate"
         return None
 
+    def check_outputs_owner(self, video: str | os.PathLike) -> None:
+        """`check_outputs_owner` for the outputs `annotate(video)` would write (their JSON read also with
+        `write_json=False`)."""
+        check_outputs_owner(Path(video), self._json_beside(video))
+
+    def made_existing_outputs(self, video: str | os.PathLike) -> bool:
+        """The JSON among the outputs `annotate(video)` would write exists and says it was made from `video`."""
+        recorded = recorded_input(self._json_beside(video))
+        return recorded is not None and _same_name(recorded, Path(video))
+
+    def _json_beside(self, video: str | os.PathLike) -> Path:
+        return output_paths(video, replace(self.options, write_json=True)).json
+
     def _remove_stale_json(self, video: Path, note: Callable[[str], None]) -> None:
         """After a run that wrote no JSON: an earlier run's `<stem>.json` beside the new outputs, made with other
         settings, no longer describes them (its class numbers would name the new masks wrongly), so it is removed.
@@ -454,8 +498,9 @@ class Annotator:
 
         Raises:
             AVSegError: one line naming the file: missing, a folder, empty, not a video, no video stream,
-                damaged or truncated, outputs not writable (disk full included), or an output that would
-                replace the input. Nothing is left behind: all outputs are written atomically.
+                damaged or truncated, outputs not writable (disk full included), an output that would
+                replace the input, or outputs of another video with the same stem (`check_outputs_owner`).
+                Nothing is left behind: all outputs are written atomically.
         """
         from models.io.audio import decode_audio_16k
         from models.io.mux import VideoWriter, audio_plan
@@ -477,6 +522,7 @@ class Annotator:
         check_glob_matched(video)
         outputs = self.outputs_for(video)
         check_not_input(video, outputs)
+        self.check_outputs_owner(video)
         info = probe(video)
         analysis_rate = output_rate(info, self.options.analysis_fps)
         folder = outputs.requested()[0].parent
@@ -532,7 +578,8 @@ class Annotator:
                 finally:
                     progress.finish()
                 if frames_json is not None:
-                    frames_json.counts = {"num_frames": runner.num_frames, "num_analysed_frames": runner.num_analysed}
+                    frames_json.counts = {"num_frames": runner.num_frames, "num_analysed_frames": runner.num_analysed,
+                                          "duration": round(float(runner.num_frames / info.fps), 6)}
         except OSError as error:
             raise AVSegError(
                 f"{video}: cannot write the outputs in {folder}: {error.strerror or error}"
@@ -567,7 +614,7 @@ class Annotator:
                 "fps": float(info.fps),
                 "fps_fraction": f"{info.fps.numerator}/{info.fps.denominator}",
                 "variable_frame_rate": info.variable_frame_rate,
-                "duration": info.duration,
+                "duration": info.duration if info.duration_from_stream else None,  # the frames: "duration" at the end
                 "rotation": info.rotation,
                 "sample_aspect_ratio": None if info.sample_aspect_ratio is None else (
                     f"{info.sample_aspect_ratio.numerator}/{info.sample_aspect_ratio.denominator}"),

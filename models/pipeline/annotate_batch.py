@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from models.errors import AVSegError
-from models.pipeline.annotate_outputs import AnnotateOptions, OutputPaths, earlier_outputs_among, output_paths
+from models.pipeline.annotate_outputs import (
+    AnnotateOptions,
+    OutputPaths,
+    earlier_outputs_among,
+    output_folder_among,
+    output_paths,
+)
 from models.progress import NullProgress, Progress
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -85,11 +91,15 @@ class BatchInterrupted(KeyboardInterrupt):
 
 
 def _planned_conflicts(inputs: Sequence[Path], annotator: Annotator) -> dict[int, str]:
-    """Inputs whose outputs would overwrite another input or the outputs of an earlier input."""
+    """Inputs whose outputs would overwrite another input or the outputs of an earlier input (of the input whose
+    existing outputs they are, when there are some: `a.mov` added beside `a.mp4` annotated before)."""
     conflicts: dict[int, str] = {}
     input_keys = {os.path.normcase(os.path.abspath(path)): path for path in inputs}
     claimed: dict[str, Path] = {}
-    for number, video in enumerate(inputs):
+    # an input whose outputs exist already (its JSON names it) keeps them; the others with its stem are refused
+    order = sorted(range(len(inputs)), key=lambda number: not annotator.made_existing_outputs(inputs[number]))
+    for number in order:
+        video = inputs[number]
         for path in annotator.outputs_for(video).requested():
             key = os.path.normcase(os.path.abspath(path))
             if key in input_keys:
@@ -106,6 +116,19 @@ def _planned_conflicts(inputs: Sequence[Path], annotator: Annotator) -> dict[int
                 break
             claimed[key] = video
     return conflicts
+
+
+def _leave_out_outputs(videos: list[Path], options: AnnotateOptions, warn: WarningCallback | None) -> list[Path]:
+    """`videos` without the earlier outputs a glob picked up (`earlier_outputs_among`) and without the run's output
+    folder (`output_folder_among`), each left out with a warning."""
+    reasons = {index: f"it is an output avseg writes for {source}"
+               for index, source in earlier_outputs_among(videos, options).items()}
+    for index in output_folder_among(videos, options):
+        reasons.setdefault(index, "it is the output folder of this run (--out)")
+    for index, reason in sorted(reasons.items()):
+        if warn is not None:
+            warn(f"leaving out {videos[index]}: {reason}")
+    return [video for index, video in enumerate(videos) if index not in reasons]
 
 
 def failed_before_loading(inputs: Sequence[str | os.PathLike], options: AnnotateOptions) -> BatchResult | None:
@@ -144,12 +167,7 @@ def annotate_batch(
         BatchInterrupted: on Ctrl-C (KeyboardInterrupt), after removing the current video's temporary
             files; completed outputs stay. Its `result` lists every input's status.
     """
-    videos = [Path(path) for path in inputs]
-    earlier_outputs = earlier_outputs_among(videos, annotator.options)
-    for index, source in earlier_outputs.items():
-        if warn is not None:
-            warn(f"leaving out {videos[index]}: it is an output avseg writes for {source}")
-    videos = [video for index, video in enumerate(videos) if index not in earlier_outputs]
+    videos = _leave_out_outputs([Path(path) for path in inputs], annotator.options, warn)
     outcomes: list[FileOutcome] = []
     overall = overall_progress or NullProgress()
     conflicts = _planned_conflicts(videos, annotator)
@@ -167,6 +185,7 @@ def annotate_batch(
             try:
                 if number in conflicts:
                     raise AVSegError(conflicts[number])
+                annotator.check_outputs_owner(video)  # before --skip-existing: another video's outputs are not done
                 skip = annotator.options.skip_existing and outputs.all_exist()
                 if skip:
                     again, message = annotator.check_existing_outputs(video)

@@ -1,11 +1,13 @@
 """Where `avseg annotate` writes, and with which options: `AnnotateOptions`, the three output names of a video
 (`<stem>.avseg.mp4`, `<stem>.masks/`, `<stem>.json`), and the checks that no input is overwritten and that the
-output folder is writable (`models.pipeline.output_folders`)."""
+output folder is writable (`models.pipeline.output_folders`); `json_dumps` for the JSON files that name them."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -13,6 +15,8 @@ from typing import Sequence
 
 from models.errors import AVSegError, UsageError
 from models.pipeline.frame_outputs import POOL_KINDS
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 VIDEO_SUFFIX = ".avseg.mp4"
 MASKS_SUFFIX = ".masks"
@@ -90,6 +94,17 @@ class OutputPaths:
                 (("video", self.video), ("masks", self.masks), ("json", self.json))}
 
 
+def json_dumps(data: object, **options: object) -> str:
+    """`json.dumps(data, ensure_ascii=False, **options)` that can always be saved as UTF-8.
+
+    A file name that is not UTF-8 ("caf\\xe9.mp4" from an old Latin-1 archive) is a str with lone surrogates in
+    Python (`os.fsdecode`), which UTF-8 cannot encode; they are written as "\\udce9" escapes instead, so the JSON
+    stays valid and `json.loads` gives back the same name (and `os.fsencode` its bytes).
+    """
+    text = json.dumps(data, ensure_ascii=False, **options)
+    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
 def output_paths(video: str | os.PathLike, options: AnnotateOptions = AnnotateOptions()) -> OutputPaths:
     """`<dir>/<stem>.avseg.mp4`, `<dir>/<stem>.masks/`, `<dir>/<stem>.json` (dir = out_dir or the input's)."""
     video = Path(video)
@@ -104,8 +119,9 @@ def output_paths(video: str | os.PathLike, options: AnnotateOptions = AnnotateOp
 
 def earlier_outputs_among(inputs: Sequence[Path], options: AnnotateOptions) -> dict[int, Path]:
     """Inputs that are outputs avseg writes for another input of the same run (`<stem>.avseg.mp4`,
-    `<stem>.masks`, `<stem>.json`, in the run's output folder or beside that input): an earlier run's outputs
-    picked up by a glob (`avseg annotate 'clips/*'` run twice). Maps their index to that other input.
+    `<stem>.masks` and the PNGs in it, `<stem>.json`, in the run's output folder or beside that input): an
+    earlier run's outputs picked up by a glob (`avseg annotate 'clips/*'` run twice, `'clips/**'`). Maps their
+    index to that other input.
 
     Only inputs not named like an output (`.avseg.mp4`, `.masks`, `.json`) count as the other input, so an
     output is never attributed to another output of the same video."""
@@ -117,13 +133,28 @@ def earlier_outputs_among(inputs: Sequence[Path], options: AnnotateOptions) -> d
             continue
         for paths in (output_paths(video, every_output), output_paths(video, beside)):
             for path in paths.requested():
-                owners.setdefault(os.path.normcase(os.path.abspath(path)), video)
+                owners.setdefault(_key(path), video)
     found = {}
     for index, video in enumerate(inputs):
-        owner = owners.get(os.path.normcase(os.path.abspath(video)))
+        owner = owners.get(_key(video))
+        if owner is None and video.parent.name.endswith(MASKS_SUFFIX):
+            owner = owners.get(_key(video.parent))  # a mask PNG of an earlier run
         if owner is not None:
             found[index] = owner
     return found
+
+
+def output_folder_among(inputs: Sequence[Path], options: AnnotateOptions) -> list[int]:
+    """Indices of the inputs that are the run's output folder itself: `avseg annotate clips/* --out clips/annotated`
+    run a second time, when the shell's glob picks up `clips/annotated`."""
+    if options.out_dir is None:
+        return []
+    folder = Path(options.out_dir)
+    return [index for index, video in enumerate(inputs) if _same_file(video, folder)]
+
+
+def _key(path: Path) -> str:
+    return os.path.normcase(os.path.abspath(path))
 
 
 def _named_like_an_output(path: Path) -> bool:
