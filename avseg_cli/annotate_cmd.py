@@ -58,16 +58,8 @@ def load_predictor(
 ):
     """The OV-AVSS predictor of `checkpoint` (`models.predictor.AVSegPredictor`), imported lazily; `options` are
     `from_checkpoint` keyword arguments (`OvavssChoices.predictor_kwargs`, `NamingChoices.predictor_kwargs`)."""
-    from models.errors import AVSegError
+    from models.predictor import AVSegPredictor
 
-    try:
-        from models.predictor import AVSegPredictor
-    except ModuleNotFoundError as error:
-        if error.name not in ("models.predictor",):
-            raise
-        raise AVSegError(
-            "this version of avseg has no OV-AVSS predictor yet (models/predictor.py is missing)"
-        ) from None
     return AVSegPredictor.from_checkpoint(
         checkpoint, device=device, vggish_weights=vggish_weights, clip_weights=clip_weights, **options
     )
@@ -147,8 +139,8 @@ def annotate(
     value = class number in --classes, 0 = background, AVSBench colours) and VIDEO.json (per analysed frame: label,
     score, sound score, box and COCO RLE mask of every object).
 
-    Frames are analysed in clips of 5 frames one second apart, so every frame is analysed once with the
-    one-second context the model was trained with; each frame hears the 0.96 s of sound from its own time.
+    Frames are analysed in clips of 5 frames one second apart (with --analysis-fps F: round(F) analysed frames
+    apart), so every frame is analysed once with the one-second context the model was trained with; each frame hears the 0.96 s of sound from its own time.
 
     Two methods: OV-AVSS with a trained --checkpoint, or, without one, the training-free zero-shot method
     (CLAP decides which names are sounding in each frame's second of audio, Grounding DINO finds them,

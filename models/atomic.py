@@ -36,6 +36,30 @@ _TEMPORARY_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]+\.tmp(\.[^.]*)?")
 ".tmp" (+ the destination's suffix for files)."""
 
 
+_NAME_MAX = 255
+"""Bytes in one file name on the common file systems (ext4, XFS, btrfs, APFS, NTFS in UTF-16 units)."""
+
+
+def _hidden_name(name: str, reserved: int) -> str:
+    """"." + `name`, cut so that `reserved` more characters still fit in one file name: the temporary and
+    set-aside names of a destination whose own name is near the limit (a 240-character video title) would be
+    refused with "File name too long". A cut name no longer maps back with `temporary_target` (an interrupted
+    write of such a file is not cleaned up by the next run)."""
+    budget = _NAME_MAX - 1 - reserved
+    encoded = os.fsencode(name)
+    if len(encoded) > budget:  # cut at a character boundary where the name is UTF-8
+        name = encoded[:budget].decode("utf-8", "ignore") if _is_utf8(encoded) else os.fsdecode(encoded[:budget])
+    return "." + name
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def temporary_target(name: str) -> str | None:
     """The destination name whose interrupted atomic write left the temporary file or folder `name`
     (".model_0000002.pt.k3j2h1x0.tmp.pt" -> "model_0000002.pt"), or None for any other name."""
@@ -56,9 +80,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     parent = path.parent if str(path.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=".tmp" + (path.suffix if suffix is None else suffix), dir=parent
-        )
+        tail = ".tmp" + (path.suffix if suffix is None else suffix)
+        fd, tmp_name = tempfile.mkstemp(prefix=_hidden_name(path.name, 9 + len(tail)) + ".", suffix=tail, dir=parent)
         os.close(fd)
     except OSError as error:
         raise AVSegError(_describe_os_error(path, error)) from error
@@ -115,7 +138,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise AVSegError(f"cannot write folder {path}: a file of that name is in the way (move or rename it)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=_hidden_name(path.name, 13) + ".", suffix=".tmp", dir=path.parent))
     except OSError as error:
         raise AVSegError(_describe_os_error(path, error)) from error
     try:
@@ -123,7 +146,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp, _default_mode(directory=True))
         old = None
         if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            old_tail = f".old-{os.getpid()}"
+            old = path.with_name(_hidden_name(path.name, len(old_tail)) + old_tail)
             os.replace(path, old)
         os.replace(tmp, path)
         if old is not None:

@@ -346,3 +346,31 @@ def test_atomic_dir_replaces_a_folder_but_never_a_file_in_its_way(tmp_path):
             ran.append(True)
     assert not ran and mine.read_text() == "the user's file"
     assert sorted(os.listdir(tmp_path)) == ["clip.masks", "notes.masks"]  # nothing moved aside, nothing left
+
+
+@pytest.mark.parametrize("name", ["v" * 245 + ".avseg.mp4", "é" * 120 + ".json", "m" * 249 + ".masks"])
+def test_atomic_writes_of_names_near_the_length_limit(tmp_path, name):
+    """A destination name that fits the file system (255 bytes) is written, replaced and cleaned up although its
+    temporary and set-aside names (".<name>.<random>.tmp<suffix>", ".<name>.old-<pid>") would not fit uncut."""
+    from models.atomic import atomic_dir, atomic_path
+
+    assert len(os.fsencode(name)) <= 255
+    target = tmp_path / name
+    if name.endswith(".masks"):
+        for content in (b"first", b"second"):
+            with atomic_dir(target) as tmp:
+                assert len(os.fsencode(tmp.name)) <= 255
+                (tmp / "0.png").write_bytes(content)
+        assert (target / "0.png").read_bytes() == b"second"
+    else:
+        for content in (b"first", b"second"):
+            with atomic_path(target) as tmp:
+                assert len(os.fsencode(tmp.name)) <= 255 and tmp.name.startswith(".")
+                tmp.write_bytes(content)
+        assert target.read_bytes() == b"second"
+    assert os.listdir(tmp_path) == [name]
+    with pytest.raises(KeyboardInterrupt):  # an interrupted write leaves nothing either
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"partial")
+            raise KeyboardInterrupt
+    assert os.listdir(tmp_path) == [name]

@@ -173,6 +173,19 @@ def test_ffmpeg_failure_is_one_clear_line(tmp_path):
     assert not out.exists() and leftovers(tmp_path) == []
 
 
+def test_an_ffmpeg_that_cannot_run_is_named_as_such(tmp_path, monkeypatch):
+    """Not "cannot write out.mp4: Permission denied": the output is fine, the executable is not."""
+    broken = tmp_path / "ffmpeg"
+    broken.write_text("not a program")  # not executable
+    monkeypatch.setattr(mux_module, "ffmpeg_exe", lambda: str(broken))
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"previous result")
+    with pytest.raises(AVSegError, match=rf"^cannot run ffmpeg to write {out}: \[Errno 13\] Permission denied"):
+        encode_mp4([np.zeros((48, 64, 3), np.uint8)] * 3, out, 25, (64, 48))
+    assert out.read_bytes() == b"previous result" and sorted(p.name for p in tmp_path.iterdir()) == ["ffmpeg",
+                                                                                                     "out.mp4"]
+
+
 def test_wrong_frame_shape_is_rejected_and_cleaned_up(tmp_path):
     out = tmp_path / "out.mp4"
     with pytest.raises(ValueError, match=r"\(48, 64, 3\) uint8"):

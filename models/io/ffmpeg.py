@@ -109,7 +109,7 @@ def start_reader(command: list[str], stderr: "StderrLog", what: str) -> subproce
 
 
 class StderrLog:
-    """A temporary file to pass as a subprocess's stderr; `summary()` and `last_line()` read it back.
+    """A temporary file to pass as a subprocess's stderr; `summary()` reads it back.
 
     Use as a context manager; the file is deleted on exit.
     """
@@ -130,11 +130,6 @@ class StderrLog:
         text = self.file.read().decode("utf-8", errors="replace")
         self.file.seek(0, os.SEEK_END)
         return [line.strip() for line in text.splitlines() if line.strip()]
-
-    def last_line(self, default: str = "no error message from ffmpeg") -> str:
-        """The last non-empty line without ffmpeg's "[in#0/mov @ 0x...]" prefixes, or `default`."""
-        lines = self.lines()
-        return _CONTEXT_PREFIX.sub("", lines[-1]) if lines else default
 
     def summary(self, default: str = "no error message from ffmpeg") -> str:
         """First and last error lines ("first; last"; one of them when equal), for one-line messages.

@@ -183,13 +183,16 @@ class VideoWriter:
         temporary = stack.enter_context(atomic_path(self.out_path, suffix=".mp4"))
         try:
             self._stderr = stack.enter_context(StderrLog())
-            self._process = subprocess.Popen(
-                self.command(temporary),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=self._stderr.file,
-                **subprocess_options(),
-            )
+            try:
+                self._process = subprocess.Popen(
+                    self.command(temporary),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=self._stderr.file,
+                    **subprocess_options(),
+                )
+            except OSError as error:  # the ffmpeg executable, not the output: no "cannot write <output>"
+                raise AVSegError(f"cannot run ffmpeg to write {self.out_path}: {error}") from error
         except BaseException:
             stack.__exit__(*sys.exc_info())
             raise

@@ -20,8 +20,9 @@ seconds); inside a block starting at frame b, clip j (j = 0 .. s-1) holds the fr
 
     b + j, b + j + s, b + j + 2s, ..., b + j + (T-1)s
 
-so every frame is analysed exactly once, in a clip whose frames are one second apart, like the
-model's training clips. The last block of a video is usually partial: its clips are shorter (a video
+so every frame is analysed exactly once, in a clip whose frames are s analysed frames apart: one second,
+like the model's training clips, when F is a whole number (about one second for 29.97; s / F seconds
+otherwise, e.g. 1.2 s at F = 2.5 and 2 s at F = 0.5: `models.pipeline.clip_schedule`). The last block of a video is usually partial: its clips are shorter (a video
 shorter than one second gives clips of one frame). With `analysis_fps` F below the video's rate,
 analysed frame k is the source frame shown at k / F seconds (source frame floor(k x fps / F), the rule
 of `models.io.video`), and its result is held, in the overlay video, on every source frame until the
@@ -408,12 +409,12 @@ class Annotator:
         now = json.loads(json.dumps(describe() if callable(describe) else None, default=str))
         before = header.get("predictor")
         if isinstance(now, dict) and isinstance(before, dict):
-            keys = [key for key in dict.fromkeys([*before, *now]) if key not in _SETTINGS_NOT_COMPARED]
-            differing = [key for key in keys if before.get(key) != now.get(key)]
-            if differing:
-                from models.pipeline.settings import leaf_differences
+            from models.pipeline.settings import leaf_differences
 
-                name, then, current = leaf_differences(before.get(differing[0]), now.get(differing[0]), differing[0])[0]
+            keys = [key for key in dict.fromkeys([*before, *now]) if key not in _SETTINGS_NOT_COMPARED]
+            leaves = [leaf for key in keys for leaf in leaf_differences(before.get(key), now.get(key), key)]
+            if leaves:
+                name, then, current = leaves[0]
                 return f"another predictor or predictor options ({name}: {then!r} then, {current!r} now)"
         elif now != before:
             return "another predictor"

@@ -15,8 +15,9 @@ Alignment rule (`avseg annotate`):
 
 This differs from the official AVSBench indexing, where 1-fps frame k gets the k-th *non-overlapping*
 0.96 s example (starting at 0.96 k s, which drifts from the frame's time k s); here every frame, at any
-frame rate, hears the sound that starts at its own timestamp. Timestamps count from the first video
-frame and audio from the first audio sample; a start offset between the two streams is not corrected.
+frame rate, hears the sound that starts at its own timestamp. Both count from the start of the file
+(`models.io.video` and `models.io.audio`): audio that starts after the picture is preceded by silence, a
+picture that starts after the audio by copies of its first frame, so the two stay in step.
 
 Memory: the waveform (64 kB per second) and the float32 log-mel (25.6 kB per second) of the whole
 video are kept, about 330 MB per hour; the spectrogram is computed in chunks so its temporary STFT
