@@ -62,7 +62,7 @@ def build_predictor(config_name: str, device: torch.device, amp: str, options: d
     from models.ovavss.clip_model import load_clip
     from models.ovavss.config import get_config
     from models.ovavss.model import build_ovavss
-    from models.pipeline.network import random_vggish_
+    from models.vggish_setup import random_vggish_
     from models.predictor import AVSegPredictor, PredictorOptions
 
     config = get_config(config_name)

@@ -181,7 +181,7 @@ def count_predictor(config: str, mode: str, size: tuple[int, int], num_frames: i
     from models.ovavss import classifier as classifier_module
     from models.ovavss.clip_model import load_clip
     from models.ovavss.config import get_config
-    from models.pipeline.network import random_vggish_
+    from models.vggish_setup import random_vggish_
     from models.predictor import AVSegPredictor, PredictorOptions
 
     options: dict = {}

@@ -1,10 +1,10 @@
-"""Any OV-AVSS checkpoint the predictor accepts, read once: its parts, its network and its VGGish.
+"""Any OV-AVSS checkpoint the predictor accepts, read once: its parts and its network.
 
 Accepted files: avseg training checkpoints, `avseg weights convert` outputs, and the official
 `model_ov_avss_{r50,swinb}.pth` (detectron2 layout, `module.` prefixes allowed, CLIP / VGGish used when
-inside). `read_checkpoint_parts` says what a file holds (`CheckpointParts`), `build_network` builds the network
-of its configuration with the trained weights (strict), and `setup_vggish` fills the frozen VGGish from the
-best source available.
+inside). `read_checkpoint_parts` says what a file holds (`CheckpointParts`) and `build_network` builds the
+network of its configuration with the trained weights (strict); `models.vggish_setup.setup_checkpoint_vggish`
+fills its frozen VGGish from the best source available.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def read_checkpoint_parts(path: str | os.PathLike) -> CheckpointParts:
         strip_module_prefix,
     )
     from models.ovavss.config import get_config
-    from models.pipeline.network import RANDOM_VGGISH_SEED_KEY
+    from models.vggish_setup import RANDOM_VGGISH_SEED_KEY
     from models.official_conversion import CONVERTED_KIND
 
     path = Path(path)
@@ -167,37 +167,3 @@ def build_network(parts: CheckpointParts, source: str) -> torch.nn.Module:
             f"{len(result.unexpected_keys)} unexpected keys (first: {first})"
         )
     return model
-
-
-def setup_vggish(model: torch.nn.Module, parts: CheckpointParts, vggish_weights: str | os.PathLike | None,
-                 offline: bool) -> str:
-    """Fill the frozen VGGish: explicit path / "random" > weights inside the checkpoint > the run's random seed >
-    the cache (downloaded when allowed). Returns where the weights came from."""
-    from models.ovavss.audio import load_vggish_weights
-    from models.pipeline.network import random_vggish_
-    from models.weights import VGGISH, ensure_weight, refetch_hint_on_error
-
-    if vggish_weights is not None and str(vggish_weights) == RANDOM:
-        seed = parts.random_vggish_seed or 0
-        random_vggish_(model.audio_encoder, seed)
-        return f"random (seed {seed})"
-    if vggish_weights is not None:
-        path = Path(vggish_weights).expanduser()
-        load_vggish_weights(model.audio_encoder, path)
-        return str(path)
-    if parts.audio_state is not None:
-        backbone = model.audio_encoder.audio_backbone
-        expected = backbone.state_dict()
-        bad = [k for k in expected if k not in parts.audio_state
-               or tuple(parts.audio_state[k].shape) != tuple(expected[k].shape)]
-        if bad or set(parts.audio_state) - set(expected):
-            raise AVSegError(f"the VGGish weights inside the checkpoint do not fit VGGish (e.g. {(bad or ['?'])[0]})")
-        backbone.load_state_dict({k: v.float() for k, v in parts.audio_state.items()}, strict=True)
-        return "checkpoint"
-    if parts.random_vggish_seed is not None:
-        random_vggish_(model.audio_encoder, parts.random_vggish_seed)
-        return f"random (seed {parts.random_vggish_seed}, as trained)"
-    path = ensure_weight(VGGISH, offline=offline)
-    with refetch_hint_on_error(VGGISH, path):
-        load_vggish_weights(model.audio_encoder, path)
-    return str(path)

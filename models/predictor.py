@@ -36,7 +36,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from models.checkpoint_parts import build_network, read_checkpoint_parts, setup_vggish
+from models.checkpoint_parts import build_network, read_checkpoint_parts
 from models.clip_loading import load_classifier_clip
 from models.device import cpu_supports_bf16, resolve_device
 from models.errors import AVSegError, UsageError
@@ -55,6 +55,7 @@ from models.ovavss.prompts import (
 )
 from models.ovavss.square_crop import CROP_PROTOCOLS
 from models.prediction import ClipInput, FramePrediction, Instance, checked_audio_examples, checked_frames
+from models.vggish_setup import setup_checkpoint_vggish
 
 AMP_MODES = ("off", "fp16", "bf16")
 
@@ -310,7 +311,7 @@ class AVSegPredictor:
         path = Path(checkpoint).expanduser()
         parts = read_checkpoint_parts(path)
         model = build_network(parts, str(path))
-        audio_source = setup_vggish(model, parts, vggish_weights, offline)
+        audio_source = setup_checkpoint_vggish(model, parts, vggish_weights, offline)
         clip, clip_source = load_classifier_clip(
             parts.config, torch_device, clip_weights=clip_weights, clip_state=parts.clip_state, clip_model=clip_model,
             offline=offline, state_source=f"{path} (clip_adapter.clip_model.*)" if parts.clip_state else "checkpoint",

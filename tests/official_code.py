@@ -234,11 +234,12 @@ def save_official_checkpoint(model: torch.nn.Module, path: Path) -> Path:
 def load_avseg_network(path: Path, delete: bool = False) -> torch.nn.Module:
     """avseg's network from a checkpoint file; `delete` removes the file afterwards (they are 0.5-0.7 GB, and
     pytest keeps the temporary folders of its last three runs)."""
-    from models.checkpoint_parts import build_network, read_checkpoint_parts, setup_vggish
+    from models.checkpoint_parts import build_network, read_checkpoint_parts
+    from models.vggish_setup import setup_checkpoint_vggish
 
     parts = read_checkpoint_parts(path)
     model = build_network(parts, str(path))
-    setup_vggish(model, parts, None, offline=True)
+    setup_checkpoint_vggish(model, parts, None, offline=True)
     if delete:
         path.unlink()
     return model.eval()

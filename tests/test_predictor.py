@@ -21,7 +21,7 @@ from models.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from models.errors import AVSegError
 from models.ovavss.clip_model import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, LoadedClip
 from models.ovavss.config import TINY, ModelConfig
-from models.pipeline.network import RANDOM_VGGISH_SEED_KEY
+from models.vggish_setup import RANDOM_VGGISH_SEED_KEY
 from models.prediction import ClipInput
 from models.clip_loading import load_classifier_clip
 from models.predictor import AVSegPredictor, PredictorOptions

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.ovavss.conv import Conv2dNorm
 from models.ovavss.frozen_bn import FrozenBatchNorm2d
 
 STAGE_NAMES = ("res2", "res3", "res4", "res5")
@@ -62,22 +63,6 @@ def make_norm(norm: str, channels: int, gn_groups: int = 32) -> nn.Module:
     raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
 
 
-class ConvNorm(nn.Conv2d):
-    """`nn.Conv2d` that applies its own norm layer, stored as the submodule `norm` (detectron2's Conv2d).
-
-    Keys: `weight` (+ `bias` if requested) and `norm.*`. forward: (N, C_in, H, W) -> (N, C_out, H', W').
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
-                 padding: int = 0, bias: bool = False, norm: nn.Module | None = None) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
-        self.norm = norm
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._conv_forward(x, self.weight, self.bias)
-        return x if self.norm is None else self.norm(x)
-
-
 def _msra_init(conv: nn.Conv2d) -> None:
     """detectron2's c2_msra_fill: Kaiming normal (fan_out, ReLU gain), zero bias."""
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
@@ -91,8 +76,8 @@ class BasicStem(nn.Module):
     def __init__(self, in_channels: int = 3, out_channels: int = 64, norm: str = "FrozenBN",
                  gn_groups: int = 32) -> None:
         super().__init__()
-        self.conv1 = ConvNorm(in_channels, out_channels, 7, stride=2, padding=3,
-                              norm=make_norm(norm, out_channels, gn_groups))
+        self.conv1 = Conv2dNorm(in_channels, out_channels, 7, stride=2, padding=3, bias=False,
+                                norm=make_norm(norm, out_channels, gn_groups))
         _msra_init(self.conv1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -111,16 +96,16 @@ class BottleneckBlock(nn.Module):
                  norm: str = "FrozenBN", gn_groups: int = 32) -> None:
         super().__init__()
         if in_channels != out_channels or stride != 1:
-            self.shortcut = ConvNorm(in_channels, out_channels, 1, stride=stride,
-                                     norm=make_norm(norm, out_channels, gn_groups))
+            self.shortcut = Conv2dNorm(in_channels, out_channels, 1, stride=stride, bias=False,
+                                         norm=make_norm(norm, out_channels, gn_groups))
         else:
             self.shortcut = None
-        self.conv1 = ConvNorm(in_channels, bottleneck_channels, 1,
-                              norm=make_norm(norm, bottleneck_channels, gn_groups))
-        self.conv2 = ConvNorm(bottleneck_channels, bottleneck_channels, 3, stride=stride, padding=1,
-                              norm=make_norm(norm, bottleneck_channels, gn_groups))
-        self.conv3 = ConvNorm(bottleneck_channels, out_channels, 1,
-                              norm=make_norm(norm, out_channels, gn_groups))
+        self.conv1 = Conv2dNorm(in_channels, bottleneck_channels, 1, bias=False,
+                                norm=make_norm(norm, bottleneck_channels, gn_groups))
+        self.conv2 = Conv2dNorm(bottleneck_channels, bottleneck_channels, 3, stride=stride, padding=1, bias=False,
+                                norm=make_norm(norm, bottleneck_channels, gn_groups))
+        self.conv3 = Conv2dNorm(bottleneck_channels, out_channels, 1, bias=False,
+                                norm=make_norm(norm, out_channels, gn_groups))
         for conv in (self.conv1, self.conv2, self.conv3, self.shortcut):
             if conv is not None:
                 _msra_init(conv)
@@ -183,12 +168,12 @@ class ResNet(nn.Module):
 def fold_frozen_batchnorm_(module: nn.Module) -> nn.Module:
     """Fold every FrozenBN into the conv it follows (in place), for faster inference; returns `module`.
 
-    Each `ConvNorm` with a FrozenBatchNorm2d gets weight * scale and bias shift (+ bias * scale) and loses
+    Each `Conv2dNorm` with a FrozenBatchNorm2d gets weight * scale and bias shift (+ bias * scale) and loses
     its `norm`, removing one elementwise pass per conv (about 17 % of ResNet-50 CPU time). The state-dict
     keys change (`.norm.*` gone, `.bias` added), so load checkpoints *before* folding. GroupNorm is untouched.
     """
     for conv in list(module.modules()):
-        if isinstance(conv, ConvNorm) and isinstance(conv.norm, FrozenBatchNorm2d):
+        if isinstance(conv, Conv2dNorm) and isinstance(conv.norm, FrozenBatchNorm2d):
             scale, shift = conv.norm.scale_and_shift()
             trainable = conv.weight.requires_grad
             weight = conv.weight.detach() * scale.reshape(-1, 1, 1, 1).to(conv.weight.dtype)  # keeps memory format

@@ -255,7 +255,7 @@ def _run(options: TrainOptions, progress: Progress, warn, device: torch.device, 
         regroup_per_parameter_state,
     )
     from models.pipeline.audio_cache import AudioEmbeddingCache
-    from models.pipeline.network import RANDOM_VGGISH_SEED_KEY, setup_audio_encoder
+    from models.vggish_setup import RANDOM_VGGISH_SEED_KEY, setup_training_vggish
 
     last_path = out_dir / "last.pt"
     data = PreparedData.open(options.data_dir)
@@ -279,7 +279,7 @@ def _run(options: TrainOptions, progress: Progress, warn, device: torch.device, 
     model = build_ovavss(model_cfg)
     if vggish_arg == "random":
         warn("VGGish is randomly initialised (--vggish-weights random): audio features are not the real ones")
-    audio_source = setup_audio_encoder(model, vggish_arg, train_cfg.seed)
+    audio_source = setup_training_vggish(model, vggish_arg, train_cfg.seed)
     if init_sd is not None:
         from models.official import load_matching
 
