@@ -150,8 +150,16 @@ def test_instance_and_frame_records():
     assert restored["frame"] == 3 and restored["time"] == 1.5
     (item,) = restored["instances"]
     assert np.array_equal(record_mask(item), mask)
-    assert "class_id" not in instance_record("x", np.float32(0.5), mask)
+    assert list(instance_record("x", np.float32(0.5), mask)) == ["label", "score", "bbox", "area", "segmentation"]
     assert isinstance(instance_record("x", np.float32(0.5), mask)["score"], float)
+    # the objects of annotate's JSON: every field, in this order; scores that are not finite are null
+    full = instance_record("pipa", float("nan"), mask, class_id=np.int64(2), sound_score=np.float32(0.25),
+                           query=np.int64(7))
+    assert list(full) == ["label", "class_id", "score", "sound_score", "query", "bbox", "area", "segmentation"]
+    assert full["score"] is None and full["sound_score"] == 0.25 and full["query"] == 7
+    assert json.loads(json.dumps(full)) == full
+    assert instance_record("x", 0.5, mask, sound_score=float("inf"))["sound_score"] is None
+    assert frame_record(np.int64(4), 1 / 3, [])["time"] == 0.333333
 
 
 def test_record_without_segmentation():

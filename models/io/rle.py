@@ -10,14 +10,16 @@ list of run lengths).
 Boxes are `[x, y, width, height]` in pixels, integers, covering the mask's pixels exactly (COCO's
 convention; `[0, 0, 0, 0]` for an empty mask).
 
-Instance record (`instance_record`, one per detected object per frame):
-`{"label": str, "score": float, "bbox": [x, y, w, h], "area": int, "segmentation": <RLE>}`, plus
-`"class_id": int` when given. A frame record (`frame_record`) is
-`{"frame": int, "time": float, "instances": [...]}`.
+Instance record (`instance_record`, one per detected object per frame, the objects of `avseg annotate`'s JSON):
+`{"label": str, "class_id": int, "score": float | null, "sound_score": float | null, "query": int,
+"bbox": [x, y, w, h], "area": int, "segmentation": <RLE>}`; class_id, sound_score and query only when given, a
+score that is not finite is null. A frame record (`frame_record`) is
+`{"frame": int, "time": float (seconds, 6 decimals), "instances": [...]}`.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -129,13 +131,24 @@ def mask_bbox(mask: np.ndarray) -> list[int]:
 
 
 def instance_record(
-    label: str, score: float, mask: np.ndarray, class_id: int | None = None
+    label: str,
+    score: float,
+    mask: np.ndarray,
+    class_id: int | None = None,
+    sound_score: float | None = None,
+    query: int | None = None,
 ) -> dict:
-    """The JSON record of one instance: label, score, bbox, area, RLE segmentation (and class_id)."""
+    """The JSON record of one instance: label, class_id, score, sound_score, query (each of these three only when
+    given), bbox, area and RLE segmentation of the (H, W) `mask`; NaN or infinite scores become None (null)."""
     mask = _as_bool_mask(mask)
-    record: dict[str, Any] = {"label": str(label), "score": float(score)}
+    record: dict[str, Any] = {"label": str(label)}
     if class_id is not None:
         record["class_id"] = int(class_id)
+    record["score"] = _finite_or_none(score)
+    if sound_score is not None:
+        record["sound_score"] = _finite_or_none(sound_score)
+    if query is not None:
+        record["query"] = int(query)
     record["bbox"] = mask_bbox(mask)
     record["area"] = int(mask.sum())
     record["segmentation"] = mask_to_rle(mask)
@@ -150,5 +163,10 @@ def record_mask(record: Mapping[str, Any]) -> np.ndarray:
 
 
 def frame_record(index: int, timestamp: float, instances: Sequence[Mapping[str, Any]]) -> dict:
-    """The JSON record of one analysed frame: index, time in seconds, instance records."""
-    return {"frame": int(index), "time": float(timestamp), "instances": [dict(item) for item in instances]}
+    """The JSON record of one analysed frame: index, time in seconds (rounded to 6 decimals), instance records."""
+    return {"frame": int(index), "time": round(float(timestamp), 6), "instances": [dict(item) for item in instances]}
+
+
+def _finite_or_none(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None

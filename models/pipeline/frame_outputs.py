@@ -14,7 +14,6 @@ shuts the pool down before removing partial outputs) and import no torch.
 from __future__ import annotations
 
 import contextlib
-import math
 import multiprocessing
 import signal
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -64,29 +63,13 @@ class FrameResult:
     record: dict | None = None
 
 
-def _finite_or_none(value: float) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def instance_records(prediction: FramePrediction) -> list[dict]:
-    """The JSON records of a frame's instances (see `models.io.rle.instance_record`) plus sound score and query."""
+    """The JSON records of a frame's instances (`models.io.rle.instance_record`, class_id = vocabulary index + 1)."""
     from models.io.rle import instance_record
 
-    records = []
-    for instance in prediction.instances:
-        base = instance_record(instance.label, 0.0, instance.mask, class_id=instance.class_index + 1)
-        records.append({
-            "label": base["label"],
-            "class_id": base["class_id"],
-            "score": _finite_or_none(instance.score),
-            "sound_score": _finite_or_none(instance.sound_score),
-            "query": int(instance.query),
-            "bbox": base["bbox"],
-            "area": base["area"],
-            "segmentation": base["segmentation"],
-        })
-    return records
+    return [instance_record(instance.label, instance.score, instance.mask, class_id=instance.class_index + 1,
+                            sound_score=instance.sound_score, query=instance.query)
+            for instance in prediction.instances]
 
 
 def render_prediction(frame: np.ndarray, prediction: FramePrediction, class_names: Sequence[str],
@@ -110,11 +93,9 @@ def finish_frame(job: FrameJob) -> FrameResult:
 
         write_index_mask(job.mask_path, job.prediction.label_map)
     if job.want_record:
-        result.record = {
-            "frame": int(job.source),
-            "time": round(float(job.timestamp), 6),
-            "instances": instance_records(job.prediction),
-        }
+        from models.io.rle import frame_record
+
+        result.record = frame_record(job.source, job.timestamp, instance_records(job.prediction))
     return result
 
 
