@@ -15,6 +15,7 @@ from torch import nn
 from models import official
 from models.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from models.errors import AVSegError
+from models.training_init import load_matching
 import fake_official as fake
 
 torch.set_num_threads(1)
@@ -226,7 +227,7 @@ def test_mask2former_pkl_loads_and_init_rule(tmp_path: Path):
     shapes = {k: s for k, s in fake.official_r50_key_shapes().items()
               if k.startswith("sem_seg_head.") or k == "criterion.empty_weight"}
     module = _mirror_module(shapes, fake.official_buffer_keys("r50"))
-    report = official.load_matching(module, state)
+    report = load_matching(module, state)
     assert set(report.skipped_shape) == {"sem_seg_head.predictor.class_embed.weight",
                                          "sem_seg_head.predictor.class_embed.bias", "criterion.empty_weight"}
     assert report.shape_mismatches["sem_seg_head.predictor.class_embed.weight"] == ((81, 256), (2, 256))
@@ -329,7 +330,7 @@ def test_load_matching_small_module():
         "cache": torch.ones(1),  # non-persistent buffer: not part of the state dict -> unexpected
         "extra.weight": torch.ones(1),
     }
-    report = official.load_matching(module, state)
+    report = load_matching(module, state)
     assert report.loaded == ["proj.weight", "proj.bias", "scale"]
     assert report.skipped_shape == ["head.weight"]
     assert report.shape_mismatches == {"head.weight": ((81, 4), (2, 4))}
@@ -347,7 +348,7 @@ def test_load_matching_prefix():
     module = _Small()
     state = {"audio_encoder.audio_backbone.proj.bias": torch.full((4,), 7.0), "proj.bias": torch.ones(4),
              "audio_encoder.audio_backbone.zzz": torch.ones(1)}
-    report = official.load_matching(module, state, prefix="audio_encoder.audio_backbone.")
+    report = load_matching(module, state, prefix="audio_encoder.audio_backbone.")
     assert report.loaded == ["proj.bias"] and report.unexpected == ["zzz"]
     assert torch.equal(module.proj.bias.detach(), torch.full((4,), 7.0))
     assert set(report.missing) == {"proj.weight", "head.weight", "head.bias", "scale"}
@@ -389,10 +390,10 @@ def test_official_checkpoint_loads_into_our_model(tmp_path: Path):
     state, _ = official.read_checkpoint_file(path)
     converted = official.convert_official_state_dict(state)
     model = _build_our_model("r50", meta=False)
-    report = official.load_matching(model, converted.model)
+    report = load_matching(model, converted.model)
     assert not report.skipped_shape and not report.unexpected
     assert all(k.startswith("audio_encoder.") for k in report.missing)
-    audio = official.load_matching(model.audio_encoder.audio_backbone, converted.audio)
+    audio = load_matching(model.audio_encoder.audio_backbone, converted.audio)
     assert not audio.missing and not audio.unexpected and not audio.skipped_shape
     own = model.state_dict()
     for key, value in written.items():

@@ -247,7 +247,7 @@ def test_training_initialisation_matches_official(official, parity_clip, config:
     from detectron2.checkpoint import DetectionCheckpointer
 
     import fake_official
-    from models.official import load_matching, read_init_checkpoint
+    from models.training_init import load_matching, read_init_checkpoint
     from models.ovavss.model import build_ovavss
 
     model = build_official_model(official, config, parity_clip[2])

@@ -169,7 +169,7 @@ def test_user_errors(data_dir: Path, tmp_path: Path):
 @pytest.mark.parametrize("kind, pixel_decoder", [("pkl", False), ("pkl", True), ("pth", False)])
 def test_init_takes_what_the_official_training_takes(data_dir: Path, tmp_path: Path, kind: str, pixel_decoder: bool):
     """--init: backbone and transformer decoder from a Mask2Former-style pickle; the pixel decoder keeps its
-    random initialisation, as in the official training (`models.official.mask2former_init_state`), unless
+    random initialisation, as in the official training (`models.training_init.mask2former_init_state`), unless
     --init-pixel-decoder; a PyTorch file gives everything. lr 0 keeps the weights of the first step where they
     started."""
     import pickle

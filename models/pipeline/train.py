@@ -268,7 +268,7 @@ def _run(options: TrainOptions, progress: Progress, warn, device: torch.device, 
 
     init_sd = left_out = None
     if options.init is not None and resume_state is None:  # read (and checked) before anything else is said
-        from models.official import read_init_checkpoint
+        from models.training_init import read_init_checkpoint
 
         init_sd, left_out = read_init_checkpoint(options.init, options.init_pixel_decoder)
 
@@ -281,7 +281,7 @@ def _run(options: TrainOptions, progress: Progress, warn, device: torch.device, 
         warn("VGGish is randomly initialised (--vggish-weights random): audio features are not the real ones")
     audio_source = setup_training_vggish(model, vggish_arg, train_cfg.seed)
     if init_sd is not None:
-        from models.official import load_matching
+        from models.training_init import load_matching
 
         report = load_matching(model, init_sd)
         _check_init_fits(report, Path(options.init), options.config_name)
