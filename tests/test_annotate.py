@@ -170,6 +170,12 @@ def test_clip_text_does_not_tell_case_or_repeated_spaces_apart():
             same_key = clip_text_key(first) == clip_text_key(second)
             assert same_key == torch.equal(tokens[i], tokens[j]), (first, second)
     assert clip_text_key("Pipa") == clip_text_key("pipa") and clip_text_key("Straße") != clip_text_key("strasse")
+    # the first pair CLIP cannot tell apart, in order; both the command line and the API refuse by it
+    from models.ovavss.prompts import first_clip_duplicate
+
+    assert first_clip_duplicate(["violin", "Pipa", "cello", "pipa ", "PIPA"]) == ("Pipa", "pipa ")
+    assert first_clip_duplicate(["a", "b", "a"]) == ("a", "a")
+    assert first_clip_duplicate(["Straße", "strasse"]) is None and first_clip_duplicate([]) is None
 
 
 def test_expand_inputs_globs_literals_and_duplicates(tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from models.errors import AVSegError
 
@@ -118,3 +118,15 @@ def clip_text_key(name: str) -> str:
     Two names with the same key get the same tokens, hence the same text embedding.
     """
     return " ".join(name.split()).lower()
+
+
+def first_clip_duplicate(names: Iterable[str]) -> tuple[str, str] | None:
+    """The first two of `names` that CLIP reads the same (`clip_text_key`), in order: (earlier, later); None when
+    CLIP tells them all apart. Such names would get one embedding and share one object's probability."""
+    first_of: dict[str, str] = {}
+    for name in names:
+        key = clip_text_key(name)
+        if key in first_of:
+            return first_of[key], name
+        first_of[key] = name
+    return None

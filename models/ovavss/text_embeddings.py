@@ -22,7 +22,7 @@ from models.atomic import atomic_path
 from models.errors import AVSegError
 from models.ovavss.clip_model import LoadedClip
 from models.ovavss.prompts import (
-    VILD_TEMPLATES, clip_text_key, fill_template, template_set_id, validate_templates,
+    VILD_TEMPLATES, fill_template, first_clip_duplicate, template_set_id, validate_templates,
 )
 from models.weights import cache_dir
 
@@ -50,19 +50,17 @@ def validate_class_names(names: Iterable[str]) -> tuple[str, ...]:
     names = tuple(names)
     if not names:
         raise AVSegError("the vocabulary is empty: give at least one class name")
-    first_of: dict[str, str] = {}
     for name in names:
         if not isinstance(name, str):
             raise TypeError(f"class names must be strings, got {type(name).__name__} {name!r}")
         if not name.strip():
             raise AVSegError(f"empty class name in the vocabulary: {name!r}")
-        key = clip_text_key(name)
-        if key in first_of:
-            if first_of[key] == name:
-                raise AVSegError(f"class name {name!r} appears twice in the vocabulary")
-            raise AVSegError(f"class names {first_of[key]!r} and {name!r} are the same to CLIP (it reads text in "
-                             "lower case with single spaces): give each class once")
-        first_of[key] = name
+    same = first_clip_duplicate(names)
+    if same is not None:
+        if same[0] == same[1]:
+            raise AVSegError(f"class name {same[0]!r} appears twice in the vocabulary")
+        raise AVSegError(f"class names {same[0]!r} and {same[1]!r} are the same to CLIP (it reads text in "
+                         "lower case with single spaces): give each class once")
     return names
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from models.errors import UsageError
-from models.ovavss.prompts import clip_text_key
+from models.ovavss.prompts import first_clip_duplicate
 
 MAX_VOCABULARY = 255
 """Mask PNGs hold one byte per pixel: vocabulary index + 1 must fit in 1..255."""
@@ -70,15 +70,12 @@ def check_vocabulary(names: Sequence[str], empty_hint: str = "") -> list[str]:
     if duplicates:
         listed = ", ".join(repr(name) for name in dict.fromkeys(duplicates))
         raise UsageError(f"duplicate class names in the vocabulary: {listed} (each name may appear once)")
-    first_of: dict[str, str] = {}
-    for name in names:
-        key = clip_text_key(name)
-        if key in first_of:
-            raise UsageError(
-                f"duplicate class names in the vocabulary: {first_of[key]!r} and {name!r} (CLIP reads text in "
-                "lower case with single spaces, so it cannot tell them apart)"
-            )
-        first_of[key] = name
+    same = first_clip_duplicate(names)
+    if same is not None:
+        raise UsageError(
+            f"duplicate class names in the vocabulary: {same[0]!r} and {same[1]!r} (CLIP reads text in "
+            "lower case with single spaces, so it cannot tell them apart)"
+        )
     if len(names) > MAX_VOCABULARY:
         raise UsageError(f"{len(names)} class names given; at most {MAX_VOCABULARY} fit in the mask PNGs")
     return names
