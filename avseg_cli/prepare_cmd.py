@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from avseg_cli.console import err, out, report_interrupt
+from avseg_cli.console import err, out, report_interrupt, warn
 
 MAX_EXAMPLES_SHOWN = 3
 
@@ -57,6 +57,16 @@ def prepare(
         report_interrupt(f": nothing was written to {_escape(str(out_dir))}; run the same command again")
         raise typer.Exit(130) from None
     _print_tables(result)
+    if result.nothing_usable:
+        err.print(
+            f"[bold red]error:[/] {_none_usable(len(result.excluded))}: is {_escape(str(root))} the whole "
+            f"AVSBench-semantic download (v1s/, v1m/, v2/ beside metadata.csv)? Nothing was written to "
+            f"{_escape(str(out_dir))}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    for name in result.empty_splits:
+        warn(f"the {name} split has no usable video")
     if result.written:
         out.print(f"wrote the split to {out_dir} (dataset.json, splits/, summary.json)", soft_wrap=True)
     elif result.dry_run and not (strict and result.problems):
@@ -68,6 +78,12 @@ def prepare(
             soft_wrap=True,
         )
         raise typer.Exit(1)
+
+
+def _none_usable(left_out: int) -> str:
+    if left_out == 0:
+        return "metadata.csv selects no AVSBench-OV video"
+    return f"none of the {left_out:,} selected videos could be used (the problems are listed above)"
 
 
 def _print_tables(result) -> None:

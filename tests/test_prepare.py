@@ -280,6 +280,15 @@ def test_real_metadata_dry_run_and_missing_folders(real_metadata_csv, tmp_path):
     first = result.splits["train"][0]
     assert full.problems[0].examples[0] == f"{first.subset}/{first.uid}"
     assert len(full.excluded) == 7914 and all(c.videos == 0 for c in full.counts.values())
+    # ... and with nothing usable nothing is written: an empty DATA_DIR would only fail later, in train or eval
+    assert full.nothing_usable and not full.written and not (tmp_path / "full").exists()
+    done = CliRunner().invoke(app, ["prepare", "--root", str(root), "--out", str(tmp_path / "cli")])
+    assert done.exit_code == 1 and not (tmp_path / "cli").exists()
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: none of the 7,914 selected videos could be used (the problems are listed above): is "
+                      f"{root} the whole AVSBench-semantic download (v1s/, v1m/, v2/ beside metadata.csv)? Nothing "
+                      f"was written to {tmp_path / 'cli'}"], done.stderr
+    assert "missing video folder" in done.stdout and "Traceback" not in done.output
 
 
 def test_include_v1m(tmp_path):
@@ -293,6 +302,12 @@ def test_include_v1m(tmp_path):
     assert not with_v1m.problems
     assert with_v1m.splits["train"][0].labelled_frames == [0, 1, 2, 3, 4]
     assert json.loads((tmp_path / "b" / "dataset.json").read_text())["include_v1m"] is True
+    # a split left empty is written (the others are usable) and named in a warning
+    assert without.written and without.empty_splits == ["train", "val"] and with_v1m.empty_splits == []
+    done = CliRunner().invoke(app, ["prepare", "--root", str(root), "--out", str(tmp_path / "c")])
+    assert done.exit_code == 0 and (tmp_path / "c" / "splits" / "test.jsonl").is_file()
+    assert [line for line in done.stderr.splitlines() if line.startswith("warning:")] == [
+        "warning: the train split has no usable video", "warning: the val split has no usable video"]
 
 
 def test_unknown_colour_count_matches_read_label(tmp_path):

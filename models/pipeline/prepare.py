@@ -68,7 +68,8 @@ class PrepareResult:
         excluded: '<subset>/<uid>' of selected videos left out: no frames folder, or a frame, label or audio
             file missing or unreadable (`models.data.scan.EXCLUDING_KINDS`).
         dry_run: True for a preview: files were not checked (height/width 0) and nothing was written.
-        written: False for a dry run, or when `strict` found problems; then nothing was written.
+        written: False for a dry run, when `strict` found problems, or when no selected video could be kept
+            (`nothing_usable`: a --root without the videos metadata.csv lists); then nothing was written.
     """
 
     root: Path
@@ -78,6 +79,16 @@ class PrepareResult:
     excluded: tuple[str, ...]
     dry_run: bool
     written: bool
+
+    @property
+    def nothing_usable(self) -> bool:
+        """Files were checked and no split kept a single video (an empty or wrong --root)."""
+        return not self.dry_run and not any(self.splits.values())
+
+    @property
+    def empty_splits(self) -> list[str]:
+        """The splits without any video, in SPLITS order (files checked)."""
+        return [] if self.dry_run else [name for name in SPLITS if not self.splits[name]]
 
     @property
     def counts(self) -> dict[str, SplitCount]:
@@ -155,7 +166,7 @@ def prepare_dataset(
         root=root, out_dir=out_dir, splits=splits, problems=summarize_problems(findings), excluded=tuple(excluded),
         dry_run=dry_run, written=False,
     )
-    if dry_run or (strict and result.problems):
+    if dry_run or (strict and result.problems) or result.nothing_usable:
         return result
     _write_outputs(result, include_v1m)
     return replace(result, written=True)
