@@ -27,7 +27,7 @@ demo: install
 # avseg side by side with the official OV-AVSS code (not part of CI; README "Parity with the official code"):
 #   make parity OFFICIAL=path/to/ovavss DETECTRON2=path/to/detectron2   (two git checkouts)
 parity: parity-paths $(VENV)/.parity
-	AVSEG_OFFICIAL_REPO=$(OFFICIAL) PYTHONPATH=$(DETECTRON2) $(VENV)/bin/python -m pytest -q -rs tests/test_official_parity.py tests/test_official_parity_training.py
+	AVSEG_PARITY_REQUIRED=1 AVSEG_OFFICIAL_REPO=$(OFFICIAL) PYTHONPATH=$(DETECTRON2) $(VENV)/bin/python -m pytest -q -rs tests/test_official_parity.py tests/test_official_parity_training.py
 
 parity-paths:
 	@test -n "$(OFFICIAL)" -a -n "$(DETECTRON2)" || { echo "usage: make parity OFFICIAL=path/to/ovavss DETECTRON2=path/to/detectron2"; exit 2; }

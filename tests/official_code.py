@@ -25,6 +25,7 @@ import os
 import sys
 import types
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import torch
@@ -47,14 +48,22 @@ PARITY_CLIP = {
 """A tiny open_clip CLIP whose state_dict the OpenAI `clip.model.build_model` rebuilds as the same network."""
 
 
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip the calling parity test (CI and `make test` have no official checkout), or, when the user asked for the
+    parity tests (`make parity` sets AVSEG_PARITY_REQUIRED=1), fail it: a wrong path must not pass as "skipped"."""
+    if os.environ.get("AVSEG_PARITY_REQUIRED") == "1":
+        pytest.fail(f"parity cannot run: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def official_repo() -> Path:
     """The checkout named by AVSEG_OFFICIAL_REPO, or skip the calling test."""
     value = os.environ.get("AVSEG_OFFICIAL_REPO")
     if not value:
-        pytest.skip("AVSEG_OFFICIAL_REPO is not set (a checkout of github.com/ruohaoguo/ovavss)")
+        skip_or_fail("AVSEG_OFFICIAL_REPO is not set (a checkout of github.com/ruohaoguo/ovavss)")
     repo = Path(value).expanduser()
     if not (repo / "ov_avss" / "ov_avss.py").is_file():
-        pytest.skip(f"AVSEG_OFFICIAL_REPO={repo} is not a checkout of ruohaoguo/ovavss")
+        skip_or_fail(f"AVSEG_OFFICIAL_REPO={repo} is not a checkout of ruohaoguo/ovavss")
     return repo
 
 
@@ -83,7 +92,8 @@ def import_official() -> types.SimpleNamespace:
         from ov_avss.modeling.clip_adapter import adapter as official_adapter
         from ov_avss.modeling.clip_adapter import text_prompt as official_text_prompt
     except ImportError as error:
-        pytest.skip(f"the official code cannot be imported here ({error}); see README 'Parity with the official code'")
+        skip_or_fail(f"the official code cannot be imported here ({error}); see README 'Parity with the official "
+                     "code'")
 
     def official_cfg(config: str):
         cfg = get_cfg()

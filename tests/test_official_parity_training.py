@@ -19,6 +19,7 @@ from official_code import (
     no_dropout,
     official_cpu_bridges,
     save_official_checkpoint,
+    skip_or_fail,
 )
 
 def fixed_points_rand(count: int = 40000, seed: int = 9):
@@ -171,7 +172,7 @@ def official_trainer(official):
     try:
         import train_net
     except ImportError as error:
-        pytest.skip(f"the official train_net cannot be imported here ({error})")
+        skip_or_fail(f"the official train_net cannot be imported here ({error})")
     return train_net.Trainer
 
 
