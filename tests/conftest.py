@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests never write into the user's avseg cache (text embeddings of test CLIPs piled up in ~/.cache/avseg): the
+# session gets its own, removed at the end; tests that need a cache of their own still set AVSEG_CACHE themselves.
+TEST_CACHE = Path(tempfile.mkdtemp(prefix="avseg-test-cache-"))
+os.environ["AVSEG_CACHE"] = str(TEST_CACHE)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 METADATA_FIXTURE = SHARED / "fixtures" / "avsbench-semantic-metadata.csv"
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    shutil.rmtree(TEST_CACHE, ignore_errors=True)
 
 
 @pytest.fixture
