@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 test: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q
 
-# Everything, including the slow learning tests (several minutes on 2 CPU cores).
+# Everything, including the slow learning tests (~12 minutes on 2 CPU cores).
 test-all: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q -m ''
 

@@ -203,6 +203,27 @@ def test_a_second_run_leaves_out_its_output_folder_and_the_mask_pngs(short, tmp_
     assert sorted(p.name for p in out.iterdir()) == ["a.avseg.mp4", "a.json", "a.masks"]
 
 
+def test_outputs_of_a_video_outside_the_glob_are_left_out(short, tmp_path):
+    """`avseg annotate vids/s.mov` in place, then `avseg annotate 'vids/*.mp4' --out other`: the glob gives the
+    overlay s.avseg.mp4 but not s.mov; it was annotated as a video (other/s.avseg.avseg.mp4). Outputs a run made
+    without JSON are not recognised (nothing says whose they are), and other videos are annotated as before."""
+    vids = tmp_path / "vids"
+    vids.mkdir()
+    source = vids / "s.mov"
+    source.write_bytes(short.read_bytes())
+    assert annotate_batch(Annotator(FakePredictor(fps=10), VOCABULARY, AnnotateOptions()), [source]).exit_code == 0
+    other = vids / "t.mp4"
+    other.write_bytes(short.read_bytes())
+    annotator = Annotator(FakePredictor(fps=10), VOCABULARY, AnnotateOptions(out_dir=tmp_path / "other"))
+    picked = [vids / "s.avseg.mp4", other, vids / "s.json", *sorted((vids / "s.masks").iterdir())[:1]]
+    messages: list[str] = []
+    result = annotate_batch(annotator, picked, warn=messages.append)
+    assert [(o.input, o.status) for o in result.outcomes] == [(other, "done")] and result.exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["t.avseg.mp4", "t.json", "t.masks"]
+    for path in picked[:1] + picked[2:]:
+        assert f"leaving out {path}: it is an output avseg wrote for {source}" in messages, messages
+
+
 def test_batch_script_names_each_failed_video_once(tmp_path):
     """examples/batch.sh lists the failed videos after the run; an error that names its file already was
     printed as "FILE: FILE: reason"."""

@@ -163,6 +163,24 @@ def recorded_input(json_path: Path) -> str | None:
     return recorded if isinstance(recorded, str) and recorded else None
 
 
+def output_source(path: Path) -> str | None:
+    """The video that `path` is an avseg annotate output of, as its `<stem>.json` records it ("input"): for an
+    overlay `<stem>.avseg.mp4`, a mask PNG in `<stem>.masks/`, or the JSON itself; None for anything else (and for
+    outputs of a run without JSON, which nothing vouches for)."""
+    from models.pipeline.annotate_outputs import JSON_SUFFIX, MASKS_SUFFIX, VIDEO_SUFFIX
+
+    name = path.name
+    if name.endswith(VIDEO_SUFFIX) and len(name) > len(VIDEO_SUFFIX):
+        json_path = path.with_name(name[: -len(VIDEO_SUFFIX)] + JSON_SUFFIX)
+    elif name.endswith(JSON_SUFFIX):
+        json_path = path
+    elif path.parent.name.endswith(MASKS_SUFFIX) and len(path.parent.name) > len(MASKS_SUFFIX):
+        json_path = path.parent.with_name(path.parent.name[: -len(MASKS_SUFFIX)] + JSON_SUFFIX)
+    else:
+        return None
+    return recorded_input(json_path)
+
+
 def _same_name(recorded: str, video: Path) -> bool:
     return os.path.normcase(Path(recorded).name) == os.path.normcase(video.name)
 

@@ -119,12 +119,18 @@ def _planned_conflicts(inputs: Sequence[Path], annotator: Annotator) -> dict[int
 
 
 def _leave_out_outputs(videos: list[Path], options: AnnotateOptions, warn: WarningCallback | None) -> list[Path]:
-    """`videos` without the earlier outputs a glob picked up (`earlier_outputs_among`) and without the run's output
-    folder (`output_folder_among`), each left out with a warning."""
+    """`videos` without the earlier outputs a glob picked up (`earlier_outputs_among`; with more than one input,
+    `output_source` for outputs of videos that are not among them) and without the run's output folder
+    (`output_folder_among`), each left out with a warning. A lone input is annotated whatever it is."""
+    from models.pipeline.annotate import output_source
+
     reasons = {index: f"it is an output avseg writes for {source}"
                for index, source in earlier_outputs_among(videos, options).items()}
     for index in output_folder_among(videos, options):
         reasons.setdefault(index, "it is the output folder of this run (--out)")
+    for index, video in enumerate(videos if len(videos) > 1 else ()):  # named on its own, an output is an input
+        if index not in reasons and (source := output_source(video)) is not None:
+            reasons[index] = f"it is an output avseg wrote for {source}"
     for index, reason in sorted(reasons.items()):
         if warn is not None:
             warn(f"leaving out {videos[index]}: {reason}")
