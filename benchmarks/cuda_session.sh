@@ -29,7 +29,14 @@
 #   profile    profile_cuda.py: predictor and training loop part by part, CLIP batch sizes and precisions
 #   suite      the whole test suite (pytest -n 8) on the GPU machine
 # Everything is written to $OUT/session.log (default /tmp/avseg-cuda/session.log) and echoed, a summary last.
+# The exit status is 0 when every step passed, 1 when one failed or timed out, 2 for no or an unknown stage.
+# $PYTHON names the interpreter (default python3: the GPU machine's, with the carried packages).
 set -u
+if [ "$#" -eq 0 ]; then
+  echo "usage: bash benchmarks/cuda_session.sh STAGE... (stages: quick env tests model predictor train annotate" \
+       "render zeroshot graphs compile profile suite; see the header)" >&2
+  exit 2
+fi
 OUT=${OUT:-/tmp/avseg-cuda}
 mkdir -p "$OUT"
 LOG="$OUT/session.log"
@@ -37,6 +44,7 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
 SUMMARY=()
+FAILED=0
 
 step() {  # step NAME SECONDS COMMAND...
   local name=$1 limit=$2 start rc
@@ -45,6 +53,7 @@ step() {  # step NAME SECONDS COMMAND...
   echo "=== $name: $*" | tee -a "$LOG"
   timeout "$limit" "$@" >>"$LOG" 2>&1
   rc=$?
+  [ "$rc" -eq 0 ] || FAILED=1
   SUMMARY+=("$(printf '%-28s rc=%-3s %4ss' "$name" "$rc" "$(($(date +%s) - start))")")
   echo "=== $name rc=$rc" | tee -a "$LOG"
 }
@@ -126,3 +135,4 @@ done
 
 echo "=== summary" | tee -a "$LOG"
 printf '%s\n' "${SUMMARY[@]}" | tee -a "$LOG"
+exit "$FAILED"

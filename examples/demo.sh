@@ -40,6 +40,10 @@ if [ "$fps" = auto ]; then
     fi
 fi
 if [ "$fps" != all ]; then
+    if ! [[ "$fps" =~ ^[0-9]*\.?[0-9]+$ ]] || [[ "$fps" =~ ^0*\.?0*$ ]]; then
+        echo "error: AVSEG_DEMO_FPS must be all, auto or a positive number of frames per second, got '$fps'" >&2
+        exit 2
+    fi
     args+=(--analysis-fps "$fps")
 fi
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from models.errors import AVSegError
-from models.ovavss.clip_model import LoadedClip
+from models.ovavss.clip_model import WEIGHTS_HINT, LoadedClip
 from models.ovavss.config import ModelConfig
 from models.weights_registry import RANDOM
 
@@ -118,6 +118,6 @@ def load_pretrained_clip(
     if why is not None:
         raise AVSegError(
             f"CLIP {name} '{tag}' weights not found and {why}: download {weight.url} and put it at "
-            f"{cache_dir() / weight.filename} (or pass --clip-weights PATH)"
+            f"{cache_dir() / weight.filename} (or pass {WEIGHTS_HINT})"
         )
     return load_clip(name, pretrained=tag, device=device), f"open_clip:{tag}"

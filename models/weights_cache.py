@@ -101,9 +101,13 @@ def checkpoint_path(value: str | os.PathLike) -> Path:
 
     Raises:
         AVSegError: such a name without the file in the cache: where to get it and where to put it.
+        UsageError: a path that does not exist with the file name of an official checkpoint
+            (`model_ov_avss_r50.pth`): the registry name that finds the cached copy, or where to get it.
     """
     path = Path(value).expanduser()
     weight = REGISTRY.get(str(value))
+    if not path.exists() and weight is None:
+        _refuse_missing_official_file(path)
     if path.exists() or weight is None or weight.source != SOURCE_MANUAL:
         return path
     cached = cached_path(weight)
@@ -114,6 +118,20 @@ def checkpoint_path(value: str | os.PathLike) -> Path:
     if problem is not None:
         raise AVSegError(f"{weight.name}: the cached {cached} is damaged ({problem}); {_where_to_get(weight)}")
     return cached
+
+
+def _refuse_missing_official_file(path: Path) -> None:
+    """A UsageError for a missing `path` named like an official checkpoint, saying how avseg finds that file."""
+    from models.errors import UsageError
+
+    for weight in REGISTRY.values():
+        if weight.source == SOURCE_MANUAL and path.name == weight.filename:
+            if cached_path(weight) is not None:
+                how = f"a copy is in the avseg cache: use --checkpoint {weight.name}"
+            else:
+                how = (f"{_where_to_get(weight)}, then give its path, or put it at {cache_dir() / weight.filename} "
+                       f"and use --checkpoint {weight.name}")
+            raise UsageError(f"checkpoint not found: {path} ({how})")
 
 
 TOO_SMALL_FRACTION = 0.5

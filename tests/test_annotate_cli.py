@@ -818,10 +818,11 @@ def test_demo_script_uses_the_zero_shot_method_and_fails_cleanly_offline(tmp_pat
         assert "no CUDA: analysing 1 frame per second" in completed.stdout
 
 
-@pytest.mark.parametrize("fps, passed", [("0", True), ("all", False)])
-def test_demo_script_analysis_rate_can_be_chosen(tmp_path, fps, passed):
-    """AVSEG_DEMO_FPS reaches --analysis-fps (0 is refused by avseg as a usage error, exit 2, before any model
-    loads); `all` analyses every frame (no --analysis-fps: the run gets as far as the missing models)."""
+@pytest.mark.parametrize("fps, refused", [("0", True), ("abc", True), ("-1", True), ("2.5", False), ("all", False)])
+def test_demo_script_analysis_rate_can_be_chosen(tmp_path, fps, refused):
+    """AVSEG_DEMO_FPS: a rate that is not a positive number is refused by the script in one line naming the
+    variable (exit 2, before any model loads; avseg's own message would name --analysis-fps, which the user did not
+    type); a number or `all` is taken (the run gets as far as the missing models)."""
     import subprocess
 
     env = script_env(HF_HUB_OFFLINE="1", AVSEG_CACHE=str(tmp_path / "cache"), HF_HUB_CACHE=str(tmp_path / "hf"),
@@ -829,8 +830,9 @@ def test_demo_script_analysis_rate_can_be_chosen(tmp_path, fps, passed):
     completed = subprocess.run(["bash", str(REPO / "examples" / "demo.sh")], capture_output=True, text=True,
                                env=env, cwd="/", timeout=120)
     assert "no CUDA" not in completed.stdout
-    if passed:
-        assert completed.returncode == 2 and "--analysis-fps must be a positive number" in completed.stderr
+    if refused:
+        assert completed.returncode == 2 and completed.stderr.strip() == (
+            f"error: AVSEG_DEMO_FPS must be all, auto or a positive number of frames per second, got '{fps}'")
     else:
         assert completed.returncode == 1 and "avseg weights fetch" in completed.stderr
 

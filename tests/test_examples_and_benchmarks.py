@@ -298,3 +298,18 @@ def test_bench_train_defaults_fit_the_machine(modules):
     cpus = len(os.sched_getaffinity(0))
     assert bench_train.build_parser().parse_args([]).workers == min(4, cpus)
     assert bench_train._peak(float("nan")) == "n/a" and bench_train._peak(1.234) == "1.23"
+
+
+def test_cuda_session_script_says_how_it_went_in_its_exit_status(tmp_path):
+    """benchmarks/cuda_session.sh exits 2 without a (known) stage, 1 when a step failed, so a caller on a lent GPU
+    machine sees a failed session without reading the log (it exited 0 whatever happened)."""
+    script = str(REPO / "benchmarks" / "cuda_session.sh")
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": "false", "PATH": "/usr/bin:/bin"}
+    usage = subprocess.run(["bash", script], capture_output=True, text=True, env=env, timeout=60)
+    assert usage.returncode == 2 and usage.stderr.startswith("usage: bash benchmarks/cuda_session.sh STAGE...")
+    unknown = subprocess.run(["bash", script, "nope"], capture_output=True, text=True, env=env, timeout=60)
+    assert unknown.returncode == 2 and "unknown stage nope" in unknown.stderr
+    failed = subprocess.run(["bash", script, "env"], capture_output=True, text=True, env=env, timeout=120)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    summary = failed.stdout.split("=== summary")[-1].split()
+    assert "versions" in summary and "rc=1" in summary  # PYTHON=false fails the step; the summary says so

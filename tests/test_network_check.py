@@ -251,7 +251,7 @@ def test_clip_without_network_fails_at_once(unreachable_hub, monkeypatch):
     message = caught.value.message
     assert message.startswith(f"CLIP ViT-B-16 'openai' weights not found and 127.0.0.1:{unreachable_hub} cannot be "
                               "reached (connection refused): download https://huggingface.co/")
-    assert "--clip-weights PATH" in message
+    assert "--clip-weights PATH (`clip_weights=PATH` in Python)" in message  # the CLI and the API route
     with pytest.raises(AVSegError, match="cannot be reached"):
         weights.fetch_weight(weights.clip_weight("ViT-B-16", "openai"))
 

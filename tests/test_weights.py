@@ -265,6 +265,16 @@ def test_official_checkpoint_names_find_the_file_in_the_cache(offline_env, tmp_p
     assert weights.checkpoint_path("ovavss-r50") == Path("ovavss-r50")
     assert weights.checkpoint_path("vggish") == Path("vggish")  # not a checkpoint name: left to the caller
     assert weights.checkpoint_path("runs/r50/last.pt") == Path("runs/r50/last.pt")
+    # the official file's name as a path that is not there: how avseg finds it (the cached copy exists now)
+    with pytest.raises(UsageError, match=r"^checkpoint not found: model_ov_avss_r50.pth \(a copy is in the avseg "
+                                         r"cache: use --checkpoint ovavss-r50\)$"):
+        weights.checkpoint_path("model_ov_avss_r50.pth")
+    with pytest.raises(UsageError, match=r"^checkpoint not found: dl/model_ov_avss_swinb.pth \(get it from "
+                                         r"https://pan.baidu.com/.*, then give its path, or put it at "
+                                         r".*cache/model_ov_avss_swinb.pth and use --checkpoint ovavss-swinb\)$"):
+        weights.checkpoint_path("dl/model_ov_avss_swinb.pth")
+    (tmp_path / "model_ov_avss_r50.pth").write_bytes(b"x")  # a file that is there is the user's to give
+    assert weights.checkpoint_path("model_ov_avss_r50.pth") == Path("model_ov_avss_r50.pth")
 
 
 def test_a_cache_folder_that_is_a_file_is_one_line(tmp_path, monkeypatch):

@@ -40,6 +40,8 @@ OPENAI_CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.2757771
 
 # How the CLI names the option that takes a local weights file (used in messages only).
 WEIGHTS_OPTION = "--clip-weights"
+WEIGHTS_HINT = f"{WEIGHTS_OPTION} PATH (`clip_weights=PATH` in Python)"
+"""How messages name the local-weights route: the option of the command line and the argument of the API."""
 
 # OpenAI `clip` package names -> open_clip names.
 _OPENAI_NAME_ALIASES = {
@@ -249,7 +251,7 @@ def load_clip(
             tags = open_clip.list_pretrained_tags_by_model(name)
             raise AVSegError(
                 f"unknown pretrained tag {pretrained!r} for CLIP model {name}: known tags are {tags}, "
-                f"or pass a local weights file with {WEIGHTS_OPTION} PATH"
+                f"or pass a local weights file with {WEIGHTS_HINT}"
             )
 
     state: dict[str, torch.Tensor] | None = None
@@ -370,7 +372,7 @@ def _user_error(error: BaseException, model_name: str, pretrained: str | None, t
         where = " or ".join(sources) if sources else "the weights file"
         return AVSegError(
             f"cannot download CLIP weights {model_name} '{pretrained}' ({why}): download {where} "
-            f"and pass the file with {WEIGHTS_OPTION} PATH"
+            f"and pass the file with {WEIGHTS_HINT}"
         )
     if model_name.startswith("local-dir:"):
         if isinstance(error, (FileNotFoundError, ValueError)):
