@@ -40,6 +40,7 @@ from avseg_cli.zeroshot_options import (
     load_zeroshot_predictor,
     zeroshot_cpu_hint,
 )
+from avseg_cli.values import check_paths_exist
 
 
 class RenderWorkers(str, Enum):
@@ -216,6 +217,8 @@ def _annotate(
     else:
         reject_other_method_options(method, {"--vggish-weights": vggish_weights, **ovavss.explicit()})
         zeroshot_config = naming.zeroshot_config(zeroshot.config(), clip_weights)
+    check_paths_exist({"--vggish-weights": vggish_weights, "--clip-weights": clip_weights,
+                       **zeroshot.weight_paths()})
     inputs = expand_inputs(videos)
     created: list[Path] = []
     if json_summary is not None:

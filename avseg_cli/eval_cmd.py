@@ -43,7 +43,7 @@ from avseg_cli.zeroshot_options import (
     ZeroShotChoices,
     zeroshot_eval_cpu_hint,
 )
-from avseg_cli.values import FRACTION_METAVAR, fraction
+from avseg_cli.values import FRACTION_METAVAR, check_paths_exist, fraction
 
 
 DEFAULT_SOUND_THRESHOLD = 0.5
@@ -161,6 +161,7 @@ def evaluate(
             "--class-agnostic": class_agnostic, "--vggish-weights": vggish_weights, **ovavss.explicit(),
         })
         config = naming.zeroshot_config(zeroshot.config(), clip_weights)
+        check_paths_exist({"--clip-weights": clip_weights, **zeroshot.weight_paths()})
         from models.zeroshot.predictor import ZeroShotPredictor
 
         _evaluate_open_vocabulary(
@@ -185,6 +186,7 @@ def evaluate(
         from models.weights import checkpoint_path
 
         checkpoint = checkpoint_path(checkpoint)  # ovavss-r50 / ovavss-swinb: the official file in the cache
+        check_paths_exist({"--vggish-weights": vggish_weights, "--clip-weights": clip_weights})
         if not class_agnostic:
             naming.template_set()  # a wrong --templates is a usage error before anything loads
             _evaluate_checkpoint_open_vocabulary(

@@ -42,8 +42,10 @@ def train(
     if offline:  # also `avseg --offline ...`
         set_offline(True)
     from avseg_cli.progress import stderr_progress
+    from avseg_cli.values import check_paths_exist
     from models.pipeline.train import TrainOptions, train as run_training
 
+    check_paths_exist({"--vggish-weights": vggish_weights})
     options = TrainOptions(
         data_dir=data, config_name=config or _default_config(out_dir, resume), out_dir=out_dir, device=device, max_iters=max_iters, resume=resume,
         init=init, init_pixel_decoder=init_pixel_decoder, amp=amp.value, batch_size=batch_size,

@@ -117,6 +117,11 @@ class ZeroShotChoices:
             "--detector-weights": self.detector_weights, "--sam-weights": self.sam_weights,
         }
 
+    def weight_paths(self) -> dict[str, str | None]:
+        """The model folders given on the command line (option name -> value or None)."""
+        return {"--clap-weights": self.clap_weights, "--detector-weights": self.detector_weights,
+                "--sam-weights": self.sam_weights}
+
     def config(self):
         from dataclasses import replace
 

@@ -72,6 +72,9 @@ def test_batch_with_glob_summary_and_skip_existing(monkeypatch, capsys, clip, ch
     copy(clip, tmp_path / "in", "a.mp4")
     copy(clip, tmp_path / "in", "b b.mp4")
     out, summary = tmp_path / "out", tmp_path / "summary.json"
+    monkeypatch.chdir(tmp_path)  # weights paths are checked before anything loads: they must be there
+    for name in ("v.pth", "c.pt"):
+        (tmp_path / name).write_bytes(b"handed to the (fake) loader as given")
     args = [tmp_path / "in" / "*.mp4", "--classes", "pipa, violin", "--checkpoint", checkpoint, "--out", out,
             "--json-summary", summary, "--device", "cpu", "--vggish-weights", "v.pth", "--clip-weights", "c.pt"]
     code, stdout, stderr = avseg(monkeypatch, capsys, *args)
@@ -320,6 +323,8 @@ def test_without_checkpoint_the_zero_shot_method_runs(monkeypatch, capsys, clip,
         return fake
 
     monkeypatch.setattr(annotate_cmd, "load_zeroshot_predictor", load_zeroshot)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sam_dir").mkdir()  # a folder given is checked to be there before anything loads
     out = tmp_path / "out"
     code, _, stderr = avseg(monkeypatch, capsys, clip, "--classes", "pipa,violin", "--out", out, "--device", "cpu",
                             "--detector", "owlv2", "--instance-policy", "all", "--audio-threshold", "0.4",

@@ -60,3 +60,32 @@ def test_help_shows_the_range(monkeypatch, capsys):
     assert code == 0
     line = next(line for line in out.splitlines() if "--sound-gate" in line)
     assert "<0 to 1>" in line
+
+
+@pytest.mark.parametrize("args, option", [
+    (["annotate", "video.mp4", "--classes", "a", "--clip-weights", "{missing}"], "--clip-weights"),
+    (["annotate", "video.mp4", "--classes", "a", "--clap-weights", "{missing}"], "--clap-weights"),
+    (["annotate", "video.mp4", "--classes", "a", "--detector-weights", "{missing}"], "--detector-weights"),
+    (["annotate", "video.mp4", "--classes", "a", "--sam-weights", "{missing}"], "--sam-weights"),
+    (["eval", "--data", "{tmp}", "--method", "zeroshot", "--clip-weights", "{missing}"], "--clip-weights"),
+    (["eval", "--data", "{tmp}", "--checkpoint", "{ckpt}", "--vggish-weights", "{missing}"], "--vggish-weights"),
+    (["train", "--data", "{tmp}", "--config", "tiny", "--out", "{tmp}/run", "--vggish-weights", "{missing}"],
+     "--vggish-weights"),
+])
+def test_a_weights_path_that_is_not_there_is_named_first(args, option, tmp_path, monkeypatch, capsys):
+    """Before any model is looked for: the zero-shot method first looked for CLAP's default folder and never
+    named the --clip-weights path that was mistyped."""
+    (tmp_path / "model.pt").write_bytes(b"not read")
+    missing = tmp_path / "typo" / "weights.pt"
+    argv = [a.format(missing=missing, tmp=tmp_path, ckpt=tmp_path / "model.pt") for a in args]
+    code, out, err = run_cli(monkeypatch, capsys, *argv)
+    assert code == 2, err
+    assert err.strip().splitlines() == [f"error: {option} {missing}: no such file or folder"]
+
+
+def test_random_weights_and_existing_paths_pass(tmp_path):
+    from avseg_cli.values import check_paths_exist
+
+    (tmp_path / "w.pt").write_bytes(b"x")
+    check_paths_exist({"--vggish-weights": "random", "--clip-weights": str(tmp_path / "w.pt"), "--sam-weights": None,
+                       "--clap-weights": str(tmp_path)})

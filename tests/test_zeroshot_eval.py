@@ -100,6 +100,8 @@ def test_cli_zero_shot_eval_scores_and_saves_like_any_method(data, tmp_path, mon
         return fake_predictor()
 
     monkeypatch.setattr(ZeroShotPredictor, "from_pretrained", staticmethod(from_pretrained))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sam_dir").mkdir()  # a folder given is checked to be there before anything loads
     result_path, preds = tmp_path / "r.json", tmp_path / "preds"
     code, stdout, stderr = run_cli(monkeypatch, capsys, "eval", "--method", "zeroshot", "--data", data.data_dir,
                                    "--split", "test", "--json", result_path, "--save-predictions", preds,
