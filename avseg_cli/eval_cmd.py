@@ -186,8 +186,9 @@ def evaluate(
         from models.weights import checkpoint_path
 
         checkpoint = checkpoint_path(checkpoint)  # ovavss-r50 / ovavss-swinb: the official file in the cache
-        check_paths_exist({"--vggish-weights": vggish_weights, "--clip-weights": clip_weights})
+        check_paths_exist({"--vggish-weights": vggish_weights})
         if not class_agnostic:
+            check_paths_exist({"--clip-weights": clip_weights})  # class-agnostic: refused below as not applying
             naming.template_set()  # a wrong --templates is a usage error before anything loads
             _evaluate_checkpoint_open_vocabulary(
                 checkpoint, data, split.value, json_path, save_predictions, device or "auto", vggish_weights,

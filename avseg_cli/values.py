@@ -43,4 +43,6 @@ def check_paths_exist(paths: dict[str, str | os.PathLike | None]) -> None:
             continue
         path = os.path.expanduser(os.fspath(value))
         if not os.path.exists(path):
+            if os.path.islink(path):  # `ls` lists it: say why it is not there
+                raise UsageError(f"{option} {value}: a link to {os.readlink(path)}, which is not there")
             raise UsageError(f"{option} {value}: no such file or folder")

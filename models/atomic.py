@@ -41,7 +41,7 @@ _NAME_MAX = 255
 
 
 def _hidden_name(name: str, reserved: int) -> str:
-    """"." + `name`, cut so that `reserved` more characters still fit in one file name: the temporary and
+    """"." + `name`, cut so that `reserved` more bytes still fit in one file name: the temporary and
     set-aside names of a destination whose own name is near the limit (a 240-character video title) would be
     refused with "File name too long". A cut name no longer maps back with `temporary_target` (an interrupted
     write of such a file is not cleaned up by the next run)."""
@@ -81,7 +81,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tail = ".tmp" + (path.suffix if suffix is None else suffix)
-        fd, tmp_name = tempfile.mkstemp(prefix=_hidden_name(path.name, 9 + len(tail)) + ".", suffix=tail, dir=parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=_hidden_name(path.name, 9 + len(os.fsencode(tail))) + ".", suffix=tail,
+                                        dir=parent)  # bytes: a suffix may be ".vidéo"
         os.close(fd)
     except OSError as error:
         raise AVSegError(_describe_os_error(path, error)) from error

@@ -180,6 +180,35 @@ def test_outputs_of_another_video_with_the_same_stem_are_neither_replaced_nor_sk
     assert no_temporaries(folder) == []
 
 
+def test_outputs_of_a_video_with_the_same_name_in_another_folder_are_neither_replaced_nor_skipped(
+        short, tmp_path, monkeypatch):
+    """`d2/clip.mp4` annotated with --out, then `d1/clip.mp4` (another video) into the same folder: only the names
+    were compared, so d1 was "skipped" on d2's outputs or replaced them, and with both in one run d1 kept them and
+    d2, which made them, was refused."""
+    monkeypatch.chdir(tmp_path)
+    made, other = Path("d2") / "clip.mp4", Path("d1") / "clip.mp4"
+    made.parent.mkdir()
+    made.write_bytes(short.read_bytes())
+    make_video(tmp_path / "d1.mp4", seconds=2.0, size=(40, 30), fps="10", sample_rate=16000)
+    other.parent.mkdir()
+    (tmp_path / "d1.mp4").rename(other)
+    annotator = Annotator(FakePredictor(fps=10), VOCABULARY, AnnotateOptions(out_dir=Path("o"), skip_existing=True))
+    assert [o.status for o in annotate_batch(annotator, [made]).outcomes] == ["done"]
+    before = {p.name: p.read_bytes() for p in Path("o").iterdir() if p.is_file()}
+    with pytest.raises(AVSegError, match="refusing to replace the outputs of d2/clip.mp4"):
+        annotator.annotate(other)
+    assert [o.status for o in annotate_batch(annotator, [other]).outcomes] == ["failed"]
+    both = annotate_batch(annotator, [other, made])
+    assert [o.status for o in both.outcomes] == ["failed", "skipped"]
+    assert {p.name: p.read_bytes() for p in Path("o").iterdir() if p.is_file()} == before
+    # the same video by another path, or a copy of the folder, is still the same video's
+    assert [o.status for o in annotate_batch(annotator, [tmp_path / made]).outcomes] == ["skipped"]
+    copied = tmp_path / "copy" / "clip.mp4"
+    copied.parent.mkdir()
+    copied.write_bytes(made.read_bytes())
+    assert [o.status for o in annotate_batch(annotator, [copied]).outcomes] == ["skipped"]
+
+
 # ------------------------------------------------------------------------------------------------ second runs
 
 

@@ -348,7 +348,8 @@ def test_atomic_dir_replaces_a_folder_but_never_a_file_in_its_way(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["clip.masks", "notes.masks"]  # nothing moved aside, nothing left
 
 
-@pytest.mark.parametrize("name", ["v" * 245 + ".avseg.mp4", "é" * 120 + ".json", "m" * 249 + ".masks"])
+@pytest.mark.parametrize("name", ["v" * 245 + ".avseg.mp4", "é" * 120 + ".json", "m" * 249 + ".masks",
+                                  "v" * 240 + ".vidéo"])  # a suffix of more bytes than characters
 def test_atomic_writes_of_names_near_the_length_limit(tmp_path, name):
     """A destination name that fits the file system (255 bytes) is written, replaced and cleaned up although its
     temporary and set-aside names (".<name>.<random>.tmp<suffix>", ".<name>.old-<pid>") would not fit uncut."""

@@ -89,3 +89,18 @@ def test_random_weights_and_existing_paths_pass(tmp_path):
     (tmp_path / "w.pt").write_bytes(b"x")
     check_paths_exist({"--vggish-weights": "random", "--clip-weights": str(tmp_path / "w.pt"), "--sam-weights": None,
                        "--clap-weights": str(tmp_path)})
+
+
+def test_a_broken_link_and_an_option_that_does_not_apply_are_named_as_such(tmp_path, monkeypatch, capsys):
+    """A dangling symlink was "no such file or folder" although `ls` lists it; `eval --class-agnostic` with a
+    mistyped --clip-weights named the path instead of saying the option does not apply there."""
+    (tmp_path / "model.pt").write_bytes(b"not read")
+    link = tmp_path / "clip.pt"
+    link.symlink_to(tmp_path / "moved" / "clip.pt")
+    base = ["eval", "--data", str(tmp_path), "--checkpoint", str(tmp_path / "model.pt")]
+    code, _, err = run_cli(monkeypatch, capsys, *base, "--clip-weights", str(link))
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: --clip-weights {link}: a link to {tmp_path / 'moved' / 'clip.pt'}, which is not there"]
+    code, _, err = run_cli(monkeypatch, capsys, *base, "--class-agnostic", "--clip-weights", str(tmp_path / "typo.pt"))
+    assert code == 2 and err.strip().splitlines() == [
+        "error: --clip-weights applies to open-vocabulary evaluation, not to --class-agnostic"]

@@ -310,6 +310,21 @@ def test_include_v1m(tmp_path):
         "warning: the train split has no usable video", "warning: the val split has no usable video"]
 
 
+def test_metadata_that_selects_no_video_fails_in_a_dry_run_too(tmp_path):
+    """Only v1m videos (left out of AVSBench-OV without --include-v1m): the real run exits 1 writing nothing; the
+    dry run, which sees the same empty split in metadata.csv, said "nothing was written" with exit 0."""
+    specs = [SyntheticVideoSpec("train", "v1m", ("dog",), ("cat",)), SyntheticVideoSpec("test", "v1m", ("dog",), ("cat",))]
+    root = make_synthetic_avsbench(tmp_path / "root", specs).root
+    for extra in ([], ["--dry-run"], ["--dry-run", "--strict"]):
+        done = invoke("--root", str(root), "--out", str(tmp_path / "data"), *extra)
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert done.exit_code == 1 and errors == [
+            f"error: metadata.csv selects no AVSBench-OV video: is {root} the whole AVSBench-semantic download (v1s/, "
+            f"v1m/, v2/ beside metadata.csv)? Nothing was written to {tmp_path / 'data'}"], (extra, done.output)
+        assert not (tmp_path / "data").exists()
+    assert prepare_dataset(root, tmp_path / "data", dry_run=True).nothing_usable
+
+
 def test_unknown_colour_count_matches_read_label(tmp_path):
     import numpy as np
     from PIL import Image

@@ -181,8 +181,19 @@ def output_source(path: Path) -> str | None:
     return recorded_input(json_path)
 
 
-def _same_name(recorded: str, video: Path) -> bool:
-    return os.path.normcase(Path(recorded).name) == os.path.normcase(video.name)
+def _made_from(recorded: str, video: Path) -> bool:
+    """Whether the input an annotate JSON records is `video`: the same file name, and, where the recorded path
+    still names a file from here, that file (or a copy of it: the same size). `d1/clip.mp4` and `d2/clip.mp4`
+    write the same outputs with --out; a recorded path that is not found (another working folder, a moved
+    folder) leaves the name alone to decide."""
+    if os.path.normcase(Path(recorded).name) != os.path.normcase(video.name):
+        return False
+    try:
+        if os.path.isfile(recorded) and video.is_file():
+            return os.path.samefile(recorded, video) or os.path.getsize(recorded) == video.stat().st_size
+    except OSError:
+        pass
+    return True
 
 
 def check_outputs_owner(video: Path, json_path: Path) -> None:
@@ -190,11 +201,12 @@ def check_outputs_owner(video: Path, json_path: Path) -> None:
     both write `a.json`): the `<stem>.json` beside them names the file they were made from.
 
     Raises:
-        AVSegError: one line naming both videos, when that JSON is an avseg annotate JSON of a file with another
-            name. Outputs without a readable JSON, and those of a file with the same name, are this video's.
+        AVSegError: one line naming both videos, when that JSON is an avseg annotate JSON of another file (another
+            name, or the same name in another folder: `_made_from`). Outputs without a readable JSON, and those of
+            a file with the same name whose recorded path is not found, are this video's.
     """
     recorded = recorded_input(json_path)
-    if recorded is None or _same_name(recorded, video):
+    if recorded is None or _made_from(recorded, video):
         return
     raise AVSegError(
         f"{video}: refusing to replace the outputs of {recorded} ({json_path} says they were made from it; the two "
@@ -453,7 +465,7 @@ class Annotator:
     def made_existing_outputs(self, video: str | os.PathLike) -> bool:
         """The JSON among the outputs `annotate(video)` would write exists and says it was made from `video`."""
         recorded = recorded_input(self._json_beside(video))
-        return recorded is not None and _same_name(recorded, Path(video))
+        return recorded is not None and _made_from(recorded, Path(video))
 
     def _json_beside(self, video: str | os.PathLike) -> Path:
         return output_paths(video, replace(self.options, write_json=True)).json

@@ -82,8 +82,9 @@ class PrepareResult:
 
     @property
     def nothing_usable(self) -> bool:
-        """Files were checked and no split kept a single video (an empty or wrong --root)."""
-        return not self.dry_run and not any(self.splits.values())
+        """No split has a single video: metadata.csv selects none (a dry run sees that too, and says so, as the
+        real run would), or files were checked and none could be kept (an empty or wrong --root)."""
+        return not any(self.splits.values())
 
     @property
     def empty_splits(self) -> list[str]:
