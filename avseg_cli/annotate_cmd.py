@@ -110,10 +110,12 @@ def annotate(
         "Example: --render-workers processes"
     ),
     vggish_weights: Optional[str] = typer.Option(
-        None, "--vggish-weights", help="VGGish weights file (vggish-10086976.pth) for the predictor."
+        None, "--vggish-weights", help="VGGish weights file (vggish-10086976.pth) for the predictor, or 'random' (experiments only: "
+        "seeded random weights, as a run trained with --vggish-weights random)."
     ),
     clip_weights: Optional[str] = typer.Option(
-        None, "--clip-weights", help="CLIP weights file (or open_clip folder) for naming the masks (both methods)."
+        None, "--clip-weights", help="CLIP weights file (or open_clip folder) for naming the masks (both methods), or 'random' "
+        "(experiments only: names are then meaningless)."
     ),
     amp: AmpMode = AMP_OPTION,
     sound_gate: Optional[float] = SOUND_GATE_OPTION,

@@ -95,11 +95,13 @@ def evaluate(
     ),
     vggish_weights: Optional[str] = typer.Option(
         None, "--vggish-weights", help="With --checkpoint: path of vggish-10086976.pth (default: inside the checkpoint, "
-        "~/.cache/avseg, or the random VGGish a run was trained with). Example: --vggish-weights vggish-10086976.pth"
+        "~/.cache/avseg, or the random VGGish a run was trained with), or 'random' (experiments only). "
+        "Example: --vggish-weights vggish-10086976.pth"
     ),
     clip_weights: Optional[str] = typer.Option(
         None, "--clip-weights", help="With --checkpoint or --method zeroshot: CLIP weights file, or an open_clip folder (open_clip_config.json "
-        "+ weights) naming its own architecture (default: inside the checkpoint, else open_clip 'openai'). "
+        "+ weights) naming its own architecture, or 'random' for experiments (default: inside the checkpoint, else "
+        "open_clip 'openai'). "
         "Example: --clip-weights ViT-B-16.pt"
     ),
     amp: AmpMode = AMP_OPTION,
