@@ -5,4 +5,6 @@ Importing this package is cheap (no torch); heavy modules are imported where the
 
 __version__ = "0.1.0.dev0"
 
-from models.errors import AVSegError  # noqa: E402,F401
+from models.errors import AVSegError  # noqa: E402  (the error every user-facing failure raises)
+
+__all__ = ["AVSegError", "__version__"]

@@ -20,10 +20,14 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from models.errors import AVSegError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made, so the numpy front end stays light
+    import torch
 
 SAMPLE_RATE = 16_000
 STFT_WINDOW_SAMPLES = 400
@@ -170,7 +174,7 @@ def pad_examples(examples: np.ndarray, num_examples: int = NUM_EXAMPLES) -> np.n
     return padded
 
 
-def read_wav_examples(path: str | os.PathLike, num_examples: int = NUM_EXAMPLES) -> "torch.Tensor":
+def read_wav_examples(path: str | os.PathLike, num_examples: int = NUM_EXAMPLES) -> torch.Tensor:
     """Audio file -> padded VGGish input: float32 tensor (num_examples, 1, 96, 64) (read + front end + pad)."""
     waveform, sample_rate = read_wav(path)
     examples = pad_examples(waveform_to_log_mel_examples(waveform, sample_rate), num_examples)

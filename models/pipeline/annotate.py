@@ -61,6 +61,7 @@ exit code).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import math
 import os
@@ -274,7 +275,7 @@ class _BlockRunner:
         progress: Progress,
         pool: Executor | None = None,
     ) -> None:
-        from models.io.render import OverlayInstance  # noqa: F401  (import once, early)
+        importlib.import_module("models.io.render")  # once, here: not first inside the render worker threads
 
         self.pool = pool
         self.annotator = annotator
