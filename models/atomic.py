@@ -8,6 +8,7 @@ the previous file, if any, is untouched.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -145,17 +146,45 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, _default_mode(directory=True))
-        old = None
-        if path.exists():
-            old_tail = f".old-{os.getpid()}"
-            old = path.with_name(_hidden_name(path.name, len(old_tail)) + old_tail)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _swap_in(tmp, path)
     except OSError as error:
         shutil.rmtree(tmp, ignore_errors=True)
         raise AVSegError(_describe_os_error(path, error)) from error
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _swap_in(tmp: Path, path: Path, attempts: int = 20) -> None:
+    """Rename the finished folder `tmp` to `path`, moving a folder there aside first and deleting it afterwards.
+
+    Another process may write the same folder at the same moment (two runs of one command on one video): the folder
+    it moves aside can vanish under this one, or its folder can appear at `path` between this one's two renames. The
+    later rename wins (each folder is complete); a folder moved aside is put back if this one cannot be put in place.
+    """
+    old_tail = f".old-{os.getpid()}"
+    old = path.with_name(_hidden_name(path.name, len(old_tail)) + old_tail)
+    for attempt in range(attempts):
+        moved = False
+        if path.exists():
+            try:
+                os.replace(path, old)
+                moved = True
+            except FileNotFoundError:  # another process moved it aside in between
+                pass
+        try:
+            os.replace(tmp, path)
+        except OSError as error:
+            if error.errno in (errno.ENOTEMPTY, errno.EEXIST) and attempt + 1 < attempts:
+                if moved:  # another process put its folder in place in between: replace that one too
+                    shutil.rmtree(old, ignore_errors=True)
+                continue
+            if moved and not path.exists():
+                with contextlib.suppress(OSError):
+                    os.replace(old, path)  # nothing the user had is lost
+            elif moved:
+                shutil.rmtree(old, ignore_errors=True)
+            raise
+        if moved:
+            shutil.rmtree(old, ignore_errors=True)
+        return

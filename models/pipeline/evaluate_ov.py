@@ -36,6 +36,7 @@ from typing import Callable
 import numpy as np
 
 from models.atomic import atomic_dir, write_json
+from models.folder_lock import folder_lock, is_lock_file
 from models.data.classes import CLASS_NAMES
 from models.data.prepared import PreparedData, VideoRecord
 from models.errors import AVSegError, UsageError
@@ -135,7 +136,7 @@ def check_predictions_folder(pred_dir: str | os.PathLike) -> Path:
     if not pred_dir.is_dir() or (pred_dir / RUN_FILE).is_file():
         return pred_dir
     try:
-        names = sorted(os.listdir(pred_dir))
+        names = sorted(name for name in os.listdir(pred_dir) if not is_lock_file(name))
     except OSError as error:
         raise AVSegError(f"cannot read folder {pred_dir}: {error.strerror or error}") from error
     if names:
@@ -271,6 +272,13 @@ def predict_split(
     except OSError as error:
         raise AVSegError(f"cannot create {pred_dir}: {error.strerror or error}") from error
 
+    with folder_lock(pred_dir, "eval --save-predictions"):  # another process would remove this one's temporaries
+        return _predict_into(predictor, data, split, pred_dir, records, progress, write_mask)
+
+
+def _predict_into(predictor: VideoPredictor, data: PreparedData, split: str, pred_dir: Path,
+                  records: list[VideoRecord], progress: Progress, write_mask) -> PredictionRun:
+    """`predict_split` in the checked, existing PRED_DIR that this process holds."""
     predictor.set_vocabulary(AVSBENCH_VOCABULARY)
     _check_run_file(pred_dir, predictor.describe(), split)
     uids = {record.uid for record in records}

@@ -11,6 +11,7 @@ run that was interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -23,6 +24,7 @@ import torch
 
 from models.device import resolve_device
 from models.errors import AVSegError, UsageError
+from models.folder_lock import folder_lock
 from models.ovavss.config import TRAIN_CONFIGS, TrainConfig, get_config
 from models.pipeline.output_folders import remove_empty_folders
 from models.pipeline.run_folder import (
@@ -103,6 +105,15 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
     model_cfg = get_config(options.config_name)
     out_dir = Path(options.out_dir)
     check_run_folder(out_dir)
+    with contextlib.ExitStack() as held:
+        if out_dir.is_dir():  # before the checks: a run of another process is refused as such
+            held.enter_context(folder_lock(out_dir, "train"))
+        return _checked_train(options, progress, warn, device, model_cfg, out_dir)
+
+
+def _checked_train(options: TrainOptions, progress: Progress, warn, device: torch.device, model_cfg,
+                   out_dir: Path) -> TrainResult:
+    """`train` after the device checks, with the run folder held by this process when it already existed."""
     if options.resume:
         resume_state = load_resume_state(out_dir, options.config_name)
         train_cfg = _resumed_train_config(options, resume_state, warn)
@@ -123,7 +134,8 @@ def train(options: TrainOptions, progress: Progress | None = None, warn=print) -
 
     created = make_run_folder(out_dir)
     try:
-        return _run(options, progress, warn, device, model_cfg, train_cfg, resume_state, vggish_arg, out_dir)
+        with folder_lock(out_dir, "train"):  # released (its file removed) before empty folders are removed
+            return _run(options, progress, warn, device, model_cfg, train_cfg, resume_state, vggish_arg, out_dir)
     except BaseException:
         remove_empty_folders(created)
         raise

@@ -1,0 +1,124 @@
+"""Two avseg processes on one folder: `avseg train` / `eval --save-predictions` refuse the second in one line
+(`models.folder_lock`), and two `atomic_dir` writes of one folder both finish with one complete folder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from multiprocessing import get_context
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from models.atomic import atomic_dir
+from models.errors import AVSegError
+from models.folder_lock import LOCK_NAME, folder_lock
+from models.pipeline.evaluate_ov import check_predictions_folder, predict_split
+from models.pipeline.train import TrainOptions, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def other_process(tmp_path):
+    """Start a second Python process that holds `folder` (as another avseg run would) until the test ends."""
+    started = []
+
+    def hold(folder: Path, command: str) -> subprocess.Popen:
+        code = ("import sys, time; from models.folder_lock import folder_lock\n"
+                f"with folder_lock({str(folder)!r}, {command!r}):\n"
+                "    print('held', flush=True); sys.stdin.read()\n")
+        child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True)
+        started.append(child)
+        assert child.stdout.readline().strip() == "held"
+        return child
+
+    yield hold
+    for child in started:
+        child.stdin.close()
+        child.wait(timeout=10)
+
+
+def test_train_refuses_a_run_folder_another_process_uses(tmp_path, other_process):
+    run = tmp_path / "run"
+    run.mkdir()
+    child = other_process(run, "train")
+    options = TrainOptions(data_dir=tmp_path / "data", config_name="tiny", out_dir=run, device="cpu", max_iters=1,
+                           vggish_weights="random", resume=True)
+    with pytest.raises(AVSegError) as info:
+        train(options, warn=lambda *_: None)
+    assert info.value.message == (f"another avseg train is using {run} (pid {child.pid}): wait for it to finish, or "
+                                  "use another folder")
+    assert "\n" not in info.value.message
+
+
+def test_cli_train_second_process_exits_1_with_one_line(tmp_path, other_process):
+    run = tmp_path / "run"
+    run.mkdir()
+    child = other_process(run, "train")
+    done = subprocess.run([sys.executable, "-m", "avseg_cli", "train", "--data", str(tmp_path), "--config", "tiny",
+                           "--out", str(run), "--device", "cpu", "--resume"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    if errors and "not a prepared data folder" in errors[0]:
+        pytest.skip("the CLI checks --data before the run folder")
+    assert done.returncode == 1, done.stderr
+    assert errors == [f"error: another avseg train is using {run} (pid {child.pid}): wait for it to finish, or use "
+                      "another folder"], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_eval_save_predictions_refuses_a_folder_another_process_uses(tmp_path, other_process):
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    child = other_process(preds, "eval --save-predictions")
+    data = SimpleNamespace(load_split=lambda split: [object()], data_dir=tmp_path, root=tmp_path)
+    with pytest.raises(AVSegError, match=rf"^another avseg eval --save-predictions is using {preds} "
+                                         rf"\(pid {child.pid}\)"):
+        predict_split(predictor=None, data=data, split="test", pred_dir=preds)
+    # the lock file of the other process is no content: the folder still counts as empty
+    assert (preds / LOCK_NAME).is_file()
+    assert check_predictions_folder(preds) == preds
+
+
+def test_lock_is_released_and_its_file_removed(tmp_path):
+    with folder_lock(tmp_path, "train"):
+        assert (tmp_path / LOCK_NAME).read_text().strip().isdigit()
+        with folder_lock(tmp_path, "train"):  # nested in one process: no refusal
+            pass
+        assert (tmp_path / LOCK_NAME).is_file()
+    assert not (tmp_path / LOCK_NAME).exists()
+    with folder_lock(tmp_path, "train"):  # taken again after release
+        pass
+
+
+def _write_folder_repeatedly(barrier, folder: str, tag: str, rounds: int, errors) -> None:
+    for _ in range(rounds):
+        barrier.wait()
+        try:
+            with atomic_dir(folder) as tmp:
+                for k in range(3):
+                    (tmp / f"{k}.txt").write_text(tag)
+        except Exception as error:  # noqa: BLE001 - reported by the test
+            errors.put(f"{tag}: {error}")
+
+
+def test_two_processes_write_one_folder_at_once(tmp_path):
+    context = get_context("fork") if sys.platform != "win32" else get_context()
+    barrier, errors = context.Barrier(2), context.Queue()
+    folder = str(tmp_path / "x")
+    workers = [context.Process(target=_write_folder_repeatedly, args=(barrier, folder, tag, 100, errors))
+               for tag in "AB"]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    assert found == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x"]  # nothing moved aside or temporary is left
+    contents = {p.read_text() for p in (tmp_path / "x").iterdir()}
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["0.txt", "1.txt", "2.txt"] and len(contents) == 1
