@@ -398,7 +398,13 @@ def _evaluate_open_vocabulary(load_predictor, what, data, split, json_path, save
         check_json_destination(json_path)
     if save_predictions is not None:
         check_predictions_folder(save_predictions)
-    with _interruptible(save_predictions, model_run=True):
+    with contextlib.ExitStack() as held, _interruptible(save_predictions, model_run=True):
+        if save_predictions is not None and Path(save_predictions).is_dir():
+            from models.folder_lock import folder_lock
+
+            # a folder another eval is filling is refused now, not after the model loaded (predict_split holds it
+            # again, nested, and takes it itself for a folder it creates)
+            held.enter_context(folder_lock(save_predictions, "eval --save-predictions"))
         predictor = load_predictor()
         described = predictor.describe()
         hint = cpu_speed_hint(described)

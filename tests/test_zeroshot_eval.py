@@ -223,3 +223,32 @@ def test_resuming_with_other_zero_shot_options_or_another_method_is_refused(data
         del stored[key]
     (preds / RUN_FILE).write_text(json.dumps(stored))
     assert predict_split(fake_predictor(), data, "test", preds).skipped == len(data.load_split("test"))
+
+
+def test_cli_refuses_a_predictions_folder_in_use_before_loading_the_model(data, tmp_path, monkeypatch, capsys):
+    """Another `eval --save-predictions` filling the folder (a process holding its lock): refused in one line before
+    the (slow) model loading, not after it."""
+    import subprocess
+    from pathlib import Path
+
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    code = ("import sys; from models.folder_lock import folder_lock\n"
+            f"with folder_lock({str(preds)!r}, 'eval --save-predictions'):\n"
+            "    print('held', flush=True); sys.stdin.read()\n")
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        loaded = []
+        monkeypatch.setattr(ZeroShotPredictor, "from_pretrained",
+                            staticmethod(lambda *a, **k: loaded.append(1) or fake_predictor()))
+        code_, _, stderr = run_cli(monkeypatch, capsys, "eval", "--method", "zeroshot", "--data", str(data.data_dir),
+                                   "--split", "test", "--device", "cpu", "--save-predictions", str(preds))
+    finally:
+        child.stdin.close()
+        child.wait(timeout=10)
+    assert code_ == 1 and not loaded
+    assert [line for line in stderr.splitlines() if line.strip()] == [
+        f"error: another avseg eval --save-predictions is using {preds} (pid {child.pid}): wait for it to finish, "
+        "or use another folder"]
