@@ -294,12 +294,10 @@ def _report(result, json_summary, interrupted: bool) -> None:
     for line in iter_failures(result):
         err.print(f"[bold red]error:[/] {escape(_printable(line))}", soft_wrap=True)
     if json_summary is not None:
-        from models.atomic import atomic_open
-        from models.pipeline.annotate_outputs import json_dumps
+        from models.atomic import write_json
 
         try:
-            with atomic_open(json_summary) as handle:  # json_dumps: file names that are not UTF-8 too
-                handle.write(json_dumps(result.as_dict(), indent=2) + "\n")
+            write_json(json_summary, result.as_dict())
         except AVSegError as error:
             err.print(f"[bold red]error:[/] {escape(error.message)}", soft_wrap=True)
             raise typer.Exit(130 if interrupted else 1) from None

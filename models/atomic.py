@@ -114,18 +114,31 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
             raise AVSegError(_describe_os_error(Path(path), error)) from error
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_dumps(data: object, **options: object) -> str:
+    """`json.dumps(data, ensure_ascii=False, **options)` that can always be saved as UTF-8.
+
+    A file name that is not UTF-8 ("caf\\xe9.mp4" from an old Latin-1 archive) is a str with lone surrogates in
+    Python (`os.fsdecode`), which UTF-8 cannot encode; they are written as "\\udce9" escapes instead, so the JSON
+    stays valid and `json.loads` gives back the same name (and `os.fsencode` its bytes).
+    """
+    text = json.dumps(data, ensure_ascii=False, **options)
+    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
 def write_json(path: str | os.PathLike, data: object, indent: int | None = 2) -> None:
-    """Write `data` as JSON atomically."""
+    """Write `data` as JSON atomically (`json_dumps`: file names that are not UTF-8 too)."""
     with atomic_open(path) as handle:
-        json.dump(data, handle, indent=indent, ensure_ascii=False)
-        handle.write("\n")
+        handle.write(json_dumps(data, indent=indent) + "\n")
 
 
 def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
     """Write one JSON object per line atomically."""
     with atomic_open(path) as handle:
         for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.write(json_dumps(row) + "\n")
 
 
 @contextlib.contextmanager

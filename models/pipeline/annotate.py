@@ -76,11 +76,11 @@ from typing import IO, Callable, Sequence
 
 import numpy as np
 
-from models.atomic import atomic_dir, atomic_open
+from models.atomic import atomic_dir, atomic_open, json_dumps
 from models.errors import AVSegError
 from models.prediction import ClipInput, FramePrediction, VideoPredictor, predict_clips
 from models.pipeline.annotate_inputs import check_vocabulary, has_glob
-from models.pipeline.annotate_outputs import AnnotateOptions, OutputPaths, check_not_input, json_dumps, output_paths
+from models.pipeline.annotate_outputs import AnnotateOptions, OutputPaths, check_not_input, output_paths
 from models.pipeline.background_writer import BackgroundFrameWriter
 from models.pipeline.clip_schedule import analysed_source_index, block_clips, clip_stride
 from models.pipeline.frame_outputs import FrameJob, FrameResult, finish_frame, render_pool

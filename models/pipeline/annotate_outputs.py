@@ -1,13 +1,11 @@
 """Where `avseg annotate` writes, and with which options: `AnnotateOptions`, the three output names of a video
 (`<stem>.avseg.mp4`, `<stem>.masks/`, `<stem>.json`), and the checks that no input is overwritten and that the
-output folder is writable (`models.pipeline.output_folders`); `json_dumps` for the JSON files that name them."""
+output folder is writable (`models.pipeline.output_folders`)."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -15,8 +13,6 @@ from typing import Sequence
 
 from models.errors import AVSegError, UsageError
 from models.pipeline.frame_outputs import POOL_KINDS
-
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 VIDEO_SUFFIX = ".avseg.mp4"
 MASKS_SUFFIX = ".masks"
@@ -92,17 +88,6 @@ class OutputPaths:
     def as_dict(self) -> dict[str, str | None]:
         return {name: None if path is None else str(path) for name, path in
                 (("video", self.video), ("masks", self.masks), ("json", self.json))}
-
-
-def json_dumps(data: object, **options: object) -> str:
-    """`json.dumps(data, ensure_ascii=False, **options)` that can always be saved as UTF-8.
-
-    A file name that is not UTF-8 ("caf\\xe9.mp4" from an old Latin-1 archive) is a str with lone surrogates in
-    Python (`os.fsdecode`), which UTF-8 cannot encode; they are written as "\\udce9" escapes instead, so the JSON
-    stays valid and `json.loads` gives back the same name (and `os.fsencode` its bytes).
-    """
-    text = json.dumps(data, ensure_ascii=False, **options)
-    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def output_paths(video: str | os.PathLike, options: AnnotateOptions = AnnotateOptions()) -> OutputPaths:
