@@ -191,9 +191,9 @@ def annotate_batch(
             try:
                 if number in conflicts:
                     raise AVSegError(conflicts[number])
-                annotator.check_outputs_owner(video)  # before --skip-existing: another video's outputs are not done
                 skip = annotator.options.skip_existing and outputs.all_exist()
                 if skip:
+                    annotator.check_outputs_owner(video)  # another video's outputs are not this one's, done
                     again, message = annotator.check_existing_outputs(video)
                     skip = not again
                     if message is not None:
