@@ -110,12 +110,12 @@ def annotate(
         "Example: --render-workers processes"
     ),
     vggish_weights: Optional[str] = typer.Option(
-        None, "--vggish-weights", help="VGGish weights file (vggish-10086976.pth) for the predictor, or 'random' (experiments only: "
-        "seeded random weights, as a run trained with --vggish-weights random)."
+        None, "--vggish-weights", help="VGGish weights file (vggish-10086976.pth) for the predictor, or 'random' "
+        "(experiments only: seeded random weights, as a run trained with --vggish-weights random)."
     ),
     clip_weights: Optional[str] = typer.Option(
-        None, "--clip-weights", help="CLIP weights file (or open_clip folder) for naming the masks (both methods), or 'random' "
-        "(experiments only: names are then meaningless)."
+        None, "--clip-weights", help="CLIP weights file (or open_clip folder) for naming the masks (both methods), "
+        "or 'random' (experiments only: names are then meaningless)."
     ),
     amp: AmpMode = AMP_OPTION,
     sound_gate: Optional[float] = SOUND_GATE_OPTION,
@@ -143,7 +143,8 @@ def annotate(
     score, sound score, box and COCO RLE mask of every object).
 
     Frames are analysed in clips of 5 frames one second apart (with --analysis-fps F: round(F) analysed frames
-    apart), so every frame is analysed once with the one-second context the model was trained with; each frame hears the 0.96 s of sound from its own time.
+    apart), so every frame is analysed once with the one-second context the model was trained with; each frame
+    hears the 0.96 s of sound from its own time.
 
     Two methods: OV-AVSS with a trained --checkpoint, or, without one, the training-free zero-shot method
     (CLAP decides which names are sounding in each frame's second of audio, Grounding DINO finds them,

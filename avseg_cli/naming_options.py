@@ -15,8 +15,9 @@ TEMPLATES_OPTION = typer.Option(
     "Example: --templates prompts.txt"
 )
 SCORE_THRESHOLD_OPTION = typer.Option(
-    None, "--score-threshold", parser=fraction, metavar=FRACTION_METAVAR, help="The score an object needs to be kept (default: with "
-    "--checkpoint 0.3, the official threshold on the CLIP class probability; zero-shot 0.2, on its final score). "
+    None, "--score-threshold", parser=fraction, metavar=FRACTION_METAVAR,
+    help="The score an object needs to be kept (default: with --checkpoint 0.3, the official threshold on the CLIP "
+    "class probability; zero-shot 0.2, on its final score). "
     "Example: --score-threshold 0.5"
 )
 

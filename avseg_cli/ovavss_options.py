@@ -26,8 +26,9 @@ AMP_OPTION = typer.Option(
     "CPU with bfloat16 instructions: AMX / AVX512-BF16, about 20% faster there). Example: --amp fp16"
 )
 SOUND_GATE_OPTION = typer.Option(
-    None, "--sound-gate", parser=fraction, metavar=FRACTION_METAVAR, help="With --checkpoint: only classify queries whose sound-head "
-    "P(sounding) is at least this (not in the official protocol; faster). Example: --sound-gate 0.5"
+    None, "--sound-gate", parser=fraction, metavar=FRACTION_METAVAR,
+    help="With --checkpoint: only classify queries whose sound-head P(sounding) is at least this (not in the "
+    "official protocol; faster). Example: --sound-gate 0.5"
 )
 MAX_CROPS_OPTION = typer.Option(
     None, "--max-crops", min=1, help="With --checkpoint: per frame, classify only the N most sounding queries "

@@ -67,16 +67,16 @@ INSTANCE_POLICY_OPTION = typer.Option(
     "kept: motion (the moving ones), best (one per class) or all."
 )
 AUDIO_THRESHOLD_OPTION = typer.Option(
-    None, "--audio-threshold", parser=fraction, metavar=FRACTION_METAVAR, help="Zero-shot: CLAP probability a class needs to count as "
-    "sounding (default 0.2). Example: --audio-threshold 0.3"
+    None, "--audio-threshold", parser=fraction, metavar=FRACTION_METAVAR,
+    help="Zero-shot: CLAP probability a class needs to count as sounding (default 0.2). Example: --audio-threshold 0.3"
 )
 DETECTOR_SIZE_OPTION = typer.Option(
     None, "--detector-size", min=32, help="Zero-shot: Grounding DINO input shortest edge in pixels (default: the "
     "model's 800, which upsamples 360p video; 480 has 2.8x fewer pixels: faster, coarser). Example: --detector-size 480"
 )
 BOX_THRESHOLD_OPTION = typer.Option(
-    None, "--box-threshold", parser=fraction, metavar=FRACTION_METAVAR, help="Zero-shot: detector score a box needs (default 0.3 for "
-    "grounding-dino, 0.1 for owlv2)."
+    None, "--box-threshold", parser=fraction, metavar=FRACTION_METAVAR,
+    help="Zero-shot: detector score a box needs (default 0.3 for grounding-dino, 0.1 for owlv2)."
 )
 NO_RESCORE_OPTION = typer.Option(
     False, "--no-rescore", help="Zero-shot: name masks by the detector alone (skip the CLIP re-scoring; faster)."

@@ -22,12 +22,12 @@ seconds); inside a block starting at frame b, clip j (j = 0 .. s-1) holds the fr
 
 so every frame is analysed exactly once, in a clip whose frames are s analysed frames apart: one second,
 like the model's training clips, when F is a whole number (about one second for 29.97; s / F seconds
-otherwise, e.g. 1.2 s at F = 2.5 and 2 s at F = 0.5: `models.pipeline.clip_schedule`). The last block of a video is usually partial: its clips are shorter (a video
-shorter than one second gives clips of one frame). With `analysis_fps` F below the video's rate,
-analysed frame k is the source frame shown at k / F seconds (source frame floor(k x fps / F), the rule
-of `models.io.video`), and its result is held, in the overlay video, on every source frame until the
-next analysed frame; mask PNGs and JSON records are written for the analysed frames only, named by
-their source frame index.
+otherwise, e.g. 1.2 s at F = 2.5 and 2 s at F = 0.5: `models.pipeline.clip_schedule`). The last block of a
+video is usually partial: its clips are shorter (a video shorter than one second gives clips of one frame).
+With `analysis_fps` F below the video's rate, analysed frame k is the source frame shown at k / F seconds
+(source frame floor(k x fps / F), the rule of `models.io.video`), and its result is held, in the overlay
+video, on every source frame until the next analysed frame; mask PNGs and JSON records are written for the
+analysed frames only, named by their source frame index.
 
 **Audio.** Each analysed frame gets the 0.96 s VGGish log-mel example that starts at its timestamp
 (`models.pipeline.frame_audio`); a video without an audio track is analysed as silence, with a warning.
