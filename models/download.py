@@ -104,9 +104,8 @@ def _network_errors(url: str, label: str, destination: Path) -> Iterator[None]:
     except urllib.error.HTTPError as error:
         raise AVSegError(f"cannot download {label} from {url}: HTTP {error.code} {error.reason}") from error
     except http.client.IncompleteRead as error:
-        raise AVSegError(f"download of {label} from {url} was cut short: the server closed the connection "
-                         f"{error.expected} bytes early" if error.expected is not None else
-                         f"download of {label} from {url} was cut short") from error
+        early = f": the server closed the connection {error.expected} bytes early" if error.expected is not None else ""
+        raise AVSegError(f"download of {label} from {url} was cut short{early}") from error
     except (OSError, http.client.HTTPException) as error:
         reason = getattr(error, "reason", None) or error
         raise AVSegError(
