@@ -41,7 +41,7 @@ _NAME_MAX = 255
 """Bytes in one file name on the common file systems (ext4, XFS, btrfs, APFS, NTFS in UTF-16 units)."""
 
 
-def _hidden_name(name: str, reserved: int) -> str:
+def hidden_name(name: str, reserved: int) -> str:
     """"." + `name`, cut so that `reserved` more bytes still fit in one file name: the temporary and
     set-aside names of a destination whose own name is near the limit (a 240-character video title) would be
     refused with "File name too long". A cut name no longer maps back with `temporary_target` (an interrupted
@@ -82,7 +82,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tail = ".tmp" + (path.suffix if suffix is None else suffix)
-        fd, tmp_name = tempfile.mkstemp(prefix=_hidden_name(path.name, 9 + len(os.fsencode(tail))) + ".", suffix=tail,
+        fd, tmp_name = tempfile.mkstemp(prefix=hidden_name(path.name, 9 + len(os.fsencode(tail))) + ".", suffix=tail,
                                         dir=parent)  # bytes: a suffix may be ".vidéo"
         os.close(fd)
     except OSError as error:
@@ -153,7 +153,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise AVSegError(f"cannot write folder {path}: a file of that name is in the way (move or rename it)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=_hidden_name(path.name, 13) + ".", suffix=".tmp", dir=path.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=hidden_name(path.name, 13) + ".", suffix=".tmp", dir=path.parent))
     except OSError as error:
         raise AVSegError(_describe_os_error(path, error)) from error
     try:
@@ -176,7 +176,7 @@ def _swap_in(tmp: Path, path: Path, attempts: int = 20) -> None:
     later rename wins (each folder is complete); a folder moved aside is put back if this one cannot be put in place.
     """
     old_tail = f".old-{os.getpid()}"
-    old = path.with_name(_hidden_name(path.name, len(old_tail)) + old_tail)
+    old = path.with_name(hidden_name(path.name, len(old_tail)) + old_tail)
     for attempt in range(attempts):
         moved = False
         if path.exists():

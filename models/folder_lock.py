@@ -2,7 +2,9 @@
 
 `avseg train` holds its run folder and `avseg eval --save-predictions` its predictions folder, so that a second
 process started on the same folder (a `--resume` typed twice, two shells) is refused in one line instead of both
-writing interleaved checkpoints, log lines or prediction folders. The lock is the kernel's: it goes with the
+writing interleaved checkpoints, log lines or prediction folders. `avseg annotate` holds one video's outputs in
+its output folder (`output_lock`): batch scripts may annotate different videos into one folder at once, but two
+runs on the same video (with other settings, say) cannot mix their overlay, masks and JSON. The lock is the kernel's: it goes with the
 process (a killed run leaves no stale lock, at most the hidden empty file, which nothing else reads). The file is
 removed when the lock is released. Where `fcntl` is missing (Windows) there is no locking.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from models.errors import AVSegError
 
@@ -25,11 +27,15 @@ LOCK_NAME = ".avseg.lock"
 """The lock file's name in the locked folder (hidden: `top_level_entries` and listings of outputs skip it)."""
 
 _held: dict[str, int] = {}
-"""Folders this process holds (real path -> depth): taking one again (nested calls) does not lock it twice."""
+"""Lock files this process holds (real folder path / name -> depth): taking one again (nested calls) does not lock it twice."""
+
+
+_OUTPUT_LOCK_SUFFIX = ".avseg.lock"
+"""The end of every lock file's name: `LOCK_NAME` itself, and ".<output name>.avseg.lock" (`output_lock`)."""
 
 
 def is_lock_file(name: str) -> bool:
-    return name == LOCK_NAME
+    return name.startswith(".") and name.endswith(_OUTPUT_LOCK_SUFFIX)
 
 
 def _recorded_pid(fd: int) -> str | None:
@@ -44,8 +50,32 @@ def _recorded_pid(fd: int) -> str | None:
 def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[None]:
     """Hold `folder` (it exists) for this process for the block; `AVSegError` when another process holds it:
     "another avseg COMMAND is using FOLDER (pid N): wait for it to finish, or use another folder"."""
-    folder = Path(folder)
-    key = os.path.realpath(folder)
+    def busy(pid: str) -> str:
+        return f"another avseg {command} is using {folder}{pid}: wait for it to finish, or use another folder"
+
+    with _lock(Path(folder), LOCK_NAME, busy):
+        yield
+
+
+@contextlib.contextmanager
+def output_lock(output: str | os.PathLike, command: str, subject: str) -> Iterator[None]:
+    """Hold the outputs named by `output` (a file or folder to be written; its folder exists) for the block, by a
+    hidden ".<name>.avseg.lock" beside it; `AVSegError` when another process holds them: "another avseg COMMAND
+    is writing SUBJECT (pid N): wait for it to finish"."""
+    from models.atomic import hidden_name
+
+    def busy(pid: str) -> str:
+        return f"another avseg {command} is writing {subject}{pid}: wait for it to finish"
+
+    output = Path(output)
+    with _lock(output.parent, hidden_name(output.name, len(_OUTPUT_LOCK_SUFFIX)) + _OUTPUT_LOCK_SUFFIX, busy):
+        yield
+
+
+@contextlib.contextmanager
+def _lock(folder: Path, name: str, busy: Callable[[str], str]) -> Iterator[None]:
+    """Hold `folder / name`; `busy(" (pid N)" or "")` is the refusal when another process holds it."""
+    key = os.path.join(os.path.realpath(folder), name)
     if fcntl is None:
         yield
         return
@@ -56,8 +86,8 @@ def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[None]:
         finally:
             _held[key] -= 1
         return
-    path = folder / LOCK_NAME
-    fd = _acquire(path, folder, command)
+    path = folder / name
+    fd = _acquire(path, busy)
     if fd is None:  # the lock file cannot be made (a read-only folder): the command reports what it cannot write
         yield
         return
@@ -71,7 +101,7 @@ def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[None]:
         os.close(fd)
 
 
-def _acquire(path: Path, folder: Path, command: str) -> int | None:
+def _acquire(path: Path, busy: Callable[[str], str]) -> int | None:
     for _ in range(20):
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -82,9 +112,7 @@ def _acquire(path: Path, folder: Path, command: str) -> int | None:
         except BlockingIOError:
             pid = _recorded_pid(fd)
             os.close(fd)
-            other = f" (pid {pid})" if pid else ""
-            raise AVSegError(f"another avseg {command} is using {folder}{other}: wait for it to finish, or use "
-                             "another folder") from None
+            raise AVSegError(busy(f" (pid {pid})" if pid else "")) from None
         except OSError:  # a file system without flock: no locking
             os.close(fd)
             return None

@@ -1,8 +1,10 @@
 """Two avseg processes on one folder: `avseg train` / `eval --save-predictions` refuse the second in one line
-(`models.folder_lock`), and two `atomic_dir` writes of one folder both finish with one complete folder."""
+(`models.folder_lock`), `avseg annotate` refuses a second process on the same video's outputs but not on other
+videos in the same folder, and two `atomic_dir` writes of one folder both finish with one complete folder."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from multiprocessing import get_context
@@ -13,7 +15,10 @@ import pytest
 
 from models.atomic import atomic_dir
 from models.errors import AVSegError
-from models.folder_lock import LOCK_NAME, folder_lock
+from models.folder_lock import LOCK_NAME, folder_lock, is_lock_file, output_lock
+from models.pipeline.annotate import Annotator
+from models.pipeline.annotate_batch import annotate_batch
+from models.pipeline.annotate_outputs import AnnotateOptions
 from models.pipeline.evaluate_ov import check_predictions_folder, predict_split
 from models.pipeline.train import TrainOptions, train
 
@@ -25,9 +30,12 @@ def other_process(tmp_path):
     """Start a second Python process that holds `folder` (as another avseg run would) until the test ends."""
     started = []
 
-    def hold(folder: Path, command: str) -> subprocess.Popen:
-        code = ("import sys, time; from models.folder_lock import folder_lock\n"
-                f"with folder_lock({str(folder)!r}, {command!r}):\n"
+    def hold(folder: Path, command: str, output_subject: str | None = None) -> subprocess.Popen:
+        """Hold `folder` (`folder_lock`), or with `output_subject` the output `folder` (`output_lock`)."""
+        lock = (f"folder_lock({str(folder)!r}, {command!r})" if output_subject is None
+                else f"output_lock({str(folder)!r}, {command!r}, {output_subject!r})")
+        code = ("import sys, time; from models.folder_lock import folder_lock, output_lock\n"
+                f"with {lock}:\n"
                 "    print('held', flush=True); sys.stdin.read()\n")
         child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  text=True)
@@ -122,3 +130,63 @@ def test_two_processes_write_one_folder_at_once(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x"]  # nothing moved aside or temporary is left
     contents = {p.read_text() for p in (tmp_path / "x").iterdir()}
     assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["0.txt", "1.txt", "2.txt"] and len(contents) == 1
+
+
+def _annotator(out: Path) -> Annotator:
+    from test_annotate import VOCABULARY, FakePredictor
+
+    return Annotator(FakePredictor(fps=10), VOCABULARY, AnnotateOptions(out_dir=out, write_video=False))
+
+
+@pytest.fixture(scope="module")
+def two_videos(tmp_path_factory) -> tuple[Path, Path]:
+    from media import make_video
+
+    folder = tmp_path_factory.mktemp("lock_media")
+    return (make_video(folder / "clip.mp4", seconds=1.0, size=(32, 24), fps="10", sample_rate=16000),
+            make_video(folder / "other.mp4", seconds=1.0, size=(32, 24), fps="10", sample_rate=16000))
+
+
+def test_annotate_refuses_a_video_whose_outputs_another_process_writes(tmp_path, other_process, two_videos):
+    clip, other = two_videos
+    out = tmp_path / "out"
+    out.mkdir()
+    child = other_process(out / "clip.json", "annotate", "something")
+    annotator = _annotator(out)
+    with pytest.raises(AVSegError) as info:
+        annotator.annotate(clip, warn=lambda *_: None)
+    assert info.value.message == (f"{clip}: another avseg annotate is writing outputs named {out / 'clip'}.* "
+                                  f"(pid {child.pid}): wait for it to finish")
+    assert [p.name for p in out.iterdir() if not is_lock_file(p.name)] == []  # nothing of clip.mp4 written
+    # another video into the same folder meanwhile: not held
+    result = annotator.annotate(other, warn=lambda *_: None)
+    assert result.outputs.json.is_file() and (out / "other.masks").is_dir()
+    assert not any(p.name.startswith(".other") for p in out.iterdir())  # its own lock file is gone
+    child.stdin.close()
+    child.wait(timeout=10)
+    annotator.annotate(clip, warn=lambda *_: None)  # released: annotated now
+    assert json.loads((out / "clip.json").read_text())["input"] == str(clip)
+    assert sorted(p.name for p in out.iterdir()) == ["clip.json", "clip.masks", "other.json", "other.masks"]
+
+
+def test_annotate_batch_goes_on_past_a_video_another_process_writes(tmp_path, other_process, two_videos):
+    clip, other = two_videos
+    out = tmp_path / "out"
+    out.mkdir()
+    child = other_process(out / "clip.json", "annotate", "something")
+    result = annotate_batch(_annotator(out), [clip, other], warn=lambda *_: None)
+    statuses = [(outcome.input.name, outcome.status) for outcome in result.outcomes]
+    assert statuses == [("clip.mp4", "failed"), ("other.mp4", "done")]
+    assert f"(pid {child.pid}): wait for it to finish" in result.outcomes[0].error
+
+
+def test_output_lock_names_a_hidden_file_beside_the_output_and_nests(tmp_path):
+    target = tmp_path / ("v" * 250 + ".json")  # a name near the limit: the lock file's name is cut to fit
+    with output_lock(target, "annotate", "x"):
+        names = [p.name for p in tmp_path.iterdir()]
+        assert len(names) == 1 and is_lock_file(names[0]) and names[0].startswith(".vvv")
+        assert len(names[0].encode()) <= 255
+        with output_lock(target, "annotate", "x"):  # nested in one process: no refusal
+            pass
+        assert (tmp_path / names[0]).is_file()
+    assert list(tmp_path.iterdir()) == []

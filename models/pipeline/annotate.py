@@ -534,10 +534,7 @@ class Annotator:
                 replace the input, or outputs of another video with the same stem (`check_outputs_owner`).
                 Nothing is left behind: all outputs are written atomically.
         """
-        from models.io.audio import decode_audio_16k
-        from models.io.mux import VideoWriter, audio_plan
-        from models.io.video import iter_frames, output_rate, probe
-        from models.pipeline.frame_audio import FrameAudio
+        from models.io.video import output_rate, probe
 
         progress = progress or NullProgress()
         video = Path(video)
@@ -559,7 +556,34 @@ class Annotator:
         analysis_rate = output_rate(info, self.options.analysis_fps)
         folder = outputs.requested()[0].parent
         ensure_output_dir(folder)
+        with self._outputs_held(video, outputs):
+            return self._annotate_held(video, info, analysis_rate, outputs, progress, note, messages, started)
 
+    def _outputs_held(self, video: Path, outputs: OutputPaths) -> contextlib.AbstractContextManager:
+        """Hold `video`'s outputs in their folder against another avseg process for the block (`output_lock`), then
+        check again who made the existing ones: the other process may have written them meanwhile."""
+        from models.folder_lock import output_lock
+
+        stack = contextlib.ExitStack()
+        json_path = self._json_beside(video)
+        try:
+            stack.enter_context(output_lock(json_path, "annotate", f"outputs named {json_path.with_suffix('')}.*"))
+        except AVSegError as error:
+            raise AVSegError(f"{video}: {error.message}") from None
+        with stack.pop_all() as held:
+            self.check_outputs_owner(video)
+            return held.pop_all()
+
+    def _annotate_held(self, video: Path, info, analysis_rate: Fraction, outputs: OutputPaths, progress: Progress,
+                       note: Callable[[str], None], messages: list[str], started: float) -> VideoResult:
+        """The rest of `annotate`, once the outputs are held (`_outputs_held`): `messages` collects what `note`
+        was given, `started` is when `annotate` was called (`perf_counter`)."""
+        from models.io.audio import decode_audio_16k
+        from models.io.mux import VideoWriter, audio_plan
+        from models.io.video import iter_frames
+        from models.pipeline.frame_audio import FrameAudio
+
+        folder = outputs.requested()[0].parent
         if info.has_audio:
             waveform = decode_audio_16k(video, info.audio_channels)
             audio = FrameAudio(waveform) if waveform is not None else FrameAudio.silent()
