@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from models.cpu_allocator import keep_freed_memory
@@ -16,7 +17,13 @@ def flush_denormals() -> bool:
     setting is per thread and worker threads inherit it when they are created, so it must run before torch's
     first parallel operation; `resolve_device` calls it. Values below 1.2e-38 become 0: no visible effect on
     results.
+
+    numpy before 2.3 works out each float type's limits the first time `np.finfo` meets that type and, with
+    subnormals already off, warns "The value of the smallest subnormal for <class 'numpy.float32'> type is zero"
+    (importing `numpy.ma`, as scipy does, meets four): the limits are worked out here, before, and numpy keeps them.
     """
+    for float_type in (np.float16, np.float32, np.float64, np.longdouble):
+        np.finfo(float_type)
     return bool(torch.set_flush_denormal(True))
 
 
