@@ -556,23 +556,23 @@ class Annotator:
         analysis_rate = output_rate(info, self.options.analysis_fps)
         folder = outputs.requested()[0].parent
         ensure_output_dir(folder)
-        with self._outputs_held(video, outputs):
+        with self._outputs_held(video):
             return self._annotate_held(video, info, analysis_rate, outputs, progress, note, messages, started)
 
-    def _outputs_held(self, video: Path, outputs: OutputPaths) -> contextlib.AbstractContextManager:
-        """Hold `video`'s outputs in their folder against another avseg process for the block (`output_lock`), then
-        check again who made the existing ones: the other process may have written them meanwhile."""
+    def _outputs_held(self, video: Path) -> contextlib.ExitStack:
+        """`video`'s outputs held in their folder against another avseg process until the returned stack is closed
+        (`output_lock`), once who made the existing ones is checked again: another process may have written them
+        since `annotate` first checked."""
         from models.folder_lock import output_lock
 
-        stack = contextlib.ExitStack()
         json_path = self._json_beside(video)
-        try:
-            stack.enter_context(output_lock(json_path, "annotate", f"outputs named {json_path.with_suffix('')}.*"))
-        except AVSegError as error:
-            raise AVSegError(f"{video}: {error.message}") from None
-        with stack.pop_all() as held:
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(output_lock(json_path, "annotate", f"outputs named {json_path.with_suffix('')}.*"))
+            except AVSegError as error:
+                raise AVSegError(f"{video}: {error.message}") from None
             self.check_outputs_owner(video)
-            return held.pop_all()
+            return stack.pop_all()
 
     def _annotate_held(self, video: Path, info, analysis_rate: Fraction, outputs: OutputPaths, progress: Progress,
                        note: Callable[[str], None], messages: list[str], started: float) -> VideoResult:
