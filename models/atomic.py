@@ -68,6 +68,54 @@ def temporary_target(name: str) -> str | None:
     return match.group("target") if match else None
 
 
+_SET_ASIDE_NAME = re.compile(r"\.(?P<target>.+)\.old-[0-9]+")
+"""A folder `atomic_dir` moved aside while putting its new one in place: "." + name + ".old-" + process id."""
+
+
+def clear_interrupted_writes(folder: str | os.PathLike, names: set[str]) -> list[Path]:
+    """Tidy what interrupted atomic writes of `folder / name` (for `name` in `names`) left in `folder`: their
+    temporary files and folders (`temporary_target`) are deleted, and a folder `atomic_dir` had moved aside
+    is deleted where a folder of its name is in place, or else put back. Only for outputs no other process is
+    writing now (the caller holds them). Returns what was deleted or put back (its path before)."""
+    folder = Path(folder)
+    tidied = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return tidied
+    for entry in entries:
+        path = Path(entry.path)
+        if temporary_target(entry.name) in names:
+            removed = _remove(path)
+        else:
+            match = _SET_ASIDE_NAME.fullmatch(entry.name)
+            if match is None or match.group("target") not in names or not path.is_dir():
+                continue
+            target = folder / match.group("target")
+            if target.exists() or target.is_symlink():
+                removed = _remove(path)
+            else:
+                try:
+                    os.rename(path, target)
+                    removed = True
+                except OSError:
+                    removed = False
+        if removed:
+            tidied.append(path)
+    return tidied
+
+
+def _remove(path: Path) -> bool:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except OSError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it to `path` when the block succeeds.

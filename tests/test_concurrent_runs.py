@@ -1,10 +1,13 @@
 """Two avseg processes on one folder: `avseg train` / `eval --save-predictions` refuse the second in one line
 (`models.folder_lock`), `avseg annotate` refuses a second process on the same video's outputs but not on other
-videos in the same folder, and two `atomic_dir` writes of one folder both finish with one complete folder."""
+videos in the same folder, and two `atomic_dir` writes of one folder both finish with one complete folder. A killed
+annotate's temporaries are tidied away by the next run on that video."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from multiprocessing import get_context
@@ -190,3 +193,88 @@ def test_output_lock_names_a_hidden_file_beside_the_output_and_nests(tmp_path):
             pass
         assert (tmp_path / names[0]).is_file()
     assert list(tmp_path.iterdir()) == []
+
+
+def _hidden_leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and not is_lock_file(p.name))
+
+
+def test_next_annotate_run_tidies_what_a_killed_one_left(tmp_path, two_videos):
+    clip, other = two_videos
+    out = tmp_path / "out"
+    code = ("import sys, time\n"
+            f"sys.path.insert(0, {str(ROOT / 'tests')!r})\n"
+            "from test_annotate import VOCABULARY, FakePredictor\n"
+            "from models.pipeline.annotate import Annotator\n"
+            "from models.pipeline.annotate_outputs import AnnotateOptions\n"
+            "class Stuck(FakePredictor):\n"
+            "    def predict_clip(self, clip):\n"
+            "        print('writing', flush=True); time.sleep(120)\n"
+            f"Annotator(Stuck(fps=10), VOCABULARY, AnnotateOptions(out_dir={str(out)!r})).annotate({str(clip)!r})\n")
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "writing"
+    finally:
+        child.kill()  # SIGKILL: no cleanup runs
+        child.wait(timeout=10)
+    left = _hidden_leftovers(out)
+    # the overlay, masks folder and JSON being written when it was killed
+    assert sorted(name.split(".")[1:3] for name in left) == [["clip", "avseg"], ["clip", "json"], ["clip", "masks"]]
+    (out / ".other.json.ab12cd34.tmp.json").write_text("{")  # another video's: not this run's to remove
+    (out / ".clip.notes").write_text("mine")  # a user's file
+    _annotator(out).annotate(clip, warn=lambda *_: None)
+    assert _hidden_leftovers(out) == [".clip.notes", ".other.json.ab12cd34.tmp.json"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["clip.json", "clip.masks"]
+
+
+def test_a_masks_folder_moved_aside_by_a_killed_run_is_put_back(tmp_path, two_videos):
+    clip, _ = two_videos
+    out = tmp_path / "out"
+    annotator = _annotator(out)
+    annotator.annotate(clip, warn=lambda *_: None)
+    frames = sorted(p.name for p in (out / "clip.masks").iterdir())
+    os.replace(out / "clip.masks", out / ".clip.masks.old-4242")  # killed between atomic_dir's two renames
+    no_masks = Annotator(annotator.predictor, annotator.vocabulary,
+                         AnnotateOptions(out_dir=out, write_video=False, write_masks=False))
+    no_masks.annotate(clip, warn=lambda *_: None)
+    assert sorted(p.name for p in (out / "clip.masks").iterdir()) == frames and _hidden_leftovers(out) == []
+
+
+def test_clear_interrupted_writes_touches_only_the_names_given(tmp_path):
+    from models.atomic import clear_interrupted_writes
+
+    (tmp_path / ".a.json.k3j2h1x0.tmp.json").write_text("x")
+    (tmp_path / ".a.masks.q9q9q9q9.tmp").mkdir()
+    (tmp_path / ".a.masks.q9q9q9q9.tmp" / "000001.png").write_bytes(b"png")
+    (tmp_path / "a.masks").mkdir()
+    (tmp_path / ".a.masks.old-17").mkdir()  # a folder is in place: the one moved aside is old
+    (tmp_path / ".b.json.k3j2h1x0.tmp.json").write_text("x")
+    (tmp_path / ".a.json").write_text("not a temporary name")
+    tidied = clear_interrupted_writes(tmp_path, {"a.json", "a.masks", "a.avseg.mp4"})
+    assert sorted(p.name for p in tidied) == [".a.json.k3j2h1x0.tmp.json", ".a.masks.old-17", ".a.masks.q9q9q9q9.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".a.json", ".b.json.k3j2h1x0.tmp.json", "a.masks"]
+    assert clear_interrupted_writes(tmp_path / "missing", {"a.json"}) == []
+
+
+def test_a_second_interrupt_during_annotate_cleanup_leaves_no_temporaries(tmp_path, two_videos, monkeypatch):
+    from types import SimpleNamespace as Namespace
+
+    import models.atomic
+    from test_annotate import VOCABULARY, FakePredictor
+
+    clip, _ = two_videos
+    out = tmp_path / "out"
+    calls = []
+
+    def interrupted_rmtree(*args, **kwargs):  # a second Ctrl-C while atomic_dir removes the partial masks folder
+        calls.append(args[0])
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return shutil.rmtree(*args, **kwargs)
+
+    monkeypatch.setattr(models.atomic, "shutil", Namespace(rmtree=interrupted_rmtree))
+    annotator = Annotator(FakePredictor(fps=10, interrupt_on_call=1), VOCABULARY, AnnotateOptions(out_dir=out))
+    with pytest.raises(KeyboardInterrupt):
+        annotator.annotate(clip, warn=lambda *_: None)
+    assert list(out.iterdir()) == []  # no outputs, no temporaries, no lock file
+    assert len(calls) == 2 and calls[0] == calls[1] and calls[0].name.startswith(".clip.masks.")

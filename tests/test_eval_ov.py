@@ -220,8 +220,13 @@ def test_entries_that_would_fail_scoring_are_refused_before_predicting(setup, tm
 def test_an_interrupt_during_cleanup_leaves_no_temporary_folder(setup, tmp_path, monkeypatch):
     import models.atomic
 
+    calls = []
+
     def interrupted_rmtree(*args, **kwargs):  # a second Ctrl-C (or SIGTERM) while atomic_dir cleans up
-        raise KeyboardInterrupt
+        calls.append(args[0])
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return shutil.rmtree(*args, **kwargs)
 
     monkeypatch.setattr(models.atomic, "shutil", SimpleNamespace(rmtree=interrupted_rmtree))
     data = setup["data"]
@@ -229,6 +234,7 @@ def test_an_interrupt_during_cleanup_leaves_no_temporary_folder(setup, tmp_path,
     with pytest.raises(KeyboardInterrupt):
         predict_split(CountingPredictor(setup["predictor"], fail_on_clip=2), data, "test", preds)
     assert [p.name for p in preds.iterdir() if p.name.startswith(".")] == []
+    assert len(calls) == 2 and calls[0] == calls[1]  # the interrupted removal was done again
 
 
 def test_bad_destinations_are_refused_before_the_model_loads(setup, tmp_path, monkeypatch, capsys):

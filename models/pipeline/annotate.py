@@ -468,6 +468,11 @@ class Annotator:
         recorded = recorded_input(self._json_beside(video))
         return recorded is not None and _made_from(recorded, Path(video))
 
+    def _output_names(self, video: str | os.PathLike) -> set[str]:
+        """The names of every output `annotate(video)` may write, requested or not."""
+        every_output = replace(self.options, write_video=True, write_masks=True, write_json=True)
+        return {path.name for path in output_paths(video, every_output).requested()}
+
     def _json_beside(self, video: str | os.PathLike) -> Path:
         return output_paths(video, replace(self.options, write_json=True)).json
 
@@ -561,8 +566,10 @@ class Annotator:
 
     def _outputs_held(self, video: Path) -> contextlib.ExitStack:
         """`video`'s outputs held in their folder against another avseg process until the returned stack is closed
-        (`output_lock`), once who made the existing ones is checked again: another process may have written them
-        since `annotate` first checked."""
+        (`output_lock`), once who made the existing ones is checked again (another process may have written them
+        since `annotate` first checked) and what an interrupted run of them left is tidied away: temporaries
+        (a killed run's partial overlay and masks) are deleted, a masks folder moved aside is put back."""
+        from models.atomic import clear_interrupted_writes
         from models.folder_lock import output_lock
 
         json_path = self._json_beside(video)
@@ -572,6 +579,7 @@ class Annotator:
             except AVSegError as error:
                 raise AVSegError(f"{video}: {error.message}") from None
             self.check_outputs_owner(video)
+            clear_interrupted_writes(json_path.parent, self._output_names(video))
             return stack.pop_all()
 
     def _annotate_held(self, video: Path, info, analysis_rate: Fraction, outputs: OutputPaths, progress: Progress,
@@ -636,10 +644,15 @@ class Annotator:
                 if frames_json is not None:
                     frames_json.counts = {"num_frames": runner.num_frames, "num_analysed_frames": runner.num_analysed,
                                           "duration": round(float(runner.num_frames / info.fps), 6)}
-        except OSError as error:
-            raise AVSegError(
-                f"{video}: cannot write the outputs in {folder}: {error.strerror or error}"
-            ) from error
+        except BaseException as error:
+            from models.atomic import clear_interrupted_writes
+
+            # what an output's own cleanup left (a second Ctrl-C can cut it short) goes too: these outputs are held
+            with contextlib.suppress(OSError):
+                clear_interrupted_writes(folder, self._output_names(video))
+            if isinstance(error, OSError):
+                raise AVSegError(f"{video}: cannot write the outputs in {folder}: {error.strerror or error}") from error
+            raise
         if outputs.json is None:
             self._remove_stale_json(video, note)
         return VideoResult(

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from typing import Callable
 
 import numpy as np
 
-from models.atomic import atomic_dir, write_json
+from models.atomic import atomic_dir, clear_interrupted_writes, write_json
 from models.folder_lock import folder_lock, is_lock_file
 from models.data.classes import CLASS_NAMES
 from models.data.prepared import PreparedData, VideoRecord
@@ -187,15 +186,6 @@ def _check_run_file(pred_dir: Path, description: dict, split: str) -> None:
     write_json(path, wanted)
 
 
-def _remove_stale_temporaries(pred_dir: Path, uids: set[str]) -> None:
-    """Delete the temporary folders of video folders whose writing an earlier run did not finish (`atomic_dir`)."""
-    from models.atomic import temporary_target
-
-    for entry in pred_dir.iterdir():
-        if entry.is_dir() and temporary_target(entry.name) in uids:
-            shutil.rmtree(entry, ignore_errors=True)
-
-
 def read_waveform_16k(path: Path) -> np.ndarray:
     """(N,) float32 mono 16 kHz samples of an AVSBench wav, read like the official code (soundfile int16 / 32768,
     channel mean, resampy to 16 kHz when the file has another rate)."""
@@ -283,7 +273,7 @@ def _predict_into(predictor: VideoPredictor, data: PreparedData, split: str, pre
     _check_run_file(pred_dir, predictor.describe(), split)
     uids = {record.uid for record in records}
     _check_no_foreign_entries(pred_dir, uids)
-    _remove_stale_temporaries(pred_dir, uids)
+    clear_interrupted_writes(pred_dir, uids)  # the video folders an interrupted run was writing
 
     with_waveform = bool(getattr(predictor, "needs_waveform", False))
     predicted = skipped = num_frames = 0
@@ -312,7 +302,7 @@ def _predict_into(predictor: VideoPredictor, data: PreparedData, split: str, pre
             progress.advance(1, frames=num_frames, videos_per_s=round(rate, 3))
     except BaseException:  # interrupted (Ctrl-C, SIGTERM made KeyboardInterrupt) or failed: no temporaries left
         with contextlib.suppress(OSError):
-            _remove_stale_temporaries(pred_dir, uids)
+            clear_interrupted_writes(pred_dir, uids)  # the video folders an interrupted run was writing
         raise
     finally:
         progress.finish()
