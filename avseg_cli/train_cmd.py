@@ -28,6 +28,7 @@ def train(
     amp: AmpMode = typer.Option(AmpMode.off, "--amp", help="Mixed precision on CUDA: bf16, fp16 or off. Example: --amp bf16"),
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="Clips per iteration (official: 1). Example: --batch-size 2"),
     checkpoint_period: int = typer.Option(None, "--checkpoint-period", min=1, help="Save every N iterations (official: 2000). Example: --checkpoint-period 500"),
+    keep_checkpoints: int = typer.Option(None, "--keep-checkpoints", min=0, help="Keep only the N latest numbered checkpoints (model_NNNNNNN.pt), deleting older ones as new ones are saved; 0 keeps last.pt alone (default: keep all, as the official training). Example: --keep-checkpoints 3"),
     seed: int = typer.Option(None, "--seed", min=0, help="Random seed, 0 to 2**64-1 (official: 42). Example: --seed 1"),
     workers: int = typer.Option(0, "--workers", min=0, help="Data-loading worker processes. Example: --workers 4"),
     vggish_weights: str = typer.Option(None, "--vggish-weights", help="Path of vggish-10086976.pth, or 'random' for experiments without it (default: the avseg cache, ~/.cache/avseg, downloaded there on first use). Example: --vggish-weights vggish-10086976.pth"),
@@ -49,7 +50,7 @@ def train(
     options = TrainOptions(
         data_dir=data, config_name=config or _default_config(out_dir, resume), out_dir=out_dir, device=device, max_iters=max_iters, resume=resume,
         init=init, init_pixel_decoder=init_pixel_decoder, amp=amp.value, batch_size=batch_size,
-        checkpoint_period=checkpoint_period, seed=seed,
+        checkpoint_period=checkpoint_period, keep_checkpoints=keep_checkpoints, seed=seed,
         num_workers=workers, vggish_weights=vggish_weights,
     )
     try:
@@ -100,6 +101,8 @@ def interrupt_hint(options: TrainOptions, device: str) -> str:
         args += ["--max-iters", str(options.max_iters)]
     if options.checkpoint_period is not None:
         args += ["--checkpoint-period", str(options.checkpoint_period)]
+    if options.keep_checkpoints is not None:
+        args += ["--keep-checkpoints", str(options.keep_checkpoints)]
     out_dir = Path(options.out_dir)
     if (out_dir / "last.pt").is_file():
         return f": resume with `{shlex.join([*args, '--resume'])}`"

@@ -4,9 +4,10 @@
 process started on the same folder (a `--resume` typed twice, two shells) is refused in one line instead of both
 writing interleaved checkpoints, log lines or prediction folders. `avseg annotate` holds one video's outputs in
 its output folder (`output_lock`): batch scripts may annotate different videos into one folder at once, but two
-runs on the same video (with other settings, say) cannot mix their overlay, masks and JSON. The lock is the kernel's: it goes with the
-process (a killed run leaves no stale lock, at most the hidden empty file, which nothing else reads). The file is
-removed when the lock is released. Where `fcntl` is missing (Windows) there is no locking.
+runs on the same video (with other settings, say) cannot mix their overlay, masks and JSON. The lock is the
+kernel's: it goes with the process (a killed run leaves no stale lock, at most the hidden empty file, which
+nothing else reads). The file is removed when the lock is released. Where `fcntl` is missing (Windows) there is
+no locking.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ LOCK_NAME = ".avseg.lock"
 """The lock file's name in the locked folder (hidden: `top_level_entries` and listings of outputs skip it)."""
 
 _held: dict[str, int] = {}
-"""Lock files this process holds (real folder path / name -> depth): taking one again (nested calls) does not lock it twice."""
+"""Lock files this process holds (real folder path / name -> depth): taking one again (nested calls) does not lock
+it twice."""
 
 
 _OUTPUT_LOCK_SUFFIX = ".avseg.lock"

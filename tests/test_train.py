@@ -72,6 +72,31 @@ def test_train_writes_checkpoints_and_log_and_resumes_bit_for_bit(data_dir: Path
     assert any(not torch.equal(first["model"][k], a["model"][k]) for k in a["model"])
 
 
+def test_keep_checkpoints_deletes_the_older_numbered_ones(data_dir: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    train(_options(data_dir, run, max_iters=4, checkpoint_period=1, keep_checkpoints=2), warn=_quiet)
+    numbered = sorted(p.name for p in run.glob("model_*.pt"))
+    assert numbered == ["model_0000003.pt", "model_0000004.pt"]
+    assert [torch.load(run / name, weights_only=True)["iteration"] for name in numbered] == [3, 4]
+    assert torch.load(run / "last.pt", weights_only=True)["iteration"] == 4
+    # resumed with 0: last.pt alone, the numbered ones of the first part go too
+    train(_options(data_dir, run, max_iters=5, checkpoint_period=1, keep_checkpoints=0, resume=True), warn=_quiet)
+    assert sorted(p.name for p in run.iterdir()) == ["last.pt", "log.jsonl"]
+    assert torch.load(run / "last.pt", weights_only=True)["iteration"] == 5
+
+
+def test_keep_checkpoints_must_be_a_whole_number_from_0(data_dir: Path, tmp_path: Path):
+    from avseg_cli.train_cmd import interrupt_hint
+
+    for bad in (-1, 1.5, True):
+        with pytest.raises(UsageError, match=r"^--keep-checkpoints .*: use a whole number from 0 \(keep only "
+                                             r"last.pt\)$"):
+            train(_options(data_dir, tmp_path / "run", keep_checkpoints=bad), warn=_quiet)
+    assert not (tmp_path / "run").exists()
+    hint = interrupt_hint(_options(data_dir, tmp_path / "run", keep_checkpoints=3), "cpu")
+    assert "--checkpoint-period 2 --keep-checkpoints 3" in hint  # a resumed run keeps deleting
+
+
 def test_existing_run_needs_resume_and_finished_run_says_so(data_dir: Path, tmp_path: Path):
     train(_options(data_dir, tmp_path / "run", max_iters=2), warn=_quiet)
     with pytest.raises(AVSegError, match="use --resume"):

@@ -90,6 +90,25 @@ def load_resume_state(out_dir: Path, config_name: str) -> dict:
     return resume_state
 
 
+_NUMBERED = re.compile(r"model_(\d+)\.pt")
+
+
+def remove_old_checkpoints(out_dir: Path, keep: int) -> list[str]:
+    """Delete the numbered checkpoints `model_<iteration>.pt` of `out_dir` but the `keep` latest (by iteration);
+    `last.pt` is never touched. Returns the names of those that could not be deleted (the caller warns)."""
+    numbered = sorted((int(match.group(1)), path) for path in out_dir.iterdir()
+                      if (match := _NUMBERED.fullmatch(path.name)) and path.is_file())
+    failed = []
+    for _, path in numbered[: max(0, len(numbered) - keep)]:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            failed.append(f"{path.name} ({error.strerror or error})")
+    return failed
+
+
 def refuse_existing_run(out_dir: Path) -> None:
     """A new run never takes over a folder that holds checkpoints (last.pt or model_*.pt) of another run."""
     if (out_dir / "last.pt").exists():

@@ -35,6 +35,7 @@ from models.pipeline.run_folder import (
     make_run_folder,
     prepare_run_folder,
     refuse_existing_run,
+    remove_old_checkpoints,
 )
 from models.pipeline.train_sampler import ResumableBatchSampler
 from models.progress import NullProgress, Progress
@@ -59,6 +60,7 @@ class TrainOptions:
     amp: str = "off"  # "bf16" | "fp16" | "off"
     batch_size: int | None = None
     checkpoint_period: int | None = None
+    keep_checkpoints: int | None = None  # the latest N numbered checkpoints are kept (0: last.pt only); None: all
     log_period: int | None = None
     seed: int | None = None
     num_workers: int = 0
@@ -152,6 +154,11 @@ def _check_options(options: TrainOptions) -> None:
                          "give one of them")
     if options.seed is not None and not 0 <= options.seed <= MAX_SEED:
         raise UsageError(f"--seed {options.seed} is out of range: use a whole number from 0 to {MAX_SEED} (2**64-1)")
+    if options.keep_checkpoints is not None and (isinstance(options.keep_checkpoints, bool)
+                                                 or not isinstance(options.keep_checkpoints, int)
+                                                 or options.keep_checkpoints < 0):
+        raise UsageError(f"--keep-checkpoints {options.keep_checkpoints!r}: use a whole number from 0 (keep only "
+                         "last.pt)")
 
 
 def _new_train_config(options: TrainOptions) -> TrainConfig:
@@ -358,9 +365,14 @@ def _run(options: TrainOptions, progress: Progress, warn, device: torch.device, 
             "extra": {"vggish_weights_arg": vggish_arg, RANDOM_VGGISH_SEED_KEY: train_cfg.seed,
                       "audio_source": audio_source, "data_dir": str(options.data_dir)},
         }
+        numbered = numbered and options.keep_checkpoints != 0
         if numbered:
             save_checkpoint(out_dir / f"model_{iteration:07d}.pt", state)
         save_checkpoint(last_path, state)
+        if options.keep_checkpoints is not None:  # the older ones go once the new one is saved
+            failed = remove_old_checkpoints(out_dir, options.keep_checkpoints)
+            if failed:
+                warn(f"--keep-checkpoints {options.keep_checkpoints}: could not delete {', '.join(failed)}")
 
     audio_cache = AudioEmbeddingCache(model.audio_encoder)
     log_path = out_dir / "log.jsonl"
