@@ -154,11 +154,12 @@ def _check_options(options: TrainOptions) -> None:
                          "give one of them")
     if options.seed is not None and not 0 <= options.seed <= MAX_SEED:
         raise UsageError(f"--seed {options.seed} is out of range: use a whole number from 0 to {MAX_SEED} (2**64-1)")
-    if options.keep_checkpoints is not None and (isinstance(options.keep_checkpoints, bool)
-                                                 or not isinstance(options.keep_checkpoints, int)
-                                                 or options.keep_checkpoints < 0):
-        raise UsageError(f"--keep-checkpoints {options.keep_checkpoints!r}: use a whole number from 0 (keep only "
-                         "last.pt)")
+    if options.keep_checkpoints is not None:
+        from models.numbers_check import whole_number
+
+        if whole_number("--keep-checkpoints", options.keep_checkpoints, UsageError) < 0:
+            raise UsageError(f"--keep-checkpoints {options.keep_checkpoints} is out of range: use 0 (last.pt alone) "
+                             "or more")
 
 
 def _new_train_config(options: TrainOptions) -> TrainConfig:
