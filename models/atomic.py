@@ -32,9 +32,9 @@ def _describe_os_error(path: Path, error: OSError) -> str:
     return f"cannot write {path}: {reason}"
 
 
-_TEMPORARY_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]+\.tmp(\.[^.]*)?")
-"""A temporary name of `atomic_path` / `atomic_dir`: "." + destination name + "." + tempfile's random characters +
-".tmp" (+ the destination's suffix for files)."""
+_TEMPORARY_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]*)?")
+"""A temporary name of `atomic_path` / `atomic_dir`: "." + destination name + "." + tempfile's 8 random characters
++ ".tmp" (+ the destination's suffix for files)."""
 
 
 _NAME_MAX = 255
@@ -68,46 +68,68 @@ def temporary_target(name: str) -> str | None:
     return match.group("target") if match else None
 
 
-_SET_ASIDE_NAME = re.compile(r"\.(?P<target>.+)\.old-[0-9]+")
+_SET_ASIDE_NAME = re.compile(r"\.(?P<target>.+)\.old-(?P<pid>[0-9]+)")
 """A folder `atomic_dir` moved aside while putting its new one in place: "." + name + ".old-" + process id."""
 
 
-def clear_interrupted_writes(folder: str | os.PathLike, names: set[str]) -> list[Path]:
-    """Tidy what interrupted atomic writes of `folder / name` (for `name` in `names`) left in `folder`: their
-    temporary files and folders (`temporary_target`) are deleted, and a folder `atomic_dir` had moved aside
-    is deleted where a folder of its name is in place, or else put back. Only for outputs no other process is
-    writing now (the caller holds them). Returns what was deleted or put back (its path before)."""
+def clear_interrupted_writes(folder: str | os.PathLike, names: set[str]) -> list[tuple[Path, str]]:
+    """Tidy what interrupted atomic writes of `folder / name` (for `name` in `names`) left in `folder`.
+
+    Their temporaries are deleted: a file named as `atomic_path` names them (with the destination's suffix) or a
+    folder named as `atomic_dir` does. A folder `atomic_dir` had moved aside, by a process that is no longer
+    running, is deleted where a folder of its name is in place, or else put back. Only for outputs no other
+    process is writing now (the caller holds them). Returns (path, "removed" or "put back") for what it did.
+    """
     folder = Path(folder)
-    tidied = []
+    tidied: list[tuple[Path, str]] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return tidied
     for entry in entries:
         path = Path(entry.path)
-        if temporary_target(entry.name) in names:
-            removed = _remove(path)
+        temporary = _TEMPORARY_NAME.fullmatch(entry.name)
+        if temporary is not None and temporary.group("target") in names:
+            target, suffix = temporary.group("target"), temporary.group("suffix")
+            # a folder's has no suffix, a file's the destination's (`atomic_path` with its default suffix)
+            expected = suffix is None if _is_real_dir(path) else (suffix or "") == Path(target).suffix
+            if expected and _remove(path):
+                tidied.append((path, "removed"))
+            continue
+        set_aside = _SET_ASIDE_NAME.fullmatch(entry.name)
+        if (set_aside is None or set_aside.group("target") not in names or not _is_real_dir(path)
+                or _process_exists(int(set_aside.group("pid")))):
+            continue
+        target = folder / set_aside.group("target")
+        if target.exists() or target.is_symlink():
+            if _remove(path):
+                tidied.append((path, "removed"))
         else:
-            match = _SET_ASIDE_NAME.fullmatch(entry.name)
-            if match is None or match.group("target") not in names or not path.is_dir():
-                continue
-            target = folder / match.group("target")
-            if target.exists() or target.is_symlink():
-                removed = _remove(path)
-            else:
-                try:
-                    os.rename(path, target)
-                    removed = True
-                except OSError:
-                    removed = False
-        if removed:
-            tidied.append(path)
+            with contextlib.suppress(OSError):
+                os.rename(path, target)
+                tidied.append((path, "put back"))
     return tidied
+
+
+def _is_real_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
+
+
+def _process_exists(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process's own: left by an earlier call that was interrupted
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # another user's process, or cannot tell: left alone
+    return True
 
 
 def _remove(path: Path) -> bool:
     try:
-        if path.is_dir() and not path.is_symlink():
+        if _is_real_dir(path):
             shutil.rmtree(path)
         else:
             path.unlink()

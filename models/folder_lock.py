@@ -60,42 +60,45 @@ def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def output_lock(output: str | os.PathLike, command: str, subject: str) -> Iterator[None]:
+def output_lock(output: str | os.PathLike, command: str, subject: str) -> Iterator[bool]:
     """Hold the outputs named by `output` (a file or folder to be written; its folder exists) for the block, by a
     hidden ".<name>.avseg.lock" beside it; `AVSegError` when another process holds them: "another avseg COMMAND
-    is writing SUBJECT (pid N): wait for it to finish"."""
+    is writing SUBJECT (pid N): wait for it to finish". Yields whether they are held: False where no lock can be
+    taken (no `fcntl`, a file system without `flock`, a lock file that cannot be made or opened), so that the
+    caller does not treat what it finds beside them as its own."""
     from models.atomic import hidden_name
 
     def busy(pid: str) -> str:
         return f"another avseg {command} is writing {subject}{pid}: wait for it to finish"
 
     output = Path(output)
-    with _lock(output.parent, hidden_name(output.name, len(_OUTPUT_LOCK_SUFFIX)) + _OUTPUT_LOCK_SUFFIX, busy):
-        yield
+    with _lock(output.parent, hidden_name(output.name, len(_OUTPUT_LOCK_SUFFIX)) + _OUTPUT_LOCK_SUFFIX, busy) as held:
+        yield held
 
 
 @contextlib.contextmanager
-def _lock(folder: Path, name: str, busy: Callable[[str], str]) -> Iterator[None]:
-    """Hold `folder / name`; `busy(" (pid N)" or "")` is the refusal when another process holds it."""
+def _lock(folder: Path, name: str, busy: Callable[[str], str]) -> Iterator[bool]:
+    """Hold `folder / name` (yields True, or False where no lock can be taken); `busy(" (pid N)" or "")` is the
+    refusal when another process holds it."""
     key = os.path.join(os.path.realpath(folder), name)
     if fcntl is None:
-        yield
+        yield False
         return
     if key in _held:
         _held[key] += 1
         try:
-            yield
+            yield True
         finally:
             _held[key] -= 1
         return
     path = folder / name
     fd = _acquire(path, busy)
     if fd is None:  # the lock file cannot be made (a read-only folder): the command reports what it cannot write
-        yield
+        yield False
         return
     _held[key] = 1
     try:
-        yield
+        yield True
     finally:
         del _held[key]
         with contextlib.suppress(OSError):
@@ -107,6 +110,11 @@ def _acquire(path: Path, busy: Callable[[str], str]) -> int | None:
     for _ in range(20):
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError:  # another user's lock file in a shared folder: flock needs no write access
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                return None
         except OSError:
             return None
         try:

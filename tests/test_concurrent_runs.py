@@ -240,20 +240,75 @@ def test_a_masks_folder_moved_aside_by_a_killed_run_is_put_back(tmp_path, two_vi
     assert sorted(p.name for p in (out / "clip.masks").iterdir()) == frames and _hidden_leftovers(out) == []
 
 
-def test_clear_interrupted_writes_touches_only_the_names_given(tmp_path):
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait(timeout=30)
+    return child.pid
+
+
+def test_clear_interrupted_writes_touches_only_what_avseg_would_have_left(tmp_path):
     from models.atomic import clear_interrupted_writes
 
-    (tmp_path / ".a.json.k3j2h1x0.tmp.json").write_text("x")
-    (tmp_path / ".a.masks.q9q9q9q9.tmp").mkdir()
+    dead = _dead_pid()
+    (tmp_path / ".a.json.k3j2h1x0.tmp.json").write_text("x")  # atomic_path's names: removed
+    (tmp_path / ".a.avseg.mp4.zz_9abcd.tmp.mp4").write_bytes(b"")
+    (tmp_path / ".a.masks.q9q9q9q9.tmp").mkdir()  # atomic_dir's
     (tmp_path / ".a.masks.q9q9q9q9.tmp" / "000001.png").write_bytes(b"png")
     (tmp_path / "a.masks").mkdir()
-    (tmp_path / ".a.masks.old-17").mkdir()  # a folder is in place: the one moved aside is old
-    (tmp_path / ".b.json.k3j2h1x0.tmp.json").write_text("x")
-    (tmp_path / ".a.json").write_text("not a temporary name")
-    tidied = clear_interrupted_writes(tmp_path, {"a.json", "a.masks", "a.avseg.mp4"})
-    assert sorted(p.name for p in tidied) == [".a.json.k3j2h1x0.tmp.json", ".a.masks.old-17", ".a.masks.q9q9q9q9.tmp"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".a.json", ".b.json.k3j2h1x0.tmp.json", "a.masks"]
+    (tmp_path / f".a.masks.old-{dead}").mkdir()  # a folder is in place: the one moved aside is old
+    (tmp_path / "b.masks.old").mkdir()
+    (tmp_path / f".b.masks.old-{dead}").mkdir()  # nothing in place: put back
+    (tmp_path / f".b.masks.old-{dead}" / "000001.png").write_bytes(b"png")
+    kept = [".c.json.k3j2h1x0.tmp.json",  # another output's
+            ".a.json", ".a.json.backup.tmp", ".a.json.abcdefgh.tmp", ".a.avseg.mp4.orig.tmp.mp4",  # a user's
+            ".a.json.abcdefgh.tmp.mp4", ".a.masks.old-x", ".a.masks.v1.tmp", ".a.masks.old-1"]  # pid 1 is running
+    for name in kept:
+        (tmp_path / name).mkdir() if "masks" in name else (tmp_path / name).write_text("mine")
+    (tmp_path / ".a.masks.abcdefgh.tmp.png").write_text("a file where atomic_dir makes a folder")
+    kept.append(".a.masks.abcdefgh.tmp.png")
+    tidied = clear_interrupted_writes(tmp_path, {"a.json", "a.masks", "a.avseg.mp4", "b.masks"})
+    assert sorted((path.name, action) for path, action in tidied) == sorted([
+        (".a.json.k3j2h1x0.tmp.json", "removed"), (".a.avseg.mp4.zz_9abcd.tmp.mp4", "removed"),
+        (".a.masks.q9q9q9q9.tmp", "removed"), (f".a.masks.old-{dead}", "removed"),
+        (f".b.masks.old-{dead}", "put back")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["a.masks", "b.masks", "b.masks.old"])
+    assert (tmp_path / "b.masks" / "000001.png").read_bytes() == b"png"
     assert clear_interrupted_writes(tmp_path / "missing", {"a.json"}) == []
+
+
+def test_annotate_names_what_it_tidied(tmp_path, two_videos):
+    clip, _ = two_videos
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".clip.json.k3j2h1x0.tmp.json").write_text("{")
+    warnings = []
+    _annotator(out).annotate(clip, warn=warnings.append)
+    assert f"{clip}: removed what an interrupted run left: .clip.json.k3j2h1x0.tmp.json" in warnings
+
+
+def test_shared_folder_lock_file_of_another_user_still_locks(tmp_path):
+    """A lock file another user made (0644: not writable here) is opened read-only, as flock needs no write access:
+    the second process is refused instead of running unlocked (and tidying the first one's live temporaries)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    code = ("import os, sys\n"
+            "from models.errors import AVSegError\n"
+            "from models.folder_lock import output_lock\n"
+            "real_open = os.open\n"
+            "def open_as_another_user(path, flags, *args):\n"
+            "    if str(path).endswith('.avseg.lock') and flags & (os.O_RDWR | os.O_WRONLY):\n"
+            "        raise PermissionError(13, 'Permission denied', str(path))\n"
+            "    return real_open(path, flags, *args)\n"
+            "os.open = open_as_another_user\n"
+            "try:\n"
+            f"    with output_lock({str(out / 'clip.json')!r}, 'annotate', 'x') as held: print('held', held)\n"
+            "except AVSegError as error: print('refused', error.message)\n")
+    with output_lock(out / "clip.json", "annotate", "x") as held:
+        assert held is True
+        done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (f"refused another avseg annotate is writing x (pid {os.getpid()}): wait for it to "
+                                   "finish")
 
 
 def test_a_second_interrupt_during_annotate_cleanup_leaves_no_temporaries(tmp_path, two_videos, monkeypatch):

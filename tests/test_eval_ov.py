@@ -156,7 +156,7 @@ def test_resume_skips_only_complete_videos(setup, tmp_path):
 
     incomplete = records[0]
     (preds / incomplete.uid / f"{incomplete.num_frames - 1}.png").unlink()
-    stale = preds / f".{records[1].uid}.abc123.tmp"
+    stale = preds / f".{records[1].uid}.abc12_34.tmp"
     stale.mkdir()
     counting = CountingPredictor(setup["predictor"])
     run = predict_split(counting, data, "test", preds)

@@ -79,9 +79,16 @@ def test_keep_checkpoints_deletes_the_older_numbered_ones(data_dir: Path, tmp_pa
     assert numbered == ["model_0000003.pt", "model_0000004.pt"]
     assert [torch.load(run / name, weights_only=True)["iteration"] for name in numbered] == [3, 4]
     assert torch.load(run / "last.pt", weights_only=True)["iteration"] == 4
-    # resumed with 0: last.pt alone, the numbered ones of the first part go too
+    # rolled back to iteration 3 (model_0000003.pt copied to last.pt) with a checkpoint of a later iteration left
+    # from the abandoned part: the new iteration 4 is the latest of this run, and iteration 9 is not touched
+    shutil.copyfile(run / "model_0000003.pt", run / "last.pt")
+    (run / "model_0000009.pt").write_bytes(b"abandoned")
+    train(_options(data_dir, run, max_iters=4, checkpoint_period=1, keep_checkpoints=1, resume=True), warn=_quiet)
+    assert sorted(p.name for p in run.glob("model_*.pt")) == ["model_0000004.pt", "model_0000009.pt"]
+    assert torch.load(run / "model_0000004.pt", weights_only=True)["iteration"] == 4
+    # resumed with 0: last.pt alone, the numbered ones of the first parts go too
     train(_options(data_dir, run, max_iters=5, checkpoint_period=1, keep_checkpoints=0, resume=True), warn=_quiet)
-    assert sorted(p.name for p in run.iterdir()) == ["last.pt", "log.jsonl"]
+    assert sorted(p.name for p in run.iterdir()) == ["last.pt", "log.jsonl", "model_0000009.pt"]
     assert torch.load(run / "last.pt", weights_only=True)["iteration"] == 5
 
 
@@ -531,7 +538,7 @@ def test_cli_resume_of_a_finished_run_has_nothing_to_do(small_run: Path, data_di
 def test_new_run_and_resume_remove_temporary_files_of_interrupted_writes(small_run: Path, data_dir: Path,
                                                                           tmp_path: Path):
     run = shutil.copytree(small_run, tmp_path / "run")
-    stale = [".model_0000001.pt.k2j3h4.tmp.pt", ".last.pt.abc_12.tmp.pt", ".log.jsonl.x1y2.tmp.jsonl"]
+    stale = [".model_0000001.pt.k2j3h4m5.tmp.pt", ".last.pt.abc_1234.tmp.pt", ".log.jsonl.x1y2z3w4.tmp.jsonl"]
     for name in [*stale, ".keep", "notes.tmp.pt"]:
         (run / name).write_bytes(b"")
     train(_options(data_dir, run, max_iters=3, resume=True), warn=_quiet)

@@ -72,7 +72,7 @@ from concurrent.futures import BrokenExecutor, Executor, Future
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, Callable, Sequence
+from typing import IO, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -561,31 +561,41 @@ class Annotator:
         analysis_rate = output_rate(info, self.options.analysis_fps)
         folder = outputs.requested()[0].parent
         ensure_output_dir(folder)
-        with self._outputs_held(video):
-            return self._annotate_held(video, info, analysis_rate, outputs, progress, note, messages, started)
+        with self._outputs_held(video, note) as held:
+            return self._annotate_held(video, info, analysis_rate, outputs, progress, note, messages, started, held)
 
-    def _outputs_held(self, video: Path) -> contextlib.ExitStack:
-        """`video`'s outputs held in their folder against another avseg process until the returned stack is closed
-        (`output_lock`), once who made the existing ones is checked again (another process may have written them
-        since `annotate` first checked) and what an interrupted run of them left is tidied away: temporaries
-        (a killed run's partial overlay and masks) are deleted, a masks folder moved aside is put back."""
+    @contextlib.contextmanager
+    def _outputs_held(self, video: Path, note: Callable[[str], None]) -> Iterator[bool]:
+        """Hold `video`'s outputs in their folder against another avseg process for the block (`output_lock`;
+        yields whether they are held), once who made the existing ones is checked again (another process may have
+        written them since `annotate` first checked) and, where they are held, what an interrupted run of them
+        left is tidied away (`clear_interrupted_writes`: a killed run's partial overlay, masks and JSON; a masks
+        folder moved aside is put back), with a note naming it."""
         from models.atomic import clear_interrupted_writes
         from models.folder_lock import output_lock
 
         json_path = self._json_beside(video)
         with contextlib.ExitStack() as stack:
             try:
-                stack.enter_context(output_lock(json_path, "annotate", f"outputs named {json_path.with_suffix('')}.*"))
+                held = stack.enter_context(output_lock(json_path, "annotate",
+                                                       f"outputs named {json_path.with_suffix('')}.*"))
             except AVSegError as error:
                 raise AVSegError(f"{video}: {error.message}") from None
             self.check_outputs_owner(video)
-            clear_interrupted_writes(json_path.parent, self._output_names(video))
-            return stack.pop_all()
+            if held:
+                tidied = clear_interrupted_writes(json_path.parent, self._output_names(video))
+                removed = [path.name for path, action in tidied if action == "removed"]
+                put_back = [path.name for path, action in tidied if action == "put back"]
+                if removed:
+                    note(f"{video}: removed what an interrupted run left: {', '.join(removed)}")
+                if put_back:
+                    note(f"{video}: put back the outputs an interrupted run had moved aside: {', '.join(put_back)}")
+            yield held
 
     def _annotate_held(self, video: Path, info, analysis_rate: Fraction, outputs: OutputPaths, progress: Progress,
-                       note: Callable[[str], None], messages: list[str], started: float) -> VideoResult:
-        """The rest of `annotate`, once the outputs are held (`_outputs_held`): `messages` collects what `note`
-        was given, `started` is when `annotate` was called (`perf_counter`)."""
+                       note: Callable[[str], None], messages: list[str], started: float, held: bool) -> VideoResult:
+        """The rest of `annotate`, once the outputs are held (`_outputs_held`; `held`: whether they could be):
+        `messages` collects what `note` was given, `started` is when `annotate` was called (`perf_counter`)."""
         from models.io.audio import decode_audio_16k
         from models.io.mux import VideoWriter, audio_plan
         from models.io.video import iter_frames
@@ -647,9 +657,9 @@ class Annotator:
         except BaseException as error:
             from models.atomic import clear_interrupted_writes
 
-            # what an output's own cleanup left (a second Ctrl-C can cut it short) goes too: these outputs are held
-            with contextlib.suppress(OSError):
-                clear_interrupted_writes(folder, self._output_names(video))
+            if held:  # what an output's own cleanup left (a second Ctrl-C can cut it short) goes too
+                with contextlib.suppress(OSError):
+                    clear_interrupted_writes(folder, self._output_names(video))
             if isinstance(error, OSError):
                 raise AVSegError(f"{video}: cannot write the outputs in {folder}: {error.strerror or error}") from error
             raise

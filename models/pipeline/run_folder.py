@@ -93,11 +93,13 @@ def load_resume_state(out_dir: Path, config_name: str) -> dict:
 _NUMBERED = re.compile(r"model_(\d+)\.pt")
 
 
-def remove_old_checkpoints(out_dir: Path, keep: int) -> list[str]:
-    """Delete the numbered checkpoints `model_<iteration>.pt` of `out_dir` but the `keep` latest (by iteration);
-    `last.pt` is never touched. Returns the names of those that could not be deleted (the caller warns)."""
+def remove_old_checkpoints(out_dir: Path, keep: int, iteration: int) -> list[str]:
+    """Delete the numbered checkpoints `model_<iteration>.pt` of `out_dir` up to `iteration` (the one just saved)
+    but the `keep` latest; `last.pt` and those of later iterations (left by a run that was rolled back to an
+    earlier checkpoint) are never touched. Returns the names of those that could not be deleted (the caller warns)."""
     numbered = sorted((int(match.group(1)), path) for path in out_dir.iterdir()
-                      if (match := _NUMBERED.fullmatch(path.name)) and path.is_file())
+                      if (match := _NUMBERED.fullmatch(path.name)) and int(match.group(1)) <= iteration
+                      and path.is_file())
     failed = []
     for _, path in numbered[: max(0, len(numbered) - keep)]:
         try:

@@ -371,7 +371,7 @@ def _run(options: TrainOptions, progress: Progress, warn, device: torch.device, 
             save_checkpoint(out_dir / f"model_{iteration:07d}.pt", state)
         save_checkpoint(last_path, state)
         if options.keep_checkpoints is not None:  # the older ones go once the new one is saved
-            failed = remove_old_checkpoints(out_dir, options.keep_checkpoints)
+            failed = remove_old_checkpoints(out_dir, options.keep_checkpoints, iteration)
             if failed:
                 warn(f"--keep-checkpoints {options.keep_checkpoints}: could not delete {', '.join(failed)}")
 
