@@ -122,8 +122,8 @@ def _process_exists(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OverflowError, OSError):
-        return True  # another user's process, or cannot tell: left alone
+    except (OverflowError, OSError):
+        return True  # another user's process (PermissionError), or cannot tell: left alone
     return True
 
 

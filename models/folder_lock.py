@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Callable, Iterator
 
+from models.atomic import hidden_name
 from models.errors import AVSegError
 
 try:
@@ -66,8 +67,6 @@ def output_lock(output: str | os.PathLike, command: str, subject: str) -> Iterat
     is writing SUBJECT (pid N): wait for it to finish". Yields whether they are held: False where no lock can be
     taken (no `fcntl`, a file system without `flock`, a lock file that cannot be made or opened), so that the
     caller does not treat what it finds beside them as its own."""
-    from models.atomic import hidden_name
-
     def busy(pid: str) -> str:
         return f"another avseg {command} is writing {subject}{pid}: wait for it to finish"
 

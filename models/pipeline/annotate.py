@@ -76,7 +76,7 @@ from typing import IO, Callable, Iterator, Sequence
 
 import numpy as np
 
-from models.atomic import atomic_dir, atomic_open, json_dumps
+from models.atomic import atomic_dir, atomic_open, clear_interrupted_writes, json_dumps
 from models.errors import AVSegError
 from models.prediction import ClipInput, FramePrediction, VideoPredictor, predict_clips
 from models.pipeline.annotate_inputs import check_vocabulary, has_glob
@@ -571,7 +571,6 @@ class Annotator:
         written them since `annotate` first checked) and, where they are held, what an interrupted run of them
         left is tidied away (`clear_interrupted_writes`: a killed run's partial overlay, masks and JSON; a masks
         folder moved aside is put back), with a note naming it."""
-        from models.atomic import clear_interrupted_writes
         from models.folder_lock import output_lock
 
         json_path = self._json_beside(video)
@@ -655,8 +654,6 @@ class Annotator:
                     frames_json.counts = {"num_frames": runner.num_frames, "num_analysed_frames": runner.num_analysed,
                                           "duration": round(float(runner.num_frames / info.fps), 6)}
         except BaseException as error:
-            from models.atomic import clear_interrupted_writes
-
             if held:  # what an output's own cleanup left (a second Ctrl-C can cut it short) goes too
                 with contextlib.suppress(OSError):
                     clear_interrupted_writes(folder, self._output_names(video))
